@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// The CLI's subcommands: each file registers one on the app and runs it.
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include <coremap/coremap.hpp>
+
+namespace coremap::cli {
+
+/// Exit codes, documented in the README.
+enum ExitCode : int { exit_ok = 0, exit_items_failed = 1, exit_setup = 2 };
+
+/// Options every subcommand that resolves plugins takes.
+struct SearchOptions {
+  std::vector<std::filesystem::path> plugin_paths;
+};
+void add_search_options(CLI::App& command, SearchOptions& options);
+PluginLoader make_loader(const SearchOptions& options);
+
+/// `--config JSON|@FILE`: parses the text (or the file's contents). Throws ConfigError.
+Json parse_config_argument(const std::string& argument);
+
+struct RunArgs {
+  SearchOptions search;
+  std::string plugin;
+  std::string manifest;
+  std::string output = "-";
+  std::string format = "auto";
+  std::string config;
+  std::size_t threads = 0;
+  bool serial = false;
+  bool unordered = false;
+  std::uint64_t max_errors = 0;
+  bool fail_fast = false;
+  bool quiet = false;
+  std::size_t max_in_flight = 0;
+};
+CLI::App* add_run_command(CLI::App& app, RunArgs& args);
+int run_command(const RunArgs& args);
+
+struct PluginsArgs {
+  SearchOptions search;
+};
+CLI::App* add_plugins_command(CLI::App& app, PluginsArgs& args);
+int plugins_command(const PluginsArgs& args);
+
+struct InfoArgs {
+  SearchOptions search;
+  std::string plugin;
+  bool json = false;
+};
+CLI::App* add_info_command(CLI::App& app, InfoArgs& args);
+int info_command(const InfoArgs& args);
+
+}  // namespace coremap::cli

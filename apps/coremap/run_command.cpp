@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: MIT
+#include <cstdio>
+
+#include "commands.hpp"
+
+namespace coremap::cli {
+
+CLI::App* add_run_command(CLI::App& app, RunArgs& args) {
+  CLI::App* run = app.add_subcommand("run", "Map a plugin over every item of a manifest");
+  run->add_option("-p,--plugin", args.plugin, "Plugin name (found on the search path) or path to a .so")
+      ->required()
+      ->type_name("NAME|PATH");
+  run->add_option("-m,--manifest", args.manifest, "Manifest file, or - for standard input")
+      ->required()
+      ->type_name("FILE|-");
+  run->add_option("-o,--output", args.output,
+                  "Write records here (via FILE.part, renamed when done); default standard output")
+      ->type_name("FILE");
+  run->add_option("--format", args.format, "Manifest format: auto, jsonl, json (one array) or lines")
+      ->check(CLI::IsMember({"auto", "jsonl", "ndjson", "json", "array", "lines", "list", "paths"}));
+  auto* threads = run->add_option("-j,--threads", args.threads, "Worker threads (default: all cores)")
+                      ->check(CLI::Range(std::size_t{1}, std::size_t{4096}));
+  run->add_flag("--serial", args.serial,
+                "Run on one thread, in order, with no TBB in the call path (for debugging)")
+      ->excludes(threads);
+  run->add_flag("--unordered", args.unordered, "Write records as items finish instead of in manifest order");
+  run->add_option("-c,--config", args.config, "Plugin config: a JSON object, or @FILE holding one")
+      ->type_name("JSON|@FILE");
+  auto* max_errors = run->add_option("--max-errors", args.max_errors,
+                                     "Stop taking new items after N failed items (0: never)")
+                         ->type_name("N");
+  run->add_flag("--fail-fast", args.fail_fast, "Stop at the first failed item (--max-errors 1)")
+      ->excludes(max_errors);
+  run->add_option("--max-in-flight", args.max_in_flight,
+                  "Bound on batches of items in flight (default: 4 per thread)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20))
+      ->type_name("N");
+  run->add_flag("-q,--quiet", args.quiet, "No progress line and no summary on standard error");
+  add_search_options(*run, args.search);
+  return run;
+}
+
+int run_command(const RunArgs& args) {
+  const PluginLoader loader = make_loader(args.search);
+  ManifestReader manifest(args.manifest, parse_manifest_format(args.format));
+  auto plugin = loader.load(args.plugin);
+  RunOptions options;
+  options.threads = args.threads;
+  options.serial = args.serial;
+  options.ordered = !args.unordered;
+  options.max_errors = args.fail_fast ? 1 : args.max_errors;
+  options.max_in_flight = args.max_in_flight;
+  Engine engine(plugin, parse_config_argument(args.config), options);
+
+  FileSink sink(args.output);
+  ProgressMeter meter(engine.progress(), stderr, !args.quiet);
+  const RunStats stats = engine.run(manifest, sink);
+  meter.stop();
+  sink.finish();
+
+  if (!args.quiet) {
+    std::fprintf(stderr,
+                 "coremap: %llu items: %llu ok, %llu failed in %.3f s (%.0f items/s, %zu thread%s%s)\n",
+                 static_cast<unsigned long long>(stats.items), static_cast<unsigned long long>(stats.ok),
+                 static_cast<unsigned long long>(stats.failed), stats.wall_seconds, stats.items_per_second(),
+                 stats.threads, stats.threads == 1 ? "" : "s", args.serial ? ", serial" : "");
+    if (stats.stopped == StopReason::max_errors) {
+      std::fprintf(stderr, "coremap: stopped early: %llu failed items reached --max-errors %llu\n",
+                   static_cast<unsigned long long>(stats.failed),
+                   static_cast<unsigned long long>(options.max_errors));
+    }
+  }
+  return stats.failed == 0 ? exit_ok : exit_items_failed;
+}
+
+}  // namespace coremap::cli

@@ -1,0 +1,16 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// \file
+/// Everything an application embedding coremap needs. Plugin authors include
+/// <coremap/plugin.hpp> instead.
+
+#include <coremap/engine.hpp>
+#include <coremap/error.hpp>
+#include <coremap/manifest.hpp>
+#include <coremap/plugin.hpp>
+#include <coremap/plugin_loader.hpp>
+#include <coremap/progress.hpp>
+#include <coremap/record.hpp>
+#include <coremap/sink.hpp>
+#include <coremap/version.hpp>

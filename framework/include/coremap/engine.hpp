@@ -1,0 +1,119 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// \file
+/// The parallel map engine: one plugin over every item of a manifest (streamed through a
+/// bounded tbb::parallel_pipeline) or of a range already in memory (tbb::parallel_for_each),
+/// or serially on the calling thread. One per-item code path serves all three.
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <coremap/export.hpp>
+#include <coremap/manifest.hpp>
+#include <coremap/plugin.hpp>
+#include <coremap/plugin_loader.hpp>
+#include <coremap/record.hpp>
+#include <coremap/sink.hpp>
+
+namespace coremap {
+
+/// How a run is carried out.
+struct RunOptions {
+  /// Worker threads; 0 means all cores (tbb::info::default_concurrency()). May exceed the core
+  /// count.
+  std::size_t threads = 0;
+  /// Run on the calling thread, in order, with no TBB in the call path (for debuggers).
+  bool serial = false;
+  /// Write records in index order (the default: serial and parallel output are byte-identical);
+  /// false writes them as they finish.
+  bool ordered = true;
+  /// Stop taking new items once this many items have failed; 0 means never.
+  std::uint64_t max_errors = 0;
+  /// Bound on batches of items in flight; 0 means four per thread.
+  std::size_t max_in_flight = 0;
+};
+
+/// Why a run ended before the manifest's end.
+enum class StopReason { none, max_errors, cancelled };
+
+/// What a run did.
+struct RunStats {
+  std::uint64_t items = 0;   ///< records written (ok + failed)
+  std::uint64_t ok = 0;
+  std::uint64_t failed = 0;
+  double wall_seconds = 0;
+  std::size_t threads = 0;
+  StopReason stopped = StopReason::none;
+
+  double items_per_second() const noexcept {
+    return wall_seconds > 0 ? static_cast<double>(items) / wall_seconds : 0.0;
+  }
+};
+
+/// Counters of the run in progress, readable from any thread (e.g. a progress display).
+struct Progress {
+  std::atomic<std::uint64_t> done{0};        ///< records written
+  std::atomic<std::uint64_t> failed{0};      ///< items failed so far
+  std::atomic<std::uint64_t> bytes_read{0};  ///< manifest bytes consumed
+  std::atomic<std::uint64_t> total_bytes{0}; ///< manifest size when known, else 0
+  std::atomic<std::uint64_t> total_items{0}; ///< item count when known, else 0
+};
+
+/// Maps one plugin over items on all cores.
+///
+/// \code
+/// auto plugin = coremap::PluginLoader().load("sha256");
+/// coremap::Engine engine(plugin, coremap::Json::object(), {.threads = 8});
+/// coremap::ManifestReader manifest("files.txt");
+/// coremap::FileSink out("hashes.jsonl");
+/// coremap::RunStats stats = engine.run(manifest, out);
+/// out.finish();
+/// \endcode
+///
+/// The engine keeps one plugin instance per worker thread (one shared instance when the plugin
+/// is reentrant), so `process()` is never entered by two threads on one instance. An exception
+/// from `process()` becomes that item's error record and the run goes on.
+///
+/// Thread safety: run() and map() are called from one thread at a time; request_stop() and
+/// progress() from any thread, and request_stop() from a signal handler.
+class COREMAP_EXPORT Engine {
+ public:
+  /// Validates `config` against the plugin's declared keys and constructs the first instance:
+  /// throws ConfigError or PluginError (setup errors) before any item is read.
+  Engine(std::shared_ptr<const Plugin> plugin, const Json& config, RunOptions options = {});
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  /// Streams `manifest` through the plugin into `sink`, with a bounded number of items in
+  /// flight. Throws what the manifest or the sink throws (ManifestError, OutputError); item
+  /// failures are records, not exceptions. Does not call sink.finish().
+  RunStats run(ManifestReader& manifest, Sink& sink);
+
+  /// Maps the plugin over items already in memory (tbb::parallel_for_each); returns one record
+  /// per item, in index order. Items not started because the run was stopped get an error
+  /// record saying so.
+  std::vector<Record> map(std::span<const Json> items, RunStats* stats = nullptr);
+
+  /// Stops taking new items; items in progress finish. Async-signal-safe.
+  void request_stop() noexcept;
+
+  /// Live counters of the current (or last) run.
+  const Progress& progress() const noexcept;
+
+  /// The thread count runs use.
+  std::size_t threads() const noexcept;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace coremap

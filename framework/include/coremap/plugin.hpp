@@ -1,0 +1,269 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// \file
+/// The one header a plugin author includes. A plugin is a class with a constructor taking its
+/// JSON config and a `process(item)` returning a JSON result, registered with COREMAP_PLUGIN:
+///
+/// \code
+/// #include <coremap/plugin.hpp>
+///
+/// class Upper {
+///  public:
+///   static constexpr coremap::ConfigKey config_keys[] = {
+///       {"field", "string", "\"name\"", "item field to upper-case"}};
+///   explicit Upper(const coremap::Json& config) : field_(config.at("field")) {}
+///   coremap::Json process(const coremap::Json& item) {
+///     std::string s = item.at(field_);
+///     for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+///     return {{field_, s}};
+///   }
+///  private:
+///   std::string field_;
+/// };
+///
+/// COREMAP_PLUGIN(Upper, "upper", "1.0.0", "upper-cases one field of each item")
+/// \endcode
+///
+/// Thread safety: unless the class declares `static constexpr bool reentrant = true;`, the
+/// engine never calls `process()` on one instance from two threads at once (it keeps one
+/// instance per concurrent worker), so plugin code can be plain serial code.
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <exception>
+#include <iterator>
+#include <memory>
+#include <string>
+#include <type_traits>
+
+#include <cxxabi.h>
+
+#include <nlohmann/json.hpp>
+
+namespace coremap {
+
+/// The JSON value type of items, configs and results.
+using Json = nlohmann::json;
+
+/// Version of the binary interface between the framework and a plugin library. The loader
+/// refuses a library built for another one.
+inline constexpr std::uint32_t plugin_abi_version = 1;
+
+/// Name of the C-linkage function every plugin library exports (emitted by COREMAP_PLUGIN).
+inline constexpr const char* plugin_entry_symbol = "coremap_plugin_entry";
+
+/// One configuration key a plugin declares: the framework validates `--config` against the
+/// declared keys (unknown key, wrong type) and fills in defaults before the constructor runs.
+struct ConfigKey {
+  const char* name;          ///< key in the config object
+  const char* type;          ///< "integer", "number", "string", "boolean", "array", "object" or "any"
+  const char* default_json;  ///< JSON text of the default value; nullptr when the key is required
+  const char* description;   ///< one line for `coremap info`
+};
+
+/// What `process()` may ask the engine about the item it is working on.
+///
+/// Thread safety: a Context belongs to one call of `process()`; do not keep it afterwards.
+class Context {
+ public:
+  /// Made by the engine; plugins only receive it.
+  Context(std::uint64_t index, const std::atomic<bool>* cancel) noexcept
+      : index_(index), cancel_(cancel) {}
+
+  /// 0-based position of the item among the manifest's items.
+  std::uint64_t index() const noexcept { return index_; }
+
+  /// True once the run is being stopped (`--max-errors` reached, or the embedding app
+  /// cancelled it); a long `process()` may poll this and return early.
+  bool cancelled() const noexcept {
+    return cancel_ != nullptr && cancel_->load(std::memory_order_relaxed);
+  }
+
+ private:
+  std::uint64_t index_;
+  const std::atomic<bool>* cancel_;
+};
+
+/// Bits of PluginDescriptor::flags.
+enum PluginFlags : std::uint32_t {
+  plugin_reentrant = 1u << 0,        ///< one instance may run `process()` on many threads
+  plugin_declares_config = 1u << 1,  ///< config_keys is the complete list of accepted keys
+};
+
+/// What a plugin library's entry symbol returns. Layout is part of the ABI: `abi_version`
+/// stays the first member forever so the loader can read it before anything else.
+struct PluginDescriptor {
+  std::uint32_t abi_version;
+  std::uint32_t flags;
+  const char* name;
+  const char* version;
+  const char* description;
+  const char* fingerprint;  ///< compiler, standard library and nlohmann_json the plugin was built with
+  const ConfigKey* config_keys;
+  std::size_t config_key_count;
+  /// Returns a new instance, or nullptr with the constructor's message in *error.
+  void* (*create)(const Json* config, std::string* error) noexcept;
+  void (*destroy)(void* instance) noexcept;
+  /// Runs `process()`; on an exception returns false with its description in *error.
+  bool (*process)(void* instance, const Json* item, Context* context, Json* result,
+                  std::string* error) noexcept;
+};
+
+/// Signature of the entry symbol.
+using PluginEntry = const PluginDescriptor* (*)() noexcept;
+
+namespace detail {
+
+#define COREMAP_DETAIL_STR2(x) #x
+#define COREMAP_DETAIL_STR(x) COREMAP_DETAIL_STR2(x)
+
+#if defined(__clang__)
+#define COREMAP_DETAIL_COMPILER "clang-" COREMAP_DETAIL_STR(__clang_major__)
+#elif defined(__GNUC__)
+#define COREMAP_DETAIL_COMPILER "gcc-" COREMAP_DETAIL_STR(__GNUC__)
+#else
+#define COREMAP_DETAIL_COMPILER "unknown-compiler"
+#endif
+
+#if defined(_LIBCPP_VERSION)
+#define COREMAP_DETAIL_STDLIB "libc++-" COREMAP_DETAIL_STR(_LIBCPP_VERSION)
+#elif defined(_GLIBCXX_RELEASE)
+#define COREMAP_DETAIL_STDLIB \
+  "libstdc++-" COREMAP_DETAIL_STR(_GLIBCXX_RELEASE) "-cxx11abi" COREMAP_DETAIL_STR(_GLIBCXX_USE_CXX11_ABI)
+#else
+#define COREMAP_DETAIL_STDLIB "unknown-stdlib"
+#endif
+
+/// Compiled into both sides; the loader compares the plugin's copy with its own.
+inline constexpr const char* build_fingerprint =
+    COREMAP_DETAIL_COMPILER ";" COREMAP_DETAIL_STDLIB ";nlohmann_json-" COREMAP_DETAIL_STR(
+        NLOHMANN_JSON_VERSION_MAJOR) "." COREMAP_DETAIL_STR(NLOHMANN_JSON_VERSION_MINOR) "." COREMAP_DETAIL_STR(NLOHMANN_JSON_VERSION_PATCH);
+
+/// Describes the exception in flight; called only inside a catch block.
+inline void describe_current_exception(std::string& out) noexcept {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    try {
+      out = e.what();
+    } catch (...) {
+    }
+  } catch (...) {
+    try {
+      const std::type_info* type = abi::__cxa_current_exception_type();
+      std::string name = type != nullptr ? type->name() : "?";
+      int status = 0;
+      std::unique_ptr<char, decltype(&std::free)> demangled(
+          abi::__cxa_demangle(name.c_str(), nullptr, nullptr, &status), &std::free);
+      if (status == 0 && demangled) name = demangled.get();
+      out = "exception of type '" + name + "' (not derived from std::exception)";
+    } catch (...) {
+    }
+  }
+}
+
+template <class P>
+concept ProcessWithContext = requires(P& p, const Json& item, Context& ctx) {
+  { p.process(item, ctx) } -> std::convertible_to<Json>;
+};
+
+template <class P>
+concept ProcessItemOnly = requires(P& p, const Json& item) {
+  { p.process(item) } -> std::convertible_to<Json>;
+};
+
+template <class P>
+void* create_instance(const Json* config, std::string* error) noexcept {
+  try {
+    if constexpr (std::is_constructible_v<P, const Json&>) {
+      return new P(*config);
+    } else {
+      static_assert(std::is_default_constructible_v<P>,
+                    "a coremap plugin needs a constructor taking (const coremap::Json& config)");
+      return new P();
+    }
+  } catch (...) {
+    describe_current_exception(*error);
+    return nullptr;
+  }
+}
+
+template <class P>
+void destroy_instance(void* instance) noexcept {
+  delete static_cast<P*>(instance);
+}
+
+template <class P>
+bool process_item(void* instance, const Json* item, Context* context, Json* result,
+                  std::string* error) noexcept {
+  try {
+    P& self = *static_cast<P*>(instance);
+    if constexpr (ProcessWithContext<P>) {
+      *result = self.process(*item, *context);
+    } else {
+      static_assert(ProcessItemOnly<P>,
+                    "a coremap plugin needs Json process(const Json& item) or "
+                    "Json process(const Json& item, coremap::Context& context)");
+      *result = self.process(*item);
+    }
+    return true;
+  } catch (...) {
+    describe_current_exception(*error);
+    return false;
+  }
+}
+
+template <class P>
+constexpr std::uint32_t flags_of() noexcept {
+  std::uint32_t flags = 0;
+  if constexpr (requires { P::reentrant; }) {
+    if (P::reentrant) flags |= plugin_reentrant;
+  }
+  if constexpr (requires { P::config_keys; }) flags |= plugin_declares_config;
+  return flags;
+}
+
+template <class P>
+constexpr const ConfigKey* config_keys_of() noexcept {
+  if constexpr (requires { P::config_keys; }) {
+    return std::data(P::config_keys);
+  } else {
+    return nullptr;
+  }
+}
+
+template <class P>
+constexpr std::size_t config_key_count_of() noexcept {
+  if constexpr (requires { P::config_keys; }) {
+    return std::size(P::config_keys);
+  } else {
+    return 0;
+  }
+}
+
+/// The descriptor of plugin class P. Also used directly to run a plugin class linked into the
+/// application, without a shared library (Plugin::from_descriptor).
+template <class P>
+const PluginDescriptor* descriptor_of(const char* name, const char* version,
+                                      const char* description) noexcept {
+  static const PluginDescriptor descriptor{
+      plugin_abi_version,       flags_of<P>(),       name,
+      version,                  description,         build_fingerprint,
+      config_keys_of<P>(),      config_key_count_of<P>(), &create_instance<P>,
+      &destroy_instance<P>,     &process_item<P>};
+  return &descriptor;
+}
+
+}  // namespace detail
+}  // namespace coremap
+
+/// Registers plugin class `Class` under `name`; write it once, at namespace scope, in the
+/// plugin's source file. Emits the library's only exported symbol, `coremap_plugin_entry`.
+#define COREMAP_PLUGIN(Class, name, version, description)                                   \
+  extern "C" __attribute__((visibility("default"))) const ::coremap::PluginDescriptor*     \
+  coremap_plugin_entry() noexcept {                                                         \
+    return ::coremap::detail::descriptor_of<Class>(name, version, description);             \
+  }

@@ -1,0 +1,139 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// \file
+/// Finding, loading and instantiating plugins. A Plugin is a loaded library (or a plugin
+/// class linked into the application); a PluginInstance is one constructed object of it;
+/// PluginLoader resolves a name on the search path.
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <coremap/export.hpp>
+#include <coremap/plugin.hpp>
+
+namespace coremap {
+
+/// A loaded plugin: its library stays loaded while the Plugin, or any instance made from it,
+/// is alive.
+///
+/// \code
+/// auto plugin = coremap::Plugin::load("build/lib/coremap/plugins/sha256.so");
+/// coremap::PluginInstance sha(plugin, plugin->resolve_config(coremap::Json::object()));
+/// \endcode
+///
+/// Thread safety: all const members may be called from any thread.
+class COREMAP_EXPORT Plugin {
+ public:
+  /// Loads the library at `path` (dlopen with RTLD_NOW | RTLD_LOCAL) and checks it. Throws
+  /// PluginError naming the file and the reason: missing file, not loadable (with the dynamic
+  /// loader's message, e.g. an unresolved symbol), no entry symbol, another plugin ABI, or
+  /// another build fingerprint. Never calls into a library whose ABI differs.
+  static std::shared_ptr<const Plugin> load(const std::filesystem::path& path);
+
+  /// Wraps a descriptor compiled into the application (`detail::descriptor_of<MyPlugin>(...)`),
+  /// so the engine runs it with no shared library; `origin` names it in messages.
+  static std::shared_ptr<const Plugin> from_descriptor(const PluginDescriptor* descriptor,
+                                                       std::string origin);
+
+  ~Plugin();
+  Plugin(const Plugin&) = delete;
+  Plugin& operator=(const Plugin&) = delete;
+
+  const PluginDescriptor& descriptor() const noexcept { return *descriptor_; }
+  std::string_view name() const noexcept { return descriptor_->name; }
+  std::string_view version() const noexcept { return descriptor_->version; }
+  std::string_view description() const noexcept { return descriptor_->description; }
+  /// The library's path, or the origin given to from_descriptor().
+  const std::string& path() const noexcept { return path_; }
+  /// True when one instance may run `process()` on many threads at once.
+  bool reentrant() const noexcept { return (descriptor_->flags & plugin_reentrant) != 0; }
+
+  /// Checks `config` against the declared keys (null counts as {}) and returns it with the
+  /// defaults filled in. Throws ConfigError naming the plugin and the key: not an object,
+  /// unknown key, wrong type, required key missing. A plugin that declares no keys gets its
+  /// config as given.
+  Json resolve_config(const Json& config) const;
+
+ private:
+  struct Private {};
+
+ public:
+  Plugin(Private, void* handle, const PluginDescriptor* descriptor, std::string path) noexcept;
+
+ private:
+  void* handle_;
+  const PluginDescriptor* descriptor_;
+  std::string path_;
+};
+
+/// One constructed plugin object.
+///
+/// Thread safety: `process()` may be entered by one thread at a time unless the plugin is
+/// reentrant.
+class COREMAP_EXPORT PluginInstance {
+ public:
+  /// Runs the plugin's constructor with `resolved_config` (see Plugin::resolve_config). Throws
+  /// PluginError with the constructor's message when it throws.
+  PluginInstance(std::shared_ptr<const Plugin> plugin, const Json& resolved_config);
+  ~PluginInstance();
+  PluginInstance(const PluginInstance&) = delete;
+  PluginInstance& operator=(const PluginInstance&) = delete;
+
+  /// Calls the plugin's `process()`. Returns true with the result in `result`, or false with
+  /// the exception's description in `error`. Never throws.
+  bool process(const Json& item, Context& context, Json& result, std::string& error) noexcept {
+    return descriptor_->process(self_, &item, &context, &result, &error);
+  }
+
+  const Plugin& plugin() const noexcept { return *plugin_; }
+
+ private:
+  std::shared_ptr<const Plugin> plugin_;
+  const PluginDescriptor* descriptor_;
+  void* self_;
+};
+
+/// A plugin found on the search path, for `coremap plugins`.
+struct PluginListing {
+  std::filesystem::path path;
+  std::shared_ptr<const Plugin> plugin;  ///< null when loading failed
+  std::string error;                     ///< why loading failed
+};
+
+/// Resolves plugin names on the search path: the directories given (`--plugin-path`), then
+/// those in COREMAP_PLUGIN_PATH (colon-separated), then the bundled plugins directory next to
+/// libcoremap (lib/coremap/plugins, in the build tree and after install alike).
+///
+/// Thread safety: const members may be called from any thread.
+class COREMAP_EXPORT PluginLoader {
+ public:
+  explicit PluginLoader(std::vector<std::filesystem::path> extra_dirs = {}, bool use_environment = true,
+                        bool use_bundled = true);
+
+  /// The directories searched, in order.
+  const std::vector<std::filesystem::path>& directories() const noexcept { return dirs_; }
+
+  /// A path when `name_or_path` contains a '/', else the first `<dir>/<name>.so` (or
+  /// `<dir>/<name>` when it already ends in .so) on the search path. Throws PluginError
+  /// listing the directories searched.
+  std::filesystem::path find(std::string_view name_or_path) const;
+
+  /// find() then Plugin::load().
+  std::shared_ptr<const Plugin> load(std::string_view name_or_path) const;
+
+  /// Every *.so in the search directories, each loaded or with its error; a name found twice
+  /// is listed once, first directory first.
+  std::vector<PluginListing> list() const;
+
+  /// The bundled plugins directory, derived from where libcoremap itself was loaded from.
+  static std::filesystem::path bundled_directory();
+
+ private:
+  std::vector<std::filesystem::path> dirs_;
+};
+
+}  // namespace coremap

@@ -1,0 +1,41 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// \file
+/// The output record: one JSON Lines record per item,
+/// `{"index":N,"ok":true,"result":...}` or `{"index":N,"ok":false,"error":"..."}`.
+/// The same format everywhere: streamed to a file, handed to a callback, or collected.
+
+#include <cstdint>
+#include <string>
+
+#include <coremap/export.hpp>
+#include <coremap/plugin.hpp>
+
+namespace coremap {
+
+/// The outcome of one item.
+struct Record {
+  std::uint64_t index = 0;  ///< 0-based position among the manifest's items
+  bool ok = false;
+  Json result;              ///< the plugin's result when ok
+  std::string error;        ///< what went wrong when not ok (may hold bytes that are not UTF-8)
+};
+
+/// Appends the JSON Lines text of an ok record, newline included. When `result` cannot be
+/// serialised (a string that is not valid UTF-8), appends an error record saying so instead
+/// and returns false.
+COREMAP_EXPORT bool append_ok_record(std::string& out, std::uint64_t index, const Json& result);
+
+/// Appends the JSON Lines text of an error record. Bytes of `error` that are not valid UTF-8
+/// are written as the text \xNN, with a note saying so, so the record is always valid JSON.
+COREMAP_EXPORT void append_error_record(std::string& out, std::uint64_t index, std::string_view error);
+
+/// Appends the record's text (either of the two above).
+COREMAP_EXPORT bool append_record(std::string& out, const Record& record);
+
+/// `text` with every byte that is not part of valid UTF-8 replaced by the text \xNN.
+/// `replaced` is set when anything was replaced.
+COREMAP_EXPORT std::string escape_invalid_utf8(std::string_view text, bool* replaced = nullptr);
+
+}  // namespace coremap

@@ -1,0 +1,70 @@
+// SPDX-License-Identifier: MIT
+#include <coremap/sink.hpp>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include <coremap/error.hpp>
+
+namespace coremap {
+
+Sink::~Sink() = default;
+
+FileSink::FileSink(const std::string& path) : path_(path) {
+  if (path == "-") {
+    fd_ = STDOUT_FILENO;
+    return;
+  }
+  part_path_ = path + ".part";
+  fd_ = ::open(part_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  if (fd_ < 0) {
+    throw OutputError("cannot create output '" + part_path_ + "': " + std::strerror(errno));
+  }
+}
+
+FileSink::~FileSink() {
+  if (part_path_.empty()) return;
+  if (fd_ >= 0) ::close(fd_);
+  if (!finished_) ::unlink(part_path_.c_str());
+}
+
+void FileSink::write(std::string_view records) {
+  while (!records.empty()) {
+    const ssize_t n = ::write(fd_, records.data(), records.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw OutputError("cannot write to " +
+                        (part_path_.empty() ? std::string("standard output") : "'" + part_path_ + "'") +
+                        ": " + std::strerror(errno));
+    }
+    records.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+void FileSink::finish() {
+  if (finished_) return;
+  if (part_path_.empty()) {
+    // Standard output may be a file on a full disk: fsync reports a late ENOSPC. Pipes and
+    // terminals cannot be synced, which is not an error.
+    if (::fsync(fd_) != 0 && errno != EINVAL && errno != EROFS && errno != ENOTSUP) {
+      throw OutputError(std::string("cannot write to standard output: ") + std::strerror(errno));
+    }
+    finished_ = true;
+    return;
+  }
+  if (::fsync(fd_) != 0) throw OutputError("cannot sync '" + part_path_ + "': " + std::strerror(errno));
+  const int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) throw OutputError("cannot close '" + part_path_ + "': " + std::strerror(errno));
+  if (::rename(part_path_.c_str(), path_.c_str()) != 0) {
+    throw OutputError("cannot rename '" + part_path_ + "' to '" + path_ + "': " + std::strerror(errno));
+  }
+  finished_ = true;
+}
+
+}  // namespace coremap

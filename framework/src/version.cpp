@@ -1,0 +1,21 @@
+// SPDX-License-Identifier: MIT
+#include <coremap/plugin.hpp>
+#include <coremap/version.hpp>
+
+#include <oneapi/tbb/version.h>
+
+#include "build_info.hpp"
+
+namespace coremap {
+
+const char* version() noexcept { return COREMAP_VERSION_STRING; }
+
+const char* git_revision() noexcept { return COREMAP_GIT_REVISION; }
+
+std::string build_description() {
+  return std::string("coremap ") + COREMAP_VERSION_STRING + " (git " + COREMAP_GIT_REVISION +
+         ")\noneTBB " + TBB_VERSION_STRING + " (runtime " + TBB_runtime_version() + ")\nplugin ABI " +
+         std::to_string(plugin_abi_version) + ", build fingerprint " + detail::build_fingerprint;
+}
+
+}  // namespace coremap

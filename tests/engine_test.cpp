@@ -1,0 +1,270 @@
+// SPDX-License-Identifier: MIT
+#include <coremap/engine.hpp>
+#include <coremap/error.hpp>
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "test_util.hpp"
+
+namespace coremap {
+namespace {
+
+struct Output {
+  std::string text;
+  RunStats stats;
+};
+
+Output run_stream(const std::shared_ptr<const Plugin>& plugin, const std::string& manifest_path,
+                  RunOptions options, const Json& config = Json::object()) {
+  Engine engine(plugin, config, options);
+  ManifestReader manifest(manifest_path);
+  Output out;
+  CallbackSink sink([&](std::string_view records) { out.text.append(records); });
+  out.stats = engine.run(manifest, sink);
+  return out;
+}
+
+std::vector<Json> lines_of(const std::string& text) {
+  std::vector<Json> records;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) records.push_back(Json::parse(line));
+  return records;
+}
+
+// A manifest mixing good items, items that throw (std and not), and malformed lines.
+std::string mixed_manifest(int n) {
+  std::string text;
+  for (int i = 0; i < n; ++i) {
+    if (i % 97 == 13) {
+      text += "{\"throw\": \"std\", \"i\": " + std::to_string(i) + "}\n";
+    } else if (i % 101 == 7) {
+      text += "{\"throw\": \"int\"}\n";
+    } else if (i % 89 == 5) {
+      text += "{\"broken\": \n";
+    } else {
+      text += "{\"i\": " + std::to_string(i) + ", \"s\": \"x\"}\n";
+    }
+    if (i % 50 == 0) text += "\n";
+  }
+  return text;
+}
+
+TEST(EngineTest, OrderedOutputEqualsSerialAtSeveralThreadCounts) {
+  test::TempDir dir;
+  const std::string manifest = dir.write("m.jsonl", mixed_manifest(3000));
+  const auto plugin = Plugin::load(test::fixture("throwing"));
+  const Output serial = run_stream(plugin, manifest, {.serial = true});
+  ASSERT_EQ(serial.stats.items, 3000u);
+  EXPECT_GT(serial.stats.failed, 0u);
+  for (std::size_t threads : {1u, 2u, 8u}) {
+    const Output parallel = run_stream(plugin, manifest, {.threads = threads});
+    EXPECT_EQ(parallel.text, serial.text) << threads << " threads";
+    EXPECT_EQ(parallel.stats.threads, threads);
+    EXPECT_EQ(parallel.stats.failed, serial.stats.failed);
+  }
+}
+
+TEST(EngineTest, SerialRunMatchesAnIndependentOracle) {
+  // Oracle: the records a plain loop over the manifest's lines must give, built here without
+  // the engine (echo of each parsed line).
+  test::TempDir dir;
+  std::string text;
+  std::string expected;
+  for (int i = 0; i < 500; ++i) {
+    const std::string item = "{\"k\":" + std::to_string(i * 7) + "}";
+    text += item + "\n";
+    expected += "{\"index\":" + std::to_string(i) + ",\"ok\":true,\"result\":" + item + "}\n";
+  }
+  const auto plugin = Plugin::load(test::fixture("throwing"));
+  EXPECT_EQ(run_stream(plugin, dir.write("m.jsonl", text), {.serial = true}).text, expected);
+  EXPECT_EQ(run_stream(plugin, dir.write("m.jsonl", text), {.threads = 2}).text, expected);
+}
+
+TEST(EngineTest, ErrorsStayWithTheirItems) {
+  test::TempDir dir;
+  const std::string manifest = dir.write(
+      "m.jsonl", "{\"a\":1}\n{\"throw\":\"std\"}\n{\"throw\":\"int\"}\n{oops\n{\"throw\":\"string\"}\n"
+                 "{\"bad_utf8\":true}\n{\"a\":2}\n");
+  const Output out = run_stream(Plugin::load(test::fixture("throwing")), manifest, {.threads = 2});
+  const auto records = lines_of(out.text);
+  ASSERT_EQ(records.size(), 7u);
+  for (std::size_t i = 0; i < records.size(); ++i) EXPECT_EQ(records[i]["index"], i);
+  EXPECT_TRUE(records[0]["ok"]);
+  EXPECT_EQ(records[0]["result"], Json({{"a", 1}}));
+  EXPECT_FALSE(records[1]["ok"]);
+  EXPECT_NE(records[1]["error"].get<std::string>().find("asked to throw"), std::string::npos);
+  EXPECT_NE(records[1]["error"].get<std::string>().find("m.jsonl:2: "), std::string::npos);
+  EXPECT_NE(records[2]["error"].get<std::string>().find("exception of type 'int'"), std::string::npos);
+  EXPECT_NE(records[3]["error"].get<std::string>().find("m.jsonl:4:2: invalid JSON"), std::string::npos)
+      << records[3]["error"];
+  EXPECT_NE(records[4]["error"].get<std::string>().find("std::__cxx11::basic_string"), std::string::npos)
+      << records[4]["error"];
+  EXPECT_NE(records[5]["error"].get<std::string>().find("not valid UTF-8"), std::string::npos)
+      << records[5]["error"];
+  EXPECT_TRUE(records[6]["ok"]);
+  EXPECT_EQ(out.stats.ok, 2u);
+  EXPECT_EQ(out.stats.failed, 5u);
+}
+
+TEST(EngineTest, MaxErrorsStopsEarly) {
+  test::TempDir dir;
+  std::string text;
+  for (int i = 0; i < 200000; ++i) text += "{\"throw\":\"std\"}\n";
+  const std::string manifest = dir.write("m.jsonl", text);
+  const auto plugin = Plugin::load(test::fixture("throwing"));
+  for (bool serial : {true, false}) {
+    const Output out = run_stream(plugin, manifest, {.threads = 2, .serial = serial, .max_errors = 5});
+    EXPECT_EQ(out.stats.stopped, StopReason::max_errors);
+    EXPECT_GE(out.stats.failed, 5u);
+    EXPECT_LT(out.stats.items, 200000u);
+    EXPECT_EQ(lines_of(out.text).size(), out.stats.items);
+  }
+}
+
+TEST(EngineTest, InstanceNeverEnteredByTwoThreads) {
+  test::TempDir dir;
+  std::string text;
+  for (int i = 0; i < 4000; ++i) text += std::to_string(i) + "\n";
+  const std::string manifest = dir.write("m.jsonl", text);
+  const auto plugin = Plugin::load(test::fixture("guarded"));
+  for (std::size_t threads : {2u, 8u}) {
+    const Output out = run_stream(plugin, manifest, {.threads = threads}, Json{{"work_us", 20}});
+    std::set<std::uint64_t> instances;
+    std::set<std::string> thread_ids;
+    for (const auto& record : lines_of(out.text)) {
+      ASSERT_TRUE(record["ok"]) << record;
+      EXPECT_FALSE(record["result"]["overlapped"]) << record;
+      EXPECT_EQ(record["result"]["index"], record["index"]);
+      instances.insert(record["result"]["instance"].get<std::uint64_t>());
+      thread_ids.insert(record["result"]["thread"].get<std::string>());
+    }
+    EXPECT_LE(instances.size(), threads);
+    EXPECT_LE(thread_ids.size(), threads);
+  }
+}
+
+TEST(EngineTest, UnorderedHasTheSameRecords) {
+  test::TempDir dir;
+  const std::string manifest = dir.write("m.jsonl", mixed_manifest(2000));
+  const auto plugin = Plugin::load(test::fixture("throwing"));
+  auto ordered = lines_of(run_stream(plugin, manifest, {.threads = 4}).text);
+  auto unordered = lines_of(run_stream(plugin, manifest, {.threads = 4, .ordered = false}).text);
+  auto by_index = [](const Json& a, const Json& b) { return a["index"] < b["index"]; };
+  std::sort(unordered.begin(), unordered.end(), by_index);
+  EXPECT_EQ(ordered, unordered);
+}
+
+TEST(EngineTest, InMemoryMapMatchesStreamedRun) {
+  test::TempDir dir;
+  std::string text;
+  std::vector<Json> items;
+  for (int i = 0; i < 1000; ++i) {
+    Json item = i % 10 == 3 ? Json{{"throw", "std"}} : Json{{"i", i}};
+    text += item.dump() + "\n";
+    items.push_back(item);
+  }
+  const auto plugin = Plugin::load(test::fixture("throwing"));
+  const auto streamed = lines_of(run_stream(plugin, dir.write("m.jsonl", text), {.threads = 3}).text);
+  for (bool serial : {true, false}) {
+    Engine engine(plugin, Json::object(), {.threads = 3, .serial = serial});
+    RunStats stats;
+    const auto records = engine.map(items, &stats);
+    ASSERT_EQ(records.size(), streamed.size());
+    EXPECT_EQ(stats.failed, 100u);
+    for (std::size_t i = 0; i < records.size(); ++i) {
+      EXPECT_EQ(records[i].index, i);
+      EXPECT_EQ(records[i].ok, streamed[i]["ok"].get<bool>());
+      if (records[i].ok) {
+        EXPECT_EQ(records[i].result, streamed[i]["result"]);
+      }
+    }
+  }
+}
+
+TEST(EngineTest, PlainListItemsCarryThePathBytes) {
+  test::TempDir dir;
+  const std::string odd = "caf\xE9.txt";
+  const std::string manifest = dir.write("files.txt", "a b.txt\n" + odd + "\n");
+  const Output out = run_stream(Plugin::load(test::fixture("throwing")), manifest, {.threads = 2});
+  const auto records = lines_of(out.text);
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_EQ(records[0]["result"], Json({{"path", "a b.txt"}}));
+  // The echoed path is not UTF-8: the record says so instead of writing invalid JSON.
+  EXPECT_FALSE(records[1]["ok"]);
+  EXPECT_NE(records[1]["error"].get<std::string>().find("UTF-8"), std::string::npos);
+}
+
+TEST(EngineTest, ConstructorAndConfigErrorsAreSetupErrors) {
+  EXPECT_THROW(Engine(Plugin::load(test::fixture("ctor_throws")), Json::object()), PluginError);
+  EXPECT_THROW(Engine(Plugin::load(test::fixture("guarded")), Json{{"nope", 1}}), ConfigError);
+}
+
+TEST(EngineTest, ThreadCountDefaultsToAllCores) {
+  Engine engine(Plugin::load(test::fixture("throwing")), Json::object());
+  EXPECT_EQ(engine.threads(), std::thread::hardware_concurrency());
+}
+
+// Peak RSS of a child process that streams `items` trivial items through the engine from a
+// pipe (so the manifest never sits in a file or in memory).
+long child_peak_rss_kib(std::uint64_t items) {
+  int fds[2];
+  if (::pipe(fds) != 0) return -1;
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(fds[1]);
+    try {
+      Engine engine(Plugin::load(test::fixture("throwing")), Json::object(), {.threads = 2});
+      ManifestReader manifest("/dev/fd/" + std::to_string(fds[0]), ManifestFormat::jsonl);
+      std::uint64_t count = 0;
+      CallbackSink sink([&](std::string_view records) { count += static_cast<std::uint64_t>(
+                                                            std::count(records.begin(), records.end(), '\n')); });
+      engine.run(manifest, sink);
+      struct rusage usage {};
+      ::getrusage(RUSAGE_SELF, &usage);
+      ::_exit(count == items ? static_cast<int>(std::min<long>(usage.ru_maxrss / 1024, 250)) : 255);
+    } catch (...) {
+      ::_exit(254);
+    }
+  }
+  ::close(fds[0]);
+  std::string chunk;
+  for (std::uint64_t i = 0; i < items; ++i) {
+    chunk += "{\"i\":" + std::to_string(i) + ",\"pad\":\"abcdefghijklmnopqrstuvwxyz\"}\n";
+    if (chunk.size() > 65536 || i + 1 == items) {
+      for (std::size_t off = 0; off < chunk.size();) {
+        const ssize_t n = ::write(fds[1], chunk.data() + off, chunk.size() - off);
+        if (n <= 0) break;
+        off += static_cast<std::size_t>(n);
+      }
+      chunk.clear();
+    }
+  }
+  ::close(fds[1]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST(EngineTest, MemoryDoesNotGrowWithManifestLength) {
+  // Peak RSS in MiB: 2 million items (~100 MB of manifest) must need no more than 200 thousand
+  // items do, give or take allocator noise.
+  const long small = child_peak_rss_kib(200'000);
+  const long large = child_peak_rss_kib(2'000'000);
+  ASSERT_GT(small, 0);
+  ASSERT_GT(large, 0) << "child failed";
+  ASSERT_LT(small, 250);
+  EXPECT_LE(large, small + 16) << "peak RSS grew from " << small << " MiB to " << large << " MiB";
+}
+
+}  // namespace
+}  // namespace coremap
