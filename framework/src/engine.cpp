@@ -31,6 +31,7 @@ constexpr std::size_t max_batch_bytes = std::size_t{1} << 20;
 struct Batch {
   ItemBatch raw;
   std::string out;
+  RecordWriter writer{out};
   std::uint64_t ok = 0;
   std::uint64_t failed = 0;
   std::uint64_t written = 0;
@@ -173,15 +174,13 @@ struct Engine::Impl {
       const std::string_view text = batch.raw.text(raw);
       bool ok = false;
       if (raw.malformed) {
-        append_error_record(batch.out, raw.index,
-                            manifest_name + ":" + std::to_string(raw.line) + ": " + std::string(text));
+        batch.writer.error(raw.index, manifest_name + ":" + std::to_string(raw.line) + ": " + std::string(text));
       } else if (!parse(batch, raw, text, format, manifest_name)) {
-        append_error_record(batch.out, raw.index, batch.error);
+        batch.writer.error(raw.index, batch.error);
       } else if (!run_item(instance, raw.index, batch.item, batch.result, batch.error)) {
-        append_error_record(batch.out, raw.index,
-                            manifest_name + ":" + std::to_string(raw.line) + ": " + batch.error);
+        batch.writer.error(raw.index, manifest_name + ":" + std::to_string(raw.line) + ": " + batch.error);
       } else {
-        ok = append_ok_record(batch.out, raw.index, batch.result);
+        ok = batch.writer.ok(raw.index, batch.result);
       }
       ++batch.written;
       if (ok) {

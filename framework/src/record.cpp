@@ -16,14 +16,6 @@ void append_prefix(std::string& out, std::uint64_t index, bool ok) {
   out.append(ok ? ",\"ok\":true,\"result\":" : ",\"ok\":false,\"error\":");
 }
 
-// Appends without a temporary string: the serializer writes straight into `out`.
-void dump_into(std::string& out, const Json& value) {
-  nlohmann::detail::serializer<Json> serializer(
-      nlohmann::detail::output_adapter<char, std::string>(out), ' ',
-      nlohmann::detail::error_handler_t::strict);
-  serializer.dump(value, false, false, 0);
-}
-
 // Length of the valid UTF-8 sequence starting at s[i], or 0 (RFC 3629: no overlongs,
 // no surrogates, nothing above U+10FFFF).
 std::size_t utf8_sequence(std::string_view s, std::size_t i) {
@@ -75,32 +67,44 @@ std::string escape_invalid_utf8(std::string_view text, bool* replaced) {
   return out;
 }
 
-void append_error_record(std::string& out, std::uint64_t index, std::string_view error) {
-  append_prefix(out, index, false);
+RecordWriter::RecordWriter(std::string& out)
+    : out_(out),
+      serializer_(nlohmann::detail::output_adapter<char, std::string>(out), ' ',
+                  nlohmann::detail::error_handler_t::strict) {}
+
+void RecordWriter::error(std::uint64_t index, std::string_view message) {
+  append_prefix(out_, index, false);
   bool replaced = false;
-  std::string text = escape_invalid_utf8(error, &replaced);
+  std::string text = escape_invalid_utf8(message, &replaced);
   if (replaced) text += " (the text held bytes that are not valid UTF-8, shown as \\xNN)";
-  dump_into(out, Json(std::move(text)));
-  out.append("}\n");
+  serializer_.dump(Json(std::move(text)), false, false, 0);
+  out_.append("}\n");
+}
+
+bool RecordWriter::ok(std::uint64_t index, const Json& result) {
+  const std::size_t start = out_.size();
+  append_prefix(out_, index, true);
+  try {
+    serializer_.dump(result, false, false, 0);
+  } catch (const nlohmann::json::type_error& e) {
+    out_.resize(start);
+    std::string what = e.what();
+    if (const auto pos = what.find("] "); pos != std::string::npos) what.erase(0, pos + 2);
+    error(index, (e.id == 316 ? "the plugin's result holds a string that is not valid UTF-8: "
+                              : "the plugin's result cannot be written as JSON: ") +
+                     what);
+    return false;
+  }
+  out_.append("}\n");
+  return true;
+}
+
+void append_error_record(std::string& out, std::uint64_t index, std::string_view error) {
+  RecordWriter(out).error(index, error);
 }
 
 bool append_ok_record(std::string& out, std::uint64_t index, const Json& result) {
-  const std::size_t start = out.size();
-  append_prefix(out, index, true);
-  try {
-    dump_into(out, result);
-  } catch (const nlohmann::json::type_error& e) {
-    out.resize(start);
-    std::string what = e.what();
-    if (const auto pos = what.find("] "); pos != std::string::npos) what.erase(0, pos + 2);
-    append_error_record(out, index,
-                        (e.id == 316 ? "the plugin's result holds a string that is not valid UTF-8: "
-                                     : "the plugin's result cannot be written as JSON: ") +
-                            what);
-    return false;
-  }
-  out.append("}\n");
-  return true;
+  return RecordWriter(out).ok(index, result);
 }
 
 bool append_record(std::string& out, const Record& record) {

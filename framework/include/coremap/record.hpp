@@ -22,6 +22,24 @@ struct Record {
   std::string error;        ///< what went wrong when not ok (may hold bytes that are not UTF-8)
 };
 
+/// Appends records to one string, reusing its JSON serializer from record to record (the
+/// engine keeps one per batch, so writing a record allocates nothing beyond the string's
+/// growth). The free functions below are one-off conveniences over it.
+///
+/// Thread safety: one thread at a time.
+class COREMAP_EXPORT RecordWriter {
+ public:
+  explicit RecordWriter(std::string& out);
+  /// See append_ok_record.
+  bool ok(std::uint64_t index, const Json& result);
+  /// See append_error_record.
+  void error(std::uint64_t index, std::string_view message);
+
+ private:
+  std::string& out_;
+  nlohmann::detail::serializer<Json> serializer_;
+};
+
 /// Appends the JSON Lines text of an ok record, newline included. When `result` cannot be
 /// serialised (a string that is not valid UTF-8), appends an error record saying so instead
 /// and returns false.
