@@ -36,6 +36,7 @@
 #include <exception>
 #include <iterator>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 
@@ -86,6 +87,20 @@ class Context {
   std::uint64_t index_;
   const std::atomic<bool>* cancel_;
 };
+
+/// The integer field `key` of `item` when the item is an object holding it, else `fallback`
+/// (typically the plugin's config value). Throws std::invalid_argument when the field is not
+/// an integer or is negative.
+inline std::int64_t nonnegative_field(const Json& item, const char* key, std::int64_t fallback) {
+  if (!item.is_object()) return fallback;
+  const auto it = item.find(key);
+  if (it == item.end()) return fallback;
+  if (!it->is_number_integer() || (it->is_number_integer() && it->get<std::int64_t>() < 0)) {
+    throw std::invalid_argument(std::string("item field \"") + key +
+                                "\" must be a non-negative integer, got " + it->dump());
+  }
+  return it->get<std::int64_t>();
+}
 
 /// Bits of PluginDescriptor::flags.
 enum PluginFlags : std::uint32_t {

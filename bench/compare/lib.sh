@@ -1,0 +1,23 @@
+# Timing helpers for the comparison scripts: wall seconds of a command, medians, ratios.
+set -euo pipefail
+
+# calc EXPR: floating-point arithmetic.
+calc() { awk "BEGIN {print $1}"; }
+
+# seconds CMD...: runs CMD (stdout discarded) and prints its wall time in seconds.
+seconds() {
+  local start end
+  start=$(date +%s.%N)
+  "$@" >/dev/null
+  end=$(date +%s.%N)
+  calc "$end - $start"
+}
+
+# median N1 N2 ...
+median() {
+  printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'
+}
+
+machine() {
+  echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(uname -sr)"
+}
