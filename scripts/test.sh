@@ -1,6 +1,14 @@
 #!/usr/bin/env bash
-# Builds coremap and runs the whole test suite (unit, loader, engine and CLI end-to-end tests).
+# Builds coremap and runs the whole test suite (unit, loader, engine and CLI end-to-end tests),
+# first in the Release build, then again built with AddressSanitizer and UndefinedBehaviorSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+jobs=$(nproc)
+
 scripts/build.sh
-ctest --test-dir build --output-on-failure -j "$(nproc)"
+ctest --test-dir build --output-on-failure -j "$jobs"
+
+cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOREMAP_SANITIZE=ON -DCOREMAP_BUILD_BENCH=OFF
+cmake --build build-sanitize -j "$jobs"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-sanitize --output-on-failure -j "$jobs"
