@@ -27,7 +27,10 @@ constexpr std::uint64_t batch_target_ns = 200'000;
 constexpr std::size_t max_batch_items = 4096;
 constexpr std::size_t max_batch_bytes = std::size_t{1} << 20;
 
-// Items of a batch, their records and the scratch values reused from item to item.
+// Items of a batch and their records. Batches travel between threads, so they hold no JSON
+// values: memory allocated for an item is freed by the thread that allocated it (with glibc
+// malloc, values left in a migrating batch made the no-op path scale 1.4x instead of 1.7x on
+// two cores).
 struct Batch {
   ItemBatch raw;
   std::string out;
@@ -35,9 +38,6 @@ struct Batch {
   std::uint64_t ok = 0;
   std::uint64_t failed = 0;
   std::uint64_t written = 0;
-  Json item;
-  Json result;
-  std::string error;
 };
 
 // Turns a parse_error's message into "<line>:<column>: <what>" relative to the manifest.
@@ -66,10 +66,11 @@ struct Engine::Impl {
   Json config;
   RunOptions options;
   std::size_t threads;
-  std::atomic<bool> stop{false};
+  // Read for every item: kept off the cache lines the per-batch counters below write.
+  alignas(64) std::atomic<bool> stop{false};
   std::atomic<StopReason> stop_reason{StopReason::none};
-  Progress progress;
-  std::atomic<std::uint64_t> per_item_ns{0};
+  alignas(64) Progress progress;
+  alignas(64) std::atomic<std::uint64_t> per_item_ns{0};
 
   // One instance per worker thread. `busy` catches the case where a plugin runs TBB work
   // itself and this thread, while waiting, picks up another of our items: that call gets an
@@ -168,6 +169,9 @@ struct Engine::Impl {
                      ManifestFormat format) {
     batch.out.clear();
     batch.ok = batch.failed = batch.written = 0;
+    Json item;
+    Json result;
+    std::string error;
     const auto start = Clock::now();
     for (const RawItem& raw : batch.raw.items) {
       if (stop.load(std::memory_order_relaxed)) break;
@@ -175,12 +179,12 @@ struct Engine::Impl {
       bool ok = false;
       if (raw.malformed) {
         batch.writer.error(raw.index, manifest_name + ":" + std::to_string(raw.line) + ": " + std::string(text));
-      } else if (!parse(batch, raw, text, format, manifest_name)) {
-        batch.writer.error(raw.index, batch.error);
-      } else if (!run_item(instance, raw.index, batch.item, batch.result, batch.error)) {
-        batch.writer.error(raw.index, manifest_name + ":" + std::to_string(raw.line) + ": " + batch.error);
+      } else if (!parse(text, raw.line, format, manifest_name, item, error)) {
+        batch.writer.error(raw.index, error);
+      } else if (!run_item(instance, raw.index, item, result, error)) {
+        batch.writer.error(raw.index, manifest_name + ":" + std::to_string(raw.line) + ": " + error);
       } else {
-        ok = batch.writer.ok(raw.index, batch.result);
+        ok = batch.writer.ok(raw.index, result);
       }
       ++batch.written;
       if (ok) {
@@ -199,21 +203,22 @@ struct Engine::Impl {
     }
   }
 
-  bool parse(Batch& batch, const RawItem& raw, std::string_view text, ManifestFormat format,
-             const std::string& manifest_name) {
+  bool parse(std::string_view text, std::uint64_t line, ManifestFormat format,
+             const std::string& manifest_name, Json& item, std::string& error) {
     if (format == ManifestFormat::lines) {
-      // Reuse the object and its "path" string: a plain list allocates nothing per item here.
-      if (!batch.item.is_object() || batch.item.size() != 1 || !batch.item.contains("path")) {
-        batch.item = Json::object({{"path", std::string()}});
+      // Reuse the object and its "path" string: after a batch's first item, a plain list
+      // allocates nothing per item here.
+      if (!item.is_object() || item.size() != 1 || !item.contains("path")) {
+        item = Json::object({{"path", std::string()}});
       }
-      batch.item["path"].get_ref<std::string&>().assign(text);
+      item["path"].get_ref<std::string&>().assign(text);
       return true;
     }
     try {
-      batch.item = Json::parse(text.begin(), text.end());
+      item = Json::parse(text.begin(), text.end());
       return true;
     } catch (const Json::parse_error& e) {
-      batch.error = manifest_name + ":" + describe_parse_error(e, text, raw.line);
+      error = manifest_name + ":" + describe_parse_error(e, text, line);
       return false;
     }
   }
