@@ -1,5 +1,11 @@
 # Timing helpers for the comparison scripts: wall seconds of a command, medians, ratios.
+# Sourced after the caller sets default_rounds; takes the script's arguments
+# [path/to/coremap] [ROUNDS] and makes a scratch directory $work, removed on exit.
 set -euo pipefail
+coremap=${1:-build/bin/coremap}
+rounds=${2:-$default_rounds}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
 
 # calc EXPR: floating-point arithmetic.
 calc() { awk "BEGIN {print $1}"; }

@@ -3,12 +3,8 @@
 # and serial `sha256sum`, alternating, ROUNDS rounds (default 7), medians and ratios.
 # Every tool's digests are checked to agree before any figure is printed.
 # Usage: bench/compare/sha256.sh [build/bin/coremap] [ROUNDS]
-here=$(cd "$(dirname "$0")" && pwd)
-source "$here/lib.sh"
-coremap=${1:-build/bin/coremap}
-rounds=${2:-7}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+default_rounds=7
+source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 
 # The data set: the first 2000 non-empty regular files under /usr/share/doc and
 # /usr/share/common-licenses, in sorted order (the same on any machine with the same packages).

@@ -2,12 +2,8 @@
 # Parallel efficiency of `spin` 1000 us x 1000 items: T1 / (P * TP), with T1 the run on one
 # thread and TP on all P cores, alternating, ROUNDS rounds (default 5), medians.
 # Usage: bench/compare/spin_efficiency.sh [build/bin/coremap] [ROUNDS]
-here=$(cd "$(dirname "$0")" && pwd)
-source "$here/lib.sh"
-coremap=${1:-build/bin/coremap}
-rounds=${2:-5}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+default_rounds=5
+source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 for i in $(seq 1000); do echo '{"us": 1000}'; done >"$work/spin.jsonl"
 p=$(nproc)
 run() { "$coremap" run --plugin spin --manifest "$work/spin.jsonl" --quiet "$@"; }
