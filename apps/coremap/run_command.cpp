@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: MIT
+#include <unistd.h>
+
 #include <cstdio>
 
 #include "commands.hpp"
@@ -50,12 +52,14 @@ int run_command(const RunArgs& args) {
   options.ordered = !args.unordered;
   options.max_errors = args.fail_fast ? 1 : args.max_errors;
   options.max_in_flight = args.max_in_flight;
+  // The live line goes to a terminal only: logs and pipes get the summary alone.
+  const bool draw_progress = !args.quiet && ::isatty(STDERR_FILENO) == 1;
+  if (draw_progress) options.on_progress = terminal_progress(stderr);
   Engine engine(plugin, parse_config_argument(args.config), options);
 
   FileSink sink(args.output);
-  ProgressMeter meter(engine.progress(), stderr, !args.quiet);
   const RunStats stats = engine.run(manifest, sink);
-  meter.stop();
+  if (draw_progress) erase_progress_line(stderr);
   sink.finish();
 
   if (!args.quiet) {

@@ -33,11 +33,26 @@ constexpr std::size_t max_batch_bytes = std::size_t{1} << 20;
 // two cores).
 struct Batch {
   ItemBatch raw;
-  std::string out;
+  std::string out;             // JSON Lines, for a Sink
   RecordWriter writer{out};
+  std::vector<Record> records;  // or Record objects, for a RecordCallback
+  bool as_records = false;
   std::uint64_t ok = 0;
   std::uint64_t failed = 0;
   std::uint64_t written = 0;
+
+  bool emit_ok(std::uint64_t index, Json& result) {
+    if (!as_records) return writer.ok(index, result);
+    records.push_back(Record{index, true, std::move(result), {}});
+    return true;
+  }
+  void emit_error(std::uint64_t index, std::string message) {
+    if (as_records) {
+      records.push_back(Record{index, false, Json(), std::move(message)});
+    } else {
+      writer.error(index, message);
+    }
+  }
 };
 
 // Turns a parse_error's message into "<line>:<column>: <what>" relative to the manifest.
@@ -168,6 +183,7 @@ struct Engine::Impl {
   void process_batch(Batch& batch, PluginInstance& instance, const std::string& manifest_name,
                      ManifestFormat format) {
     batch.out.clear();
+    batch.records.clear();
     batch.ok = batch.failed = batch.written = 0;
     Json item;
     Json result;
@@ -178,13 +194,13 @@ struct Engine::Impl {
       const std::string_view text = batch.raw.text(raw);
       bool ok = false;
       if (raw.malformed) {
-        batch.writer.error(raw.index, manifest_name + ":" + std::to_string(raw.line) + ": " + std::string(text));
+        batch.emit_error(raw.index, manifest_name + ":" + std::to_string(raw.line) + ": " + std::string(text));
       } else if (!parse(text, raw.line, format, manifest_name, item, error)) {
-        batch.writer.error(raw.index, error);
+        batch.emit_error(raw.index, error);
       } else if (!run_item(instance, raw.index, item, result, error)) {
-        batch.writer.error(raw.index, manifest_name + ":" + std::to_string(raw.line) + ": " + error);
+        batch.emit_error(raw.index, manifest_name + ":" + std::to_string(raw.line) + ": " + error);
       } else {
-        ok = batch.writer.ok(raw.index, result);
+        ok = batch.emit_ok(raw.index, result);
       }
       ++batch.written;
       if (ok) {
@@ -236,6 +252,17 @@ struct Engine::Impl {
     progress.done.fetch_add(batch.written, std::memory_order_relaxed);
   }
 
+  // Polled once per batch (and per in-memory item): turns the application's token into `stop`.
+  bool should_stop() noexcept {
+    if (options.cancel.cancelled()) stop_with(StopReason::cancelled);
+    return stop.load(std::memory_order_relaxed);
+  }
+
+  template <class Deliver>
+  RunStats run_stream(ManifestReader& manifest, bool as_records, Deliver&& deliver);
+  template <class OnDone>
+  RunStats map_items(std::span<const Json> items, OnDone&& on_done);
+
   void reset_for_run() {
     stop.store(false);
     stop_reason.store(StopReason::none);
@@ -244,6 +271,7 @@ struct Engine::Impl {
     progress.bytes_read = 0;
     progress.total_bytes = 0;
     progress.total_items = 0;
+    if (options.cancel.cancelled()) stop_with(StopReason::cancelled);
   }
 
   template <class F>
@@ -269,32 +297,36 @@ const Progress& Engine::progress() const noexcept { return impl_->progress; }
 
 std::size_t Engine::threads() const noexcept { return impl_->threads; }
 
-RunStats Engine::run(ManifestReader& manifest, Sink& sink) {
-  Impl& impl = *impl_;
-  impl.reset_for_run();
-  impl.progress.total_bytes = manifest.size().value_or(0);
+template <class Deliver>
+RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Deliver&& deliver) {
+  reset_for_run();
+  progress.total_bytes = manifest.size().value_or(0);
   RunStats stats;
-  stats.threads = impl.threads;
+  stats.threads = threads;
   const auto start = Clock::now();
   const std::string& name = manifest.name();
   const ManifestFormat format = manifest.format();
+  ProgressReporter reporter(progress, options.on_progress, options.progress_interval);
+  auto finish = [&](Batch& batch) {
+    deliver(batch);
+    account(batch, stats);
+  };
 
-  if (impl.options.serial) {
+  if (options.serial) {
     // No TBB on this path: a debugger sees plugin -> engine -> main, one thread, in order.
     Batch batch;
-    while (!impl.stop.load(std::memory_order_relaxed) &&
-           manifest.next_batch(batch.raw, impl.next_batch_size(), max_batch_bytes)) {
-      impl.progress.bytes_read.store(manifest.bytes_read(), std::memory_order_relaxed);
-      impl.process_batch(batch, *impl.primary, name, format);
-      sink.write(batch.out);
-      impl.account(batch, stats);
+    batch.as_records = as_records;
+    while (!should_stop() && manifest.next_batch(batch.raw, next_batch_size(), max_batch_bytes)) {
+      progress.bytes_read.store(manifest.bytes_read(), std::memory_order_relaxed);
+      process_batch(batch, *primary, name, format);
+      finish(batch);
     }
   } else {
-    const std::size_t tokens = impl.options.max_in_flight != 0 ? impl.options.max_in_flight : 4 * impl.threads;
+    const std::size_t tokens = options.max_in_flight != 0 ? options.max_in_flight : 4 * threads;
     // Batches are recycled: at most `tokens` exist, so a steady run allocates none.
     std::vector<std::unique_ptr<Batch>> owned;
     tbb::concurrent_queue<Batch*> free_batches;
-    impl.in_arena([&] {
+    in_arena([&] {
       tbb::parallel_pipeline(
           tokens,
           tbb::make_filter<void, Batch*>(
@@ -304,80 +336,136 @@ RunStats Engine::run(ManifestReader& manifest, Sink& sink) {
                 if (!free_batches.try_pop(batch)) {
                   owned.push_back(std::make_unique<Batch>());
                   batch = owned.back().get();
+                  batch->as_records = as_records;
                 }
-                if (impl.stop.load(std::memory_order_relaxed) ||
-                    !manifest.next_batch(batch->raw, impl.next_batch_size(), max_batch_bytes)) {
+                if (should_stop() || !manifest.next_batch(batch->raw, next_batch_size(), max_batch_bytes)) {
                   free_batches.push(batch);
                   control.stop();
                   return nullptr;
                 }
-                impl.progress.bytes_read.store(manifest.bytes_read(), std::memory_order_relaxed);
+                progress.bytes_read.store(manifest.bytes_read(), std::memory_order_relaxed);
                 return batch;
               }) &
               tbb::make_filter<Batch*, Batch*>(tbb::filter_mode::parallel,
                                                [&](Batch* batch) {
-                                                 Impl::Lease lease(impl);
-                                                 impl.process_batch(*batch, *lease, name, format);
+                                                 Lease lease(*this);
+                                                 process_batch(*batch, *lease, name, format);
                                                  return batch;
                                                }) &
               tbb::make_filter<Batch*, void>(
-                  impl.options.ordered ? tbb::filter_mode::serial_in_order
-                                       : tbb::filter_mode::serial_out_of_order,
+                  options.ordered ? tbb::filter_mode::serial_in_order : tbb::filter_mode::serial_out_of_order,
                   [&](Batch* batch) {
-                    sink.write(batch->out);
-                    impl.account(*batch, stats);
+                    finish(*batch);
                     free_batches.push(batch);
                   }));
     });
   }
+  reporter.stop();
   stats.wall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  stats.stopped = impl.stop_reason.load();
+  stats.stopped = stop_reason.load();
   return stats;
 }
 
-std::vector<Record> Engine::map(std::span<const Json> items, RunStats* stats_out) {
-  Impl& impl = *impl_;
-  impl.reset_for_run();
-  impl.progress.total_items = items.size();
-  std::vector<Record> records(items.size());
+Engine::Engine(ItemFunction function, RunOptions options)
+    : Engine(Plugin::from_function(std::move(function)), Json::object(), std::move(options)) {}
+
+RunStats Engine::run(ManifestReader& manifest, Sink& sink) {
+  return impl_->run_stream(manifest, false, [&](Batch& batch) { sink.write(batch.out); });
+}
+
+RunStats Engine::run(ManifestReader& manifest, const RecordCallback& on_record) {
+  return impl_->run_stream(manifest, true, [&](Batch& batch) {
+    for (const Record& record : batch.records) on_record(record);
+  });
+}
+
+template <class OnDone>
+RunStats Engine::Impl::map_items(std::span<const Json> items, OnDone&& on_done) {
+  reset_for_run();
+  progress.total_items = items.size();
   const auto start = Clock::now();
+  ProgressReporter reporter(progress, options.on_progress, options.progress_interval);
 
   auto one = [&](PluginInstance& instance, const Json& item) {
-    const auto index = static_cast<std::uint64_t>(&item - items.data());
-    Record& record = records[index];
-    record.index = index;
-    if (impl.stop.load(std::memory_order_relaxed)) {
+    Record record;
+    record.index = static_cast<std::uint64_t>(&item - items.data());
+    if (should_stop()) {
       record.error = "not processed: the run was stopped before this item started";
     } else {
-      record.ok = impl.run_item(instance, index, item, record.result, record.error);
+      record.ok = run_item(instance, record.index, item, record.result, record.error);
     }
-    if (!record.ok) impl.note_failure();
-    impl.progress.done.fetch_add(1, std::memory_order_relaxed);
+    if (!record.ok) note_failure();
+    on_done(std::move(record));
+    progress.done.fetch_add(1, std::memory_order_relaxed);
   };
 
-  if (impl.options.serial) {
-    for (const Json& item : items) one(*impl.primary, item);
+  if (options.serial) {
+    for (const Json& item : items) one(*primary, item);
   } else {
-    impl.in_arena([&] {
+    in_arena([&] {
       tbb::parallel_for_each(items.begin(), items.end(), [&](const Json& item) {
-        Impl::Lease lease(impl);
+        Lease lease(*this);
         one(*lease, item);
       });
     });
   }
+  reporter.stop();
 
-  if (stats_out != nullptr) {
-    RunStats& stats = *stats_out;
-    stats = RunStats{};
-    stats.threads = impl.threads;
-    stats.items = records.size();
-    stats.failed = static_cast<std::uint64_t>(
-        std::count_if(records.begin(), records.end(), [](const Record& r) { return !r.ok; }));
-    stats.ok = stats.items - stats.failed;
-    stats.wall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    stats.stopped = impl.stop_reason.load();
-  }
+  RunStats stats;
+  stats.threads = threads;
+  stats.items = items.size();
+  stats.failed = progress.failed.load();
+  stats.ok = stats.items - stats.failed;
+  stats.wall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  stats.stopped = stop_reason.load();
+  return stats;
+}
+
+std::vector<Record> Engine::map(std::span<const Json> items, RunStats* stats) {
+  std::vector<Record> records(items.size());
+  const RunStats s = impl_->map_items(items, [&](Record&& record) { records[record.index] = std::move(record); });
+  if (stats != nullptr) *stats = s;
   return records;
+}
+
+RunStats Engine::map(std::span<const Json> items, const RecordCallback& on_record) {
+  if (!impl_->options.ordered) {
+    std::mutex mutex;
+    return impl_->map_items(items, [&](Record&& record) {
+      std::lock_guard lock(mutex);
+      on_record(record);
+    });
+  }
+  // In order, as soon as possible: a finished record waits only for those before it. Whoever
+  // holds the mutex delivers the ready prefix; the re-check after unlocking catches a record
+  // that became ready while the lock was held.
+  std::vector<Record> waiting(items.size());
+  auto ready = std::make_unique<std::atomic<bool>[]>(items.size());
+  std::atomic<std::size_t> next{0};
+  std::mutex mutex;
+  auto deliver_ready = [&] {
+    for (;;) {
+      std::unique_lock lock(mutex, std::try_to_lock);
+      if (!lock.owns_lock()) return;
+      std::size_t i = next.load(std::memory_order_relaxed);
+      while (i < items.size() && ready[i].load(std::memory_order_acquire)) {
+        on_record(waiting[i]);
+        waiting[i] = Record{};
+        ++i;
+      }
+      next.store(i, std::memory_order_relaxed);
+      lock.unlock();
+      if (i >= items.size() || !ready[i].load(std::memory_order_acquire)) return;
+    }
+  };
+  const RunStats stats = impl_->map_items(items, [&](Record&& record) {
+    const std::uint64_t index = record.index;
+    waiting[index] = std::move(record);
+    ready[index].store(true, std::memory_order_release);
+    deliver_ready();
+  });
+  deliver_ready();
+  return stats;
 }
 
 }  // namespace coremap

@@ -94,8 +94,47 @@ std::shared_ptr<const Plugin> Plugin::from_descriptor(const PluginDescriptor* de
   return std::make_shared<const Plugin>(Private{}, nullptr, descriptor, std::move(origin));
 }
 
+namespace {
+
+using Function = std::function<Json(const Json&, Context&)>;
+
+bool call_function(void* self, const Json* item, Context* context, Json* result, std::string* error) noexcept {
+  try {
+    *result = (*static_cast<Function*>(self))(*item, *context);
+    return true;
+  } catch (...) {
+    detail::describe_current_exception(*error);
+    return false;
+  }
+}
+
+void* no_create(const Json*, std::string*) noexcept { return nullptr; }
+void no_destroy(void*) noexcept {}
+
+}  // namespace
+
+std::shared_ptr<const Plugin> Plugin::from_function(Function function, std::string name) {
+  if (!function) throw PluginError("plugin '" + name + "': empty function");
+  auto fn = std::make_shared<Function>(std::move(function));
+  auto owned_name = std::make_shared<std::string>(std::move(name));
+  // The descriptor's strings must outlive it: keep the name alive through the deleter.
+  auto descriptor = std::shared_ptr<PluginDescriptor>(
+      new PluginDescriptor{plugin_abi_version, plugin_reentrant | plugin_declares_config, owned_name->c_str(),
+                           "", "a function run directly by the engine", detail::build_fingerprint, nullptr, 0,
+                           &no_create, &no_destroy, &call_function},
+      [owned_name](PluginDescriptor* d) { delete d; });
+  auto plugin = std::make_shared<Plugin>(Private{}, nullptr, descriptor.get(), "function:" + *owned_name);
+  plugin->function_ = std::move(fn);
+  plugin->function_descriptor_ = std::move(descriptor);
+  return plugin;
+}
+
 PluginInstance::PluginInstance(std::shared_ptr<const Plugin> plugin, const Json& resolved_config)
     : plugin_(std::move(plugin)), descriptor_(&plugin_->descriptor()), self_(nullptr) {
+  if (plugin_->function_) {
+    self_ = plugin_->function_.get();
+    return;
+  }
   std::string error;
   self_ = descriptor_->create(&resolved_config, &error);
   if (self_ == nullptr) {

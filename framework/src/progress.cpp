@@ -1,10 +1,8 @@
 // SPDX-License-Identifier: MIT
 #include <coremap/progress.hpp>
 
-#include <unistd.h>
-
+#include <algorithm>
 #include <cinttypes>
-#include <string>
 
 namespace coremap {
 namespace {
@@ -23,15 +21,22 @@ std::string format_duration(double seconds) {
 
 }  // namespace
 
-ProgressMeter::ProgressMeter(const Progress& progress, std::FILE* stream, bool enabled,
-                             std::chrono::milliseconds interval)
-    : progress_(progress), stream_(stream), interval_(interval), start_(std::chrono::steady_clock::now()) {
-  if (enabled && ::isatty(::fileno(stream_)) == 1) thread_ = std::thread([this] { loop(); });
+double ProgressSnapshot::fraction() const noexcept {
+  if (total_items > 0) return static_cast<double>(done) / static_cast<double>(total_items);
+  if (total_bytes > 0) return static_cast<double>(bytes_read) / static_cast<double>(total_bytes);
+  return -1;
 }
 
-ProgressMeter::~ProgressMeter() { stop(); }
+ProgressReporter::ProgressReporter(const Progress& progress, ProgressCallback callback,
+                                   std::chrono::milliseconds interval)
+    : progress_(progress), callback_(std::move(callback)), interval_(interval),
+      start_(std::chrono::steady_clock::now()) {
+  if (callback_) thread_ = std::thread([this] { loop(); });
+}
 
-void ProgressMeter::stop() {
+ProgressReporter::~ProgressReporter() { stop(); }
+
+void ProgressReporter::stop() {
   if (!thread_.joinable()) return;
   {
     std::lock_guard lock(mutex_);
@@ -39,51 +44,52 @@ void ProgressMeter::stop() {
   }
   wake_.notify_all();
   thread_.join();
-  std::fputs("\r\033[K", stream_);
-  std::fflush(stream_);
 }
 
-std::string ProgressMeter::format_line(std::uint64_t done, std::uint64_t failed, std::uint64_t total_items,
-                                       std::uint64_t bytes_read, std::uint64_t total_bytes,
-                                       double seconds) {
+void ProgressReporter::loop() {
+  std::unique_lock lock(mutex_);
+  while (!wake_.wait_for(lock, interval_, [this] { return stopping_; })) {
+    ProgressSnapshot snapshot;
+    snapshot.done = progress_.done.load(std::memory_order_relaxed);
+    snapshot.failed = progress_.failed.load(std::memory_order_relaxed);
+    snapshot.total_items = progress_.total_items.load(std::memory_order_relaxed);
+    snapshot.bytes_read = progress_.bytes_read.load(std::memory_order_relaxed);
+    snapshot.total_bytes = progress_.total_bytes.load(std::memory_order_relaxed);
+    snapshot.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    callback_(snapshot);
+  }
+}
+
+std::string format_progress_line(const ProgressSnapshot& s) {
   char text[160];
-  const double rate = seconds > 0 ? static_cast<double>(done) / seconds : 0.0;
-  // Fraction done: items when their count is known, else manifest bytes consumed.
-  double fraction = -1;
-  if (total_items > 0) {
-    fraction = static_cast<double>(done) / static_cast<double>(total_items);
-  } else if (total_bytes > 0) {
-    fraction = static_cast<double>(bytes_read) / static_cast<double>(total_bytes);
-  }
-  std::string line;
-  if (total_items > 0) {
-    std::snprintf(text, sizeof text, "%" PRIu64 "/%" PRIu64 " items", done, total_items);
+  if (s.total_items > 0) {
+    std::snprintf(text, sizeof text, "%" PRIu64 "/%" PRIu64 " items", s.done, s.total_items);
   } else {
-    std::snprintf(text, sizeof text, "%" PRIu64 " items", done);
+    std::snprintf(text, sizeof text, "%" PRIu64 " items", s.done);
   }
-  line += text;
+  std::string line = text;
+  const double fraction = s.fraction();
   if (fraction >= 0) {
     std::snprintf(text, sizeof text, " (%.1f%%)", 100.0 * std::min(fraction, 1.0));
     line += text;
   }
-  if (failed > 0) line += ", " + std::to_string(failed) + " failed";
-  std::snprintf(text, sizeof text, ", %.0f items/s", rate);
+  if (s.failed > 0) line += ", " + std::to_string(s.failed) + " failed";
+  std::snprintf(text, sizeof text, ", %.0f items/s", s.seconds > 0 ? static_cast<double>(s.done) / s.seconds : 0.0);
   line += text;
-  if (fraction > 0 && fraction < 1) line += ", ETA " + format_duration(seconds * (1 - fraction) / fraction);
+  if (fraction > 0 && fraction < 1) line += ", ETA " + format_duration(s.seconds * (1 - fraction) / fraction);
   return line;
 }
 
-void ProgressMeter::loop() {
-  std::unique_lock lock(mutex_);
-  while (!wake_.wait_for(lock, interval_, [this] { return stopping_; })) {
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-    const std::string line = format_line(
-        progress_.done.load(std::memory_order_relaxed), progress_.failed.load(std::memory_order_relaxed),
-        progress_.total_items.load(std::memory_order_relaxed), progress_.bytes_read.load(std::memory_order_relaxed),
-        progress_.total_bytes.load(std::memory_order_relaxed), seconds);
-    std::fprintf(stream_, "\r\033[K%s", line.c_str());
-    std::fflush(stream_);
-  }
+ProgressCallback terminal_progress(std::FILE* stream) {
+  return [stream](const ProgressSnapshot& snapshot) {
+    std::fprintf(stream, "\r\033[K%s", format_progress_line(snapshot).c_str());
+    std::fflush(stream);
+  };
+}
+
+void erase_progress_line(std::FILE* stream) {
+  std::fputs("\r\033[K", stream);
+  std::fflush(stream);
 }
 
 }  // namespace coremap

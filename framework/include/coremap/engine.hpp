@@ -7,8 +7,10 @@
 /// or serially on the calling thread. One per-item code path serves all three.
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -19,10 +21,24 @@
 #include <coremap/manifest.hpp>
 #include <coremap/plugin.hpp>
 #include <coremap/plugin_loader.hpp>
+#include <coremap/progress.hpp>
 #include <coremap/record.hpp>
 #include <coremap/sink.hpp>
 
 namespace coremap {
+
+/// A flag an application sets, from any thread, to stop a run: the engine stops taking new
+/// items, lets those in progress finish (Context::cancelled() turns true for them) and
+/// delivers what is done. Copies share the flag.
+class CancellationToken {
+ public:
+  CancellationToken() : flag_(std::make_shared<std::atomic<bool>>(false)) {}
+  void cancel() const noexcept { flag_->store(true, std::memory_order_relaxed); }
+  bool cancelled() const noexcept { return flag_->load(std::memory_order_relaxed); }
+
+ private:
+  std::shared_ptr<std::atomic<bool>> flag_;
+};
 
 /// How a run is carried out.
 struct RunOptions {
@@ -38,7 +54,21 @@ struct RunOptions {
   std::uint64_t max_errors = 0;
   /// Bound on batches of items in flight; 0 means four per thread.
   std::size_t max_in_flight = 0;
+  /// Cancels the run when set.
+  CancellationToken cancel{};
+  /// Called every `progress_interval` from a background thread while a run goes on.
+  ProgressCallback on_progress{};
+  std::chrono::milliseconds progress_interval{200};
 };
+
+/// Receives records one at a time, never from two threads at once: in index order, or as items
+/// finish when the run is unordered.
+using RecordCallback = std::function<void(const Record& record)>;
+
+/// A per-item function the engine runs directly, with no plugin class or shared library. It is
+/// called from several threads at once, so it must be safe to; a plugin class (one instance per
+/// thread, see Plugin::from_descriptor) is the way to keep per-thread state.
+using ItemFunction = std::function<Json(const Json& item, Context& context)>;
 
 /// Why a run ended before the manifest's end.
 enum class StopReason { none, max_errors, cancelled };
@@ -55,15 +85,6 @@ struct RunStats {
   double items_per_second() const noexcept {
     return wall_seconds > 0 ? static_cast<double>(items) / wall_seconds : 0.0;
   }
-};
-
-/// Counters of the run in progress, readable from any thread (e.g. a progress display).
-struct Progress {
-  std::atomic<std::uint64_t> done{0};        ///< records written
-  std::atomic<std::uint64_t> failed{0};      ///< items failed so far
-  std::atomic<std::uint64_t> bytes_read{0};  ///< manifest bytes consumed
-  std::atomic<std::uint64_t> total_bytes{0}; ///< manifest size when known, else 0
-  std::atomic<std::uint64_t> total_items{0}; ///< item count when known, else 0
 };
 
 /// Maps one plugin over items on all cores.
@@ -88,6 +109,8 @@ class COREMAP_EXPORT Engine {
   /// Validates `config` against the plugin's declared keys and constructs the first instance:
   /// throws ConfigError or PluginError (setup errors) before any item is read.
   Engine(std::shared_ptr<const Plugin> plugin, const Json& config, RunOptions options = {});
+  /// Runs `function` per item (Plugin::from_function).
+  explicit Engine(ItemFunction function, RunOptions options = {});
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -97,10 +120,17 @@ class COREMAP_EXPORT Engine {
   /// failures are records, not exceptions. Does not call sink.finish().
   RunStats run(ManifestReader& manifest, Sink& sink);
 
+  /// The same run, handing each record to `on_record` instead of writing JSON Lines.
+  RunStats run(ManifestReader& manifest, const RecordCallback& on_record);
+
   /// Maps the plugin over items already in memory (tbb::parallel_for_each); returns one record
   /// per item, in index order. Items not started because the run was stopped get an error
   /// record saying so.
   std::vector<Record> map(std::span<const Json> items, RunStats* stats = nullptr);
+
+  /// The same, handing each record to `on_record` as soon as it (and, when ordered, every
+  /// record before it) is done, so the application never holds them all.
+  RunStats map(std::span<const Json> items, const RecordCallback& on_record);
 
   /// Stops taking new items; items in progress finish. Async-signal-safe.
   void request_stop() noexcept;

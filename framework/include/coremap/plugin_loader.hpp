@@ -7,6 +7,7 @@
 /// PluginLoader resolves a name on the search path.
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -39,6 +40,11 @@ class COREMAP_EXPORT Plugin {
   static std::shared_ptr<const Plugin> from_descriptor(const PluginDescriptor* descriptor,
                                                        std::string origin);
 
+  /// Wraps a callable as a re-entrant plugin named `name`: every instance calls the same
+  /// function, from any thread. It takes no config.
+  static std::shared_ptr<const Plugin> from_function(
+      std::function<Json(const Json& item, Context& context)> function, std::string name = "function");
+
   ~Plugin();
   Plugin(const Plugin&) = delete;
   Plugin& operator=(const Plugin&) = delete;
@@ -65,9 +71,13 @@ class COREMAP_EXPORT Plugin {
   Plugin(Private, void* handle, const PluginDescriptor* descriptor, std::string path) noexcept;
 
  private:
+  friend class PluginInstance;
   void* handle_;
   const PluginDescriptor* descriptor_;
   std::string path_;
+  // Set by from_function: the callable, and the descriptor (with its name) it runs under.
+  std::shared_ptr<std::function<Json(const Json&, Context&)>> function_;
+  std::shared_ptr<PluginDescriptor> function_descriptor_;
 };
 
 /// One constructed plugin object.

@@ -2,46 +2,67 @@
 #pragma once
 
 /// \file
-/// A live progress line on a terminal: done/total when known, items/s, ETA.
+/// Progress of a run: live counters the engine updates, snapshots of them handed to a callback
+/// every interval from a background thread, and the terminal status line the CLI draws.
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
 
-#include <coremap/engine.hpp>
 #include <coremap/export.hpp>
 
 namespace coremap {
 
-/// Redraws one status line on `stream` every `interval` from a background thread, reading the
-/// engine's Progress counters; erases it when stopped (or destroyed). Does nothing unless
-/// `stream` is a terminal and `enabled` is true.
+/// Counters of the run in progress, readable from any thread.
+struct Progress {
+  std::atomic<std::uint64_t> done{0};         ///< records delivered
+  std::atomic<std::uint64_t> failed{0};       ///< items failed so far
+  std::atomic<std::uint64_t> bytes_read{0};   ///< manifest bytes consumed
+  std::atomic<std::uint64_t> total_bytes{0};  ///< manifest size when known, else 0
+  std::atomic<std::uint64_t> total_items{0};  ///< item count when known, else 0
+};
+
+/// One reading of the counters.
+struct ProgressSnapshot {
+  std::uint64_t done = 0;
+  std::uint64_t failed = 0;
+  std::uint64_t total_items = 0;  ///< 0 when unknown
+  std::uint64_t bytes_read = 0;
+  std::uint64_t total_bytes = 0;  ///< 0 when unknown
+  double seconds = 0;             ///< since the run started
+
+  /// Fraction done from items when their count is known, else from manifest bytes; -1 if neither.
+  double fraction() const noexcept;
+};
+
+/// Called with a snapshot every interval while a run goes on, from a background thread.
+using ProgressCallback = std::function<void(const ProgressSnapshot&)>;
+
+/// Calls `callback` with a snapshot of `progress` every `interval` on its own thread, until
+/// stopped or destroyed. The engine runs one for RunOptions::on_progress.
 ///
-/// Thread safety: construct and stop from the thread that runs the engine.
-class COREMAP_EXPORT ProgressMeter {
+/// Thread safety: construct and stop from one thread; the callback runs on another.
+class COREMAP_EXPORT ProgressReporter {
  public:
-  ProgressMeter(const Progress& progress, std::FILE* stream, bool enabled,
-                std::chrono::milliseconds interval = std::chrono::milliseconds(200));
-  ~ProgressMeter();
-  ProgressMeter(const ProgressMeter&) = delete;
-  ProgressMeter& operator=(const ProgressMeter&) = delete;
+  ProgressReporter(const Progress& progress, ProgressCallback callback, std::chrono::milliseconds interval);
+  ~ProgressReporter();
+  ProgressReporter(const ProgressReporter&) = delete;
+  ProgressReporter& operator=(const ProgressReporter&) = delete;
 
-  /// Stops the thread and erases the line.
+  /// Stops the thread; the callback is not called again.
   void stop();
-  /// True when a line is being drawn.
-  bool active() const noexcept { return thread_.joinable(); }
-
-  /// The line drawn for these figures (exposed for tests).
-  static std::string format_line(std::uint64_t done, std::uint64_t failed, std::uint64_t total_items,
-                                 std::uint64_t bytes_read, std::uint64_t total_bytes, double seconds);
 
  private:
   void loop();
 
   const Progress& progress_;
-  std::FILE* stream_;
+  ProgressCallback callback_;
   std::chrono::milliseconds interval_;
   std::chrono::steady_clock::time_point start_;
   std::mutex mutex_;
@@ -49,5 +70,13 @@ class COREMAP_EXPORT ProgressMeter {
   bool stopping_ = false;
   std::thread thread_;
 };
+
+/// "1234/5000 items (24.7%), 3 failed, 812 items/s, ETA 0:04".
+COREMAP_EXPORT std::string format_progress_line(const ProgressSnapshot& snapshot);
+
+/// A callback redrawing format_progress_line() in place on `stream` (a terminal). Erase the
+/// line afterwards with erase_progress_line().
+COREMAP_EXPORT ProgressCallback terminal_progress(std::FILE* stream);
+COREMAP_EXPORT void erase_progress_line(std::FILE* stream);
 
 }  // namespace coremap
