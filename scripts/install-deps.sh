@@ -8,4 +8,4 @@ apt-get install -y -q --no-install-recommends \
   build-essential cmake git ca-certificates \
   libtbb-dev nlohmann-json3-dev libcli11-dev libssl-dev zlib1g-dev \
   libgtest-dev libbenchmark-dev \
-  coreutils findutils bsdutils time python3
+  coreutils findutils bsdutils time python3 pkg-config binutils

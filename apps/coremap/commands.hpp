@@ -58,4 +58,11 @@ struct InfoArgs {
 CLI::App* add_info_command(CLI::App& app, InfoArgs& args);
 int info_command(const InfoArgs& args);
 
+struct NewPluginArgs {
+  std::string name;
+  std::string dir;
+};
+CLI::App* add_new_plugin_command(CLI::App& app, NewPluginArgs& args);
+int new_plugin_command(const NewPluginArgs& args);
+
 }  // namespace coremap::cli

@@ -14,9 +14,11 @@ int main(int argc, char** argv) {
   RunArgs run_args;
   PluginsArgs plugins_args;
   InfoArgs info_args;
+  NewPluginArgs new_plugin_args;
   CLI::App* run = add_run_command(app, run_args);
   CLI::App* plugins = add_plugins_command(app, plugins_args);
   CLI::App* info = add_info_command(app, info_args);
+  CLI::App* new_plugin = add_new_plugin_command(app, new_plugin_args);
 
   try {
     app.parse(argc, argv);
@@ -28,6 +30,7 @@ int main(int argc, char** argv) {
     if (run->parsed()) return run_command(run_args);
     if (plugins->parsed()) return plugins_command(plugins_args);
     if (info->parsed()) return info_command(info_args);
+    if (new_plugin->parsed()) return new_plugin_command(new_plugin_args);
   } catch (const coremap::Error& e) {
     std::fprintf(stderr, "coremap: error: %s\n", e.what());
     return exit_setup;

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# The installed package used from outside the tree: cmake --install into a temporary prefix
+# (binary, library, plugins found by name with no variable set, headers, CMake and pkg-config
+# files), then (1) tests/consumer builds a plugin with coremap_add_plugin and an app with
+# coremap::coremap, (2) docs/embedding.md's program is built and run exactly as the page says,
+# (3) pkg-config compiles it too, (4) `coremap new-plugin` writes a project that builds and runs.
+# Oracles: rev, wc -w, awk.
+source "$(dirname "$0")/lib.sh"
+: "${COREMAP_BUILD_DIR:?}"
+src="$COREMAP_SOURCE_DIR"
+prefix="$WORK/prefix"
+cmake --install "$COREMAP_BUILD_DIR" --prefix "$prefix" >"$WORK/install.log"
+installed="$prefix/bin/coremap"
+[ -f "$prefix/lib/cmake/coremap/coremapConfig.cmake" ] && pass "CMake package installed" || fail "no coremapConfig.cmake"
+[ -f "$prefix/lib/pkgconfig/coremap.pc" ] && pass "pkg-config file installed" || fail "no coremap.pc"
+ls "$prefix"/lib/libcoremap.so.* >/dev/null && pass "versioned libcoremap installed" || fail "no versioned libcoremap"
+soname=$(objdump -p "$prefix/lib/libcoremap.so" | awk '/SONAME/ {print $2}')
+expect_eq "$soname" "libcoremap.so.0.1" "SONAME carries the ABI version"
+
+plugin_dir="$prefix/lib/coremap/plugins"
+for p in echo sha256 sleep spin wordcount; do
+  [ -f "$plugin_dir/$p.so" ] && pass "$p.so installed" || fail "$p.so not installed"
+done
+"$installed" plugins >"$WORK/out"
+expect_contains "$WORK/out" "$plugin_dir/sha256.so" "installed coremap finds the installed plugins with no variable set"
+
+configure_build() {  # configure_build SRC BUILD
+  cmake -S "$1" -B "$2" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_BUILD_TYPE=Release >"$WORK/cmake.log" 2>&1 &&
+    cmake --build "$2" -j "$(nproc)" >>"$WORK/cmake.log" 2>&1 || { cat "$WORK/cmake.log" >&2; return 1; }
+}
+
+# (1) tests/consumer.
+if configure_build "$src/tests/consumer" "$WORK/consumer"; then pass "tests/consumer builds against the installed package"; else fail "tests/consumer does not build"; fi
+printf '{"text": "stressed"}\n{"text": "coremap maps"}\n{"text": "a"}\n' >"$WORK/texts.jsonl"
+printf 'stressed\ncoremap maps\na\n' | rev >"$WORK/want"
+set +e
+"$WORK/consumer/reverse_app" "$WORK/consumer/reverse.so" "$WORK/texts.jsonl" >"$WORK/got"
+rc=$?
+set -e
+expect_eq "$rc" 0 "embedding app runs the out-of-tree plugin"
+cmp -s "$WORK/got" "$WORK/want" && pass "embedding app output equals rev" || fail "reverse_app output differs from rev"
+"$installed" run --plugin "$WORK/consumer/reverse.so" --manifest "$WORK/texts.jsonl" >"$WORK/cli.jsonl" 2>/dev/null || true
+record_values "$WORK/cli.jsonl" 'r["result"]' | cut -f2 >"$WORK/got-cli"
+cmp -s "$WORK/got-cli" "$WORK/want" && pass "installed coremap runs the out-of-tree plugin" || fail "installed coremap output differs"
+
+# (2) docs/embedding.md, its shell block run as written (paths moved under $WORK).
+awk '/^```sh$/ {on = 1; next} /^```$/ && on {exit} on' "$src/docs/embedding.md" |
+  sed "s#/tmp/coremap-prefix#$WORK/doc-prefix#g; s#/tmp/totals#$WORK/totals#g; s#^cmake --install build #cmake --install $COREMAP_BUILD_DIR #" >"$WORK/block.sh"
+grep -q 'cmake --build build' "$WORK/block.sh" && pass "found docs/embedding.md's commands"
+set +e
+(cd "$src" && bash -e "$WORK/block.sh") >"$WORK/totals.out" 2>"$WORK/totals.err"
+rc=$?
+set -e
+expect_eq "$rc" 0 "docs/embedding.md program builds and runs"
+expect_eq "$(awk '/^words/ {print $2}' "$WORK/totals.out")" "$(cat "$src"/examples/data/*.txt | wc -w)" "total words equal wc -w"
+for f in "$src"/examples/data/*.txt; do
+  want=$(awk '{ if (length($0) > m) m = length($0) } END { print m + 0 }' "$f")
+  got=$(awk -v f="$f" '$1 == "longest" { n = $2; sub(/^longest [0-9]+ /, ""); if ($0 == f) print n }' "$WORK/totals.out")
+  expect_eq "$got" "$want" "longest line of $(basename "$f") equals awk"
+done
+
+# (3) pkg-config.
+cp "$WORK/totals/totals.cpp" "$WORK/pc.cpp"
+if g++ -std=c++20 "$WORK/pc.cpp" -o "$WORK/pc-totals" $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs coremap) -Wl,-rpath,"$prefix/lib"; then
+  pass "pkg-config flags build the embedding program"
+  expect_eq "$("$WORK/pc-totals" "$src/examples/data/pool.txt" | awk '/^words/ {print $2}')" "$(wc -w <"$src/examples/data/pool.txt")" "pkg-config build counts words"
+else
+  fail "pkg-config build failed"
+fi
+
+# (4) coremap new-plugin.
+set +e
+"$installed" new-plugin greet "$WORK/greet" >"$WORK/out" 2>"$WORK/err"
+rc=$?
+set -e
+expect_eq "$rc" 0 "coremap new-plugin exits 0"
+for f in CMakeLists.txt greet.cpp sample.jsonl README.md; do [ -f "$WORK/greet/$f" ] && pass "new-plugin wrote $f" || fail "new-plugin did not write $f"; done
+if configure_build "$WORK/greet" "$WORK/greet/build"; then pass "scaffolded plugin builds"; else fail "scaffolded plugin does not build"; fi
+set +e
+(cd "$WORK/greet" && "$installed" run --plugin build/greet.so --manifest sample.jsonl --config '{"shout": true}') >"$WORK/out" 2>"$WORK/err"
+rc=$?
+set -e
+expect_eq "$rc" 0 "scaffolded plugin runs its sample manifest"
+expect_eq "$(record_values "$WORK/out" 'r["result"]["message"]' | cut -f2 | tr '\n' '|')" "$(printf 'hello, ada\nhello, grace\nhello, world\n' | tr a-z A-Z | tr '\n' '|')" "scaffolded plugin's messages"
+"$installed" info "$WORK/greet/build/greet.so" >"$WORK/out"
+expect_contains "$WORK/out" "greeting" "coremap info lists the scaffolded config keys"
+set +e
+"$installed" new-plugin greet "$WORK/greet" >"$WORK/out" 2>"$WORK/err"; rc=$?
+"$installed" new-plugin 9lives "$WORK/nine" >"$WORK/out" 2>"$WORK/err2"; rc2=$?
+set -e
+expect_eq "$rc" 2 "new-plugin refuses a non-empty directory"
+expect_eq "$rc2" 2 "new-plugin refuses an invalid name"
+finish
