@@ -1,11 +1,53 @@
 // SPDX-License-Identifier: MIT
+#include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <csignal>
 #include <cstdio>
+#include <string>
 
 #include "commands.hpp"
 
 namespace coremap::cli {
+namespace {
+
+// The run being interrupted, and the first signal received. A handler may only touch
+// lock-free atomics: Engine::request_stop() is one relaxed store.
+std::atomic<Engine*> interrupted_engine{nullptr};
+volatile std::sig_atomic_t first_signal = 0;
+
+extern "C" void on_interrupt(int signal_number) {
+  if (first_signal != 0) _exit(128 + signal_number);  // a second Ctrl-C leaves at once
+  first_signal = signal_number;
+  if (Engine* engine = interrupted_engine.load()) engine->request_stop();
+}
+
+// Installs the handlers for the lifetime of a run and puts the old ones back afterwards.
+class InterruptScope {
+ public:
+  explicit InterruptScope(Engine& engine) {
+    interrupted_engine.store(&engine);
+    struct sigaction action {};
+    action.sa_handler = on_interrupt;
+    sigemptyset(&action.sa_mask);
+    ::sigaction(SIGINT, &action, &old_int_);
+    ::sigaction(SIGTERM, &action, &old_term_);
+  }
+  ~InterruptScope() {
+    ::sigaction(SIGINT, &old_int_, nullptr);
+    ::sigaction(SIGTERM, &old_term_, nullptr);
+    interrupted_engine.store(nullptr);
+  }
+  InterruptScope(const InterruptScope&) = delete;
+  InterruptScope& operator=(const InterruptScope&) = delete;
+
+ private:
+  struct sigaction old_int_ {};
+  struct sigaction old_term_ {};
+};
+
+}  // namespace
 
 CLI::App* add_run_command(CLI::App& app, RunArgs& args) {
   CLI::App* run = app.add_subcommand("run", "Map a plugin over every item of a manifest");
@@ -58,9 +100,19 @@ int run_command(const RunArgs& args) {
   Engine engine(plugin, parse_config_argument(args.config), options);
 
   FileSink sink(args.output);
-  const RunStats stats = engine.run(manifest, sink);
+  RunStats stats;
+  {
+    InterruptScope interrupts(engine);
+    stats = engine.run(manifest, sink);
+  }
   if (draw_progress) erase_progress_line(stderr);
-  sink.finish();
+  const int signal_number = first_signal;
+  std::string kept;
+  if (signal_number != 0) {
+    kept = sink.keep_partial();
+  } else {
+    sink.finish();
+  }
 
   if (!args.quiet) {
     std::fprintf(stderr,
@@ -73,6 +125,12 @@ int run_command(const RunArgs& args) {
                    static_cast<unsigned long long>(stats.failed),
                    static_cast<unsigned long long>(options.max_errors));
     }
+  }
+  if (signal_number != 0) {
+    std::fprintf(stderr, "coremap: interrupted by %s: items in progress finished, %llu records written%s%s\n",
+                 signal_number == SIGINT ? "SIGINT" : "SIGTERM", static_cast<unsigned long long>(stats.items),
+                 kept == "-" ? "" : "; partial output kept in ", kept == "-" ? "" : kept.c_str());
+    return 128 + signal_number;
   }
   return stats.failed == 0 ? exit_ok : exit_items_failed;
 }

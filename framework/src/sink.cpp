@@ -46,6 +46,20 @@ void FileSink::write(std::string_view records) {
   }
 }
 
+std::string FileSink::keep_partial() {
+  if (part_path_.empty()) {
+    finish();
+    return path_;
+  }
+  if (finished_) return part_path_;
+  if (::fsync(fd_) != 0) throw OutputError("cannot sync '" + part_path_ + "': " + std::strerror(errno));
+  const int fd = fd_;
+  fd_ = -1;
+  finished_ = true;  // keeps the destructor from removing it
+  if (::close(fd) != 0) throw OutputError("cannot close '" + part_path_ + "': " + std::strerror(errno));
+  return part_path_;
+}
+
 void FileSink::finish() {
   if (finished_) return;
   if (part_path_.empty()) {

@@ -40,6 +40,11 @@ class COREMAP_EXPORT FileSink final : public Sink {
   void write(std::string_view records) override;
   void finish() override;
 
+  /// For a run that stopped before its end (an interrupt): syncs and closes FILE.part and
+  /// leaves it in place, so what was written is kept but FILE never looks complete. Returns
+  /// the path kept ("-" for standard output, which is only flushed).
+  std::string keep_partial();
+
   /// The file being written ("-" for standard output), for messages.
   const std::string& path() const noexcept { return path_; }
 
