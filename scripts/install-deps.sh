@@ -7,5 +7,5 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends \
   build-essential cmake git ca-certificates \
   libtbb-dev nlohmann-json3-dev libcli11-dev libssl-dev zlib1g-dev \
-  libgtest-dev libbenchmark-dev \
+  libgtest-dev libbenchmark-dev clang libclang-rt-14-dev \
   coreutils findutils bsdutils time python3 pkg-config binutils

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds coremap and runs the whole test suite (unit, loader, engine and CLI end-to-end tests),
-# first in the Release build, then again built with AddressSanitizer and UndefinedBehaviorSanitizer.
+# first in the Release build, then again built with AddressSanitizer and UndefinedBehaviorSanitizer,
+# then fuzzes the manifest reader and parser for a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
@@ -12,3 +13,6 @@ cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOREMAP_SANITIZ
 cmake --build build-sanitize -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-sanitize --output-on-failure -j "$jobs"
+
+# The manifest reader and item parser under libFuzzer (clang) for a bounded time.
+scripts/fuzz.sh 60

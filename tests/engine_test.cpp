@@ -94,10 +94,10 @@ TEST(EngineTest, ErrorsStayWithTheirItems) {
   test::TempDir dir;
   const std::string manifest = dir.write(
       "m.jsonl", "{\"a\":1}\n{\"throw\":\"std\"}\n{\"throw\":\"int\"}\n{oops\n{\"throw\":\"string\"}\n"
-                 "{\"bad_utf8\":true}\n{\"a\":2}\n");
+                 "{\"bad_utf8\":true}\n{\"a\":2}\n{\"n\":1e999}\n");
   const Output out = run_stream(Plugin::load(test::fixture("throwing")), manifest, {.threads = 2});
   const auto records = lines_of(out.text);
-  ASSERT_EQ(records.size(), 7u);
+  ASSERT_EQ(records.size(), 8u);
   for (std::size_t i = 0; i < records.size(); ++i) EXPECT_EQ(records[i]["index"], i);
   EXPECT_TRUE(records[0]["ok"]);
   EXPECT_EQ(records[0]["result"], Json({{"a", 1}}));
@@ -112,8 +112,28 @@ TEST(EngineTest, ErrorsStayWithTheirItems) {
   EXPECT_NE(records[5]["error"].get<std::string>().find("not valid UTF-8"), std::string::npos)
       << records[5]["error"];
   EXPECT_TRUE(records[6]["ok"]);
+  EXPECT_NE(records[7]["error"].get<std::string>().find("m.jsonl:8: invalid JSON: number overflow parsing '1e999'"),
+            std::string::npos)
+      << records[7]["error"];
   EXPECT_EQ(out.stats.ok, 2u);
-  EXPECT_EQ(out.stats.failed, 5u);
+  EXPECT_EQ(out.stats.failed, 6u);
+}
+
+TEST(EngineTest, DeeplyNestedItemIsThatItemsError) {
+  test::TempDir dir;
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  const std::string ok_depth = std::string(1000, '[') + std::string(1000, ']');
+  const std::string manifest = dir.write("m.jsonl", "{\"a\":1}\n" + deep + "\n" + ok_depth + "\n{\"s\":\"[[[[\"}\n");
+  for (bool serial : {true, false}) {
+    const Output out = run_stream(Plugin::load(test::fixture("throwing")), manifest, {.threads = 2, .serial = serial});
+    const auto records = lines_of(out.text);
+    ASSERT_EQ(records.size(), 4u);
+    EXPECT_TRUE(records[0]["ok"]);
+    EXPECT_FALSE(records[1]["ok"]);
+    EXPECT_EQ(records[1]["error"], manifest + ":2: item nested deeper than 1000 levels");
+    EXPECT_TRUE(records[2]["ok"]) << "1000 levels are allowed";
+    EXPECT_TRUE(records[3]["ok"]) << "brackets inside strings do not count";
+  }
 }
 
 TEST(EngineTest, MaxErrorsStopsEarly) {

@@ -61,7 +61,7 @@ done
 
 # (3) pkg-config.
 cp "$WORK/totals/totals.cpp" "$WORK/pc.cpp"
-if g++ -std=c++20 "$WORK/pc.cpp" -o "$WORK/pc-totals" $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs coremap) -Wl,-rpath,"$prefix/lib"; then
+if g++ ${CXXFLAGS:-} -std=c++20 "$WORK/pc.cpp" -o "$WORK/pc-totals" $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs coremap) -Wl,-rpath,"$prefix/lib"; then
   pass "pkg-config flags build the embedding program"
   expect_eq "$("$WORK/pc-totals" "$src/examples/data/pool.txt" | awk '/^words/ {print $2}')" "$(wc -w <"$src/examples/data/pool.txt")" "pkg-config build counts words"
 else
