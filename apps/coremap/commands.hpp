@@ -40,6 +40,11 @@ struct RunArgs {
   bool fail_fast = false;
   bool quiet = false;
   std::size_t max_in_flight = 0;
+  std::uint32_t retries = 0;
+  double timeout_seconds = 0;
+  bool resume = false;
+  bool retry_failed = false;
+  double sync_interval_seconds = 1;
 };
 CLI::App* add_run_command(CLI::App& app, RunArgs& args);
 int run_command(const RunArgs& args);

@@ -3,6 +3,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <cmath>
+#include <optional>
 #include <csignal>
 #include <cstdio>
 #include <string>
@@ -79,16 +82,38 @@ CLI::App* add_run_command(CLI::App& app, RunArgs& args) {
                   "Bound on batches of items in flight (default: 4 per thread)")
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20))
       ->type_name("N");
+  run->add_option("--retries", args.retries, "Run a failed item up to N more times (the record says how many attempts)")
+      ->check(CLI::Range(0u, 1000u))
+      ->type_name("N");
+  run->add_option("--timeout", args.timeout_seconds,
+                  "Per-item time limit: past it Context::cancelled() turns true and the item is recorded as "
+                  "timed out when it returns (no thread is killed)")
+      ->check(CLI::Range(0.001, 1e9))
+      ->type_name("SECONDS");
+  auto* resume = run->add_flag("--resume", args.resume,
+                               "Continue the run recorded in FILE.journal and FILE.part (or FILE): process only "
+                               "the items not yet recorded; refuses if the manifest, plugin or config changed");
+  run->add_flag("--retry-failed", args.retry_failed, "With --resume: run the failed items again too")->needs(resume);
+  run->add_option("--sync-interval", args.sync_interval_seconds,
+                  "With -o: fdatasync the output at most this often while records arrive (default 1; 0: only "
+                  "at the end)")
+      ->check(CLI::Range(0.0, 1e6))
+      ->type_name("SECONDS");
   run->add_flag("-q,--quiet", args.quiet, "No progress line and no summary on standard error");
   add_search_options(*run, args.search);
   return run;
 }
 
 int run_command(const RunArgs& args) {
+  if (args.resume && args.output == "-") {
+    throw UsageError("--resume needs -o FILE: the records of the earlier run are read back from FILE.part");
+  }
   const PluginLoader loader = make_loader(args.search);
   ManifestReader manifest(args.manifest, parse_manifest_format(args.format));
   auto plugin = loader.load(args.plugin);
   RunOptions options;
+  options.retries = args.retries;
+  options.timeout = std::chrono::milliseconds(std::llround(args.timeout_seconds * 1000));
   options.threads = args.threads;
   options.serial = args.serial;
   options.ordered = !args.unordered;
@@ -97,9 +122,27 @@ int run_command(const RunArgs& args) {
   // The live line goes to a terminal only: logs and pipes get the summary alone.
   const bool draw_progress = !args.quiet && ::isatty(STDERR_FILENO) == 1;
   if (draw_progress) options.on_progress = terminal_progress(stderr);
-  Engine engine(plugin, parse_config_argument(args.config), options);
+  const Json config = plugin->resolve_config(parse_config_argument(args.config));
 
-  FileSink sink(args.output);
+  // Standard output is written as is; a file goes through FILE.part and its journal, so an
+  // interrupted run can be resumed.
+  std::optional<FileSink> stdout_sink;
+  std::optional<ResumableOutput> resumable;
+  if (args.output == "-") {
+    stdout_sink.emplace("-");
+  } else {
+    resumable.emplace(args.output, run_fingerprint(args.manifest, manifest.format(), *plugin, config),
+                      ResumableOutput::Options{
+                          .resume = args.resume,
+                          .retry_failed = args.retry_failed,
+                          .sync_interval = std::chrono::milliseconds(std::llround(args.sync_interval_seconds * 1000))});
+    options.skip = resumable->done();
+    if (!args.quiet && !resumable->note().empty()) std::fprintf(stderr, "coremap: %s\n", resumable->note().c_str());
+  }
+  Engine engine(plugin, config, options);
+  if (resumable) resumable->open();
+  Sink& sink = resumable ? resumable->sink() : *stdout_sink;
+
   RunStats stats;
   {
     InterruptScope interrupts(engine);
@@ -109,10 +152,14 @@ int run_command(const RunArgs& args) {
   const int signal_number = first_signal;
   std::string kept;
   if (signal_number != 0) {
-    kept = sink.keep_partial();
+    kept = resumable ? resumable->keep_partial() : stdout_sink->keep_partial();
+  } else if (resumable) {
+    resumable->finish(options.ordered);
   } else {
-    sink.finish();
+    stdout_sink->finish();
   }
+  const std::uint64_t earlier_ok = resumable ? resumable->earlier_ok() : 0;
+  const std::uint64_t earlier_failed = resumable ? resumable->earlier_failed() : 0;
 
   if (!args.quiet) {
     std::fprintf(stderr,
@@ -120,6 +167,12 @@ int run_command(const RunArgs& args) {
                  static_cast<unsigned long long>(stats.items), static_cast<unsigned long long>(stats.ok),
                  static_cast<unsigned long long>(stats.failed), stats.wall_seconds, stats.items_per_second(),
                  stats.threads, stats.threads == 1 ? "" : "s", args.serial ? ", serial" : "");
+    if (resumable && resumable->resumed()) {
+      std::fprintf(stderr, "coremap: with the earlier run's records, %s holds %llu items: %llu ok, %llu failed\n",
+                   args.output.c_str(), static_cast<unsigned long long>(stats.items + earlier_ok + earlier_failed),
+                   static_cast<unsigned long long>(stats.ok + earlier_ok),
+                   static_cast<unsigned long long>(stats.failed + earlier_failed));
+    }
     if (stats.stopped == StopReason::max_errors) {
       std::fprintf(stderr, "coremap: stopped early: %llu failed items reached --max-errors %llu\n",
                    static_cast<unsigned long long>(stats.failed),
@@ -127,12 +180,13 @@ int run_command(const RunArgs& args) {
     }
   }
   if (signal_number != 0) {
-    std::fprintf(stderr, "coremap: interrupted by %s: items in progress finished, %llu records written%s%s\n",
+    std::fprintf(stderr, "coremap: interrupted by %s: items in progress finished, %llu records written%s%s%s\n",
                  signal_number == SIGINT ? "SIGINT" : "SIGTERM", static_cast<unsigned long long>(stats.items),
-                 kept == "-" ? "" : "; partial output kept in ", kept == "-" ? "" : kept.c_str());
+                 kept == "-" ? "" : "; partial output kept in ", kept == "-" ? "" : kept.c_str(),
+                 kept == "-" ? "" : " (rerun with --resume to finish)");
     return 128 + signal_number;
   }
-  return stats.failed == 0 ? exit_ok : exit_items_failed;
+  return stats.failed + earlier_failed == 0 ? exit_ok : exit_items_failed;
 }
 
 }  // namespace coremap::cli

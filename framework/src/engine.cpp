@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <mutex>
 #include <optional>
 
@@ -40,17 +41,18 @@ struct Batch {
   std::uint64_t ok = 0;
   std::uint64_t failed = 0;
   std::uint64_t written = 0;
+  std::uint64_t skipped = 0;
 
-  bool emit_ok(std::uint64_t index, Json& result) {
-    if (!as_records) return writer.ok(index, result);
-    records.push_back(Record{index, true, std::move(result), {}});
+  bool emit_ok(std::uint64_t index, Json& result, std::uint32_t attempts) {
+    if (!as_records) return writer.ok(index, result, attempts);
+    records.push_back(Record{index, true, std::move(result), {}, attempts});
     return true;
   }
-  void emit_error(std::uint64_t index, std::string message) {
+  void emit_error(std::uint64_t index, std::string message, std::uint32_t attempts = 1) {
     if (as_records) {
-      records.push_back(Record{index, false, Json(), std::move(message)});
+      records.push_back(Record{index, false, Json(), std::move(message), attempts});
     } else {
-      writer.error(index, message);
+      writer.error(index, message, attempts);
     }
   }
 };
@@ -203,12 +205,36 @@ struct Engine::Impl {
     stop.store(true, std::memory_order_relaxed);
   }
 
-  // The one per-item code path: every mode ends up here.
+  static std::int64_t now_ns() noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+  }
+
+  // The one per-item code path: every mode ends up here. Retries a failure up to
+  // options.retries times (not once the run is stopping); `attempts` says how many calls it took.
   bool run_item(PluginInstance& instance, std::uint64_t index, const Json& item, Json& result,
-                std::string& error) noexcept {
-    Context context(index, &stop);
-    error.clear();
-    return instance.process(item, context, result, error);
+                std::string& error, std::uint32_t& attempts) noexcept {
+    const std::int64_t timeout_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(options.timeout).count();
+    for (attempts = 1;; ++attempts) {
+      const std::int64_t start = timeout_ns != 0 ? now_ns() : 0;
+      Context context(index, &stop, timeout_ns != 0 ? start + timeout_ns : 0, attempts);
+      error.clear();
+      bool ok = instance.process(item, context, result, error);
+      if (timeout_ns != 0) {
+        if (const std::int64_t took = now_ns() - start; took >= timeout_ns) {
+          ok = false;
+          error = timed_out_message(took);
+        }
+      }
+      if (ok || attempts > options.retries || stop.load(std::memory_order_relaxed)) return ok;
+    }
+  }
+
+  std::string timed_out_message(std::int64_t took_ns) const {
+    char text[128];
+    std::snprintf(text, sizeof text, "timed out: ran %.3f s, over --timeout %g s (its result was discarded)",
+                  static_cast<double>(took_ns) / 1e9, static_cast<double>(options.timeout.count()) / 1e3);
+    return text;
   }
 
   // Parses and processes a batch cut from a manifest, appending its records to batch.out.
@@ -216,23 +242,29 @@ struct Engine::Impl {
                      ManifestFormat format) {
     batch.out.clear();
     batch.records.clear();
-    batch.ok = batch.failed = batch.written = 0;
+    batch.ok = batch.failed = batch.written = batch.skipped = 0;
     Json item;
     Json result;
     std::string error;
+    std::uint32_t attempts = 1;
+    const IndexSet* const skip = options.skip.get();
     const auto start = Clock::now();
     for (const RawItem& raw : batch.raw.items) {
       if (stop.load(std::memory_order_relaxed)) break;
+      if (skip != nullptr && skip->contains(raw.index)) {
+        ++batch.skipped;
+        continue;
+      }
       const std::string_view text = batch.raw.text(raw);
       bool ok = false;
       if (raw.malformed) {
         batch.emit_error(raw.index, manifest_name + ":" + std::to_string(raw.line) + ": " + std::string(text));
       } else if (!parse(text, raw.line, format, manifest_name, item, error)) {
         batch.emit_error(raw.index, error);
-      } else if (!run_item(instance, raw.index, item, result, error)) {
-        batch.emit_error(raw.index, manifest_name + ":" + std::to_string(raw.line) + ": " + error);
+      } else if (!run_item(instance, raw.index, item, result, error, attempts)) {
+        batch.emit_error(raw.index, manifest_name + ":" + std::to_string(raw.line) + ": " + error, attempts);
       } else {
-        ok = batch.emit_ok(raw.index, result);
+        ok = batch.emit_ok(raw.index, result, attempts);
       }
       ++batch.written;
       if (ok) {
@@ -293,6 +325,7 @@ struct Engine::Impl {
     stats.items += batch.written;
     stats.ok += batch.ok;
     stats.failed += batch.failed;
+    stats.skipped += batch.skipped;
     progress.done.fetch_add(batch.written, std::memory_order_relaxed);
   }
 
@@ -436,7 +469,7 @@ RunStats Engine::Impl::map_items(std::span<const Json> items, OnDone&& on_done) 
     if (should_stop()) {
       record.error = "not processed: the run was stopped before this item started";
     } else {
-      record.ok = run_item(instance, record.index, item, record.result, record.error);
+      record.ok = run_item(instance, record.index, item, record.result, record.error, record.attempts);
     }
     if (!record.ok) note_failure();
     on_done(std::move(record));

@@ -11,5 +11,6 @@ PluginError::~PluginError() = default;
 ConfigError::~ConfigError() = default;
 OutputError::~OutputError() = default;
 UsageError::~UsageError() = default;
+ResumeError::~ResumeError() = default;
 
 }  // namespace coremap

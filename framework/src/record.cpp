@@ -7,13 +7,23 @@
 namespace coremap {
 namespace {
 
-void append_prefix(std::string& out, std::uint64_t index, bool ok) {
+void append_number(std::string& out, std::uint64_t value) {
   char digits[24];
-  const auto [end, ec] = std::to_chars(digits, digits + sizeof digits, index);
+  const auto [end, ec] = std::to_chars(digits, digits + sizeof digits, value);
   (void)ec;
-  out.append("{\"index\":");
   out.append(digits, end);
-  out.append(ok ? ",\"ok\":true,\"result\":" : ",\"ok\":false,\"error\":");
+}
+
+void append_prefix(std::string& out, std::uint64_t index, bool ok, std::uint32_t attempts) {
+  out.append("{\"index\":");
+  append_number(out, index);
+  out.append(ok ? ",\"ok\":true," : ",\"ok\":false,");
+  if (attempts > 1) {
+    out.append("\"attempts\":");
+    append_number(out, attempts);
+    out.push_back(',');
+  }
+  out.append(ok ? "\"result\":" : "\"error\":");
 }
 
 // Length of the valid UTF-8 sequence starting at s[i], or 0 (RFC 3629: no overlongs,
@@ -72,8 +82,8 @@ RecordWriter::RecordWriter(std::string& out)
       serializer_(nlohmann::detail::output_adapter<char, std::string>(out), ' ',
                   nlohmann::detail::error_handler_t::strict) {}
 
-void RecordWriter::error(std::uint64_t index, std::string_view message) {
-  append_prefix(out_, index, false);
+void RecordWriter::error(std::uint64_t index, std::string_view message, std::uint32_t attempts) {
+  append_prefix(out_, index, false, attempts);
   bool replaced = false;
   std::string text = escape_invalid_utf8(message, &replaced);
   if (replaced) text += " (the text held bytes that are not valid UTF-8, shown as \\xNN)";
@@ -81,9 +91,9 @@ void RecordWriter::error(std::uint64_t index, std::string_view message) {
   out_.append("}\n");
 }
 
-bool RecordWriter::ok(std::uint64_t index, const Json& result) {
+bool RecordWriter::ok(std::uint64_t index, const Json& result, std::uint32_t attempts) {
   const std::size_t start = out_.size();
-  append_prefix(out_, index, true);
+  append_prefix(out_, index, true, attempts);
   try {
     serializer_.dump(result, false, false, 0);
   } catch (const nlohmann::json::type_error& e) {
@@ -92,7 +102,8 @@ bool RecordWriter::ok(std::uint64_t index, const Json& result) {
     if (const auto pos = what.find("] "); pos != std::string::npos) what.erase(0, pos + 2);
     error(index, (e.id == 316 ? "the plugin's result holds a string that is not valid UTF-8: "
                               : "the plugin's result cannot be written as JSON: ") +
-                     what);
+                     what,
+          attempts);
     return false;
   }
   out_.append("}\n");
@@ -108,11 +119,12 @@ bool append_ok_record(std::string& out, std::uint64_t index, const Json& result)
 }
 
 bool append_record(std::string& out, const Record& record) {
+  RecordWriter writer(out);
   if (!record.ok) {
-    append_error_record(out, record.index, record.error);
+    writer.error(record.index, record.error, record.attempts);
     return false;
   }
-  return append_ok_record(out, record.index, record.result);
+  return writer.ok(record.index, record.result, record.attempts);
 }
 
 }  // namespace coremap

@@ -15,13 +15,14 @@ namespace coremap {
 
 Sink::~Sink() = default;
 
-FileSink::FileSink(const std::string& path) : path_(path) {
+FileSink::FileSink(const std::string& path, Options options)
+    : path_(path), options_(options), last_sync_(std::chrono::steady_clock::now()) {
   if (path == "-") {
     fd_ = STDOUT_FILENO;
     return;
   }
   part_path_ = path + ".part";
-  fd_ = ::open(part_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  fd_ = ::open(part_path_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | (options.resumable ? O_APPEND : O_TRUNC), 0666);
   if (fd_ < 0) {
     throw OutputError("cannot create output '" + part_path_ + "': " + std::strerror(errno));
   }
@@ -30,7 +31,7 @@ FileSink::FileSink(const std::string& path) : path_(path) {
 FileSink::~FileSink() {
   if (part_path_.empty()) return;
   if (fd_ >= 0) ::close(fd_);
-  if (!finished_) ::unlink(part_path_.c_str());
+  if (!finished_ && !options_.resumable) ::unlink(part_path_.c_str());
 }
 
 void FileSink::write(std::string_view records) {
@@ -43,6 +44,13 @@ void FileSink::write(std::string_view records) {
                         ": " + std::strerror(errno));
     }
     records.remove_prefix(static_cast<std::size_t>(n));
+  }
+  if (options_.sync_interval.count() > 0 && !part_path_.empty()) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_sync_ >= options_.sync_interval) {
+      if (::fdatasync(fd_) != 0) throw OutputError("cannot sync '" + part_path_ + "': " + std::strerror(errno));
+      last_sync_ = now;
+    }
   }
 }
 

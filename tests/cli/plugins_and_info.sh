@@ -16,7 +16,7 @@ expect_eq "$rc" 0 "coremap info exits 0"
 expect_contains "$WORK/out" "name:        sha256" "info shows the name"
 expect_contains "$WORK/out" "buffer_kib" "info lists config keys"
 cm info sha256 --json
-python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["name"]=="sha256" and d["abi"]==1' "$WORK/out" && pass "info --json is JSON"
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["name"]=="sha256" and d["abi"]==2' "$WORK/out" && pass "info --json is JSON"
 
 mkdir -p "$WORK/env"
 cp "$F/fixture_guarded.so" "$WORK/env/mine.so"

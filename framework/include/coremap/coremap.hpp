@@ -7,6 +7,7 @@
 
 #include <coremap/engine.hpp>
 #include <coremap/error.hpp>
+#include <coremap/journal.hpp>
 #include <coremap/manifest.hpp>
 #include <coremap/plugin.hpp>
 #include <coremap/plugin_loader.hpp>

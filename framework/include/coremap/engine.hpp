@@ -18,6 +18,7 @@
 #include <vector>
 
 #include <coremap/export.hpp>
+#include <coremap/index_set.hpp>
 #include <coremap/manifest.hpp>
 #include <coremap/plugin.hpp>
 #include <coremap/plugin_loader.hpp>
@@ -54,6 +55,16 @@ struct RunOptions {
   std::uint64_t max_errors = 0;
   /// Bound on batches of items in flight; 0 means four per thread.
   std::size_t max_in_flight = 0;
+  /// Calls a failed item gets again before its failure is recorded (the record's `attempts`
+  /// says how many it took). Not retried once the run is being stopped.
+  std::uint32_t retries = 0;
+  /// Per-item time limit; 0 means none. In-process no thread is killed: Context::cancelled()
+  /// turns true at the deadline, and an item that ends past it is recorded as timed out with
+  /// its result discarded.
+  std::chrono::milliseconds timeout{0};
+  /// Items run() skips without a record (those an earlier run already recorded: see
+  /// ResumableOutput). Null skips none.
+  std::shared_ptr<const IndexSet> skip{};
   /// Cancels the run when set.
   CancellationToken cancel{};
   /// Called every `progress_interval` from a background thread while a run goes on.
@@ -78,6 +89,7 @@ struct RunStats {
   std::uint64_t items = 0;   ///< records written (ok + failed)
   std::uint64_t ok = 0;
   std::uint64_t failed = 0;
+  std::uint64_t skipped = 0;  ///< items passed over because RunOptions::skip held them
   double wall_seconds = 0;
   std::size_t threads = 0;
   StopReason stopped = StopReason::none;

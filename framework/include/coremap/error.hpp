@@ -58,4 +58,12 @@ class COREMAP_EXPORT UsageError : public Error {
   ~UsageError() override;
 };
 
+/// `--resume` cannot continue the recorded run: its manifest, plugin or config differ, or its
+/// records are not coremap records.
+class COREMAP_EXPORT ResumeError : public Error {
+ public:
+  using Error::Error;
+  ~ResumeError() override;
+};
+
 }  // namespace coremap

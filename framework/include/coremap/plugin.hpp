@@ -30,6 +30,7 @@
 /// instance per concurrent worker), so plugin code can be plain serial code.
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -51,7 +52,7 @@ using Json = nlohmann::json;
 
 /// Version of the binary interface between the framework and a plugin library. The loader
 /// refuses a library built for another one.
-inline constexpr std::uint32_t plugin_abi_version = 1;
+inline constexpr std::uint32_t plugin_abi_version = 2;
 
 /// Name of the C-linkage function every plugin library exports (emitted by COREMAP_PLUGIN).
 inline constexpr const char* plugin_entry_symbol = "coremap_plugin_entry";
@@ -70,22 +71,39 @@ struct ConfigKey {
 /// Thread safety: a Context belongs to one call of `process()`; do not keep it afterwards.
 class Context {
  public:
-  /// Made by the engine; plugins only receive it.
-  Context(std::uint64_t index, const std::atomic<bool>* cancel) noexcept
-      : index_(index), cancel_(cancel) {}
+  /// Made by the engine; plugins only receive it. `deadline_ns` is a std::chrono::steady_clock
+  /// time since its epoch in nanoseconds (0: no deadline); `attempt` is 1-based.
+  Context(std::uint64_t index, const std::atomic<bool>* cancel, std::int64_t deadline_ns = 0,
+          std::uint32_t attempt = 1) noexcept
+      : index_(index), cancel_(cancel), deadline_ns_(deadline_ns), attempt_(attempt) {}
 
   /// 0-based position of the item among the manifest's items.
   std::uint64_t index() const noexcept { return index_; }
 
-  /// True once the run is being stopped (`--max-errors` reached, or the embedding app
-  /// cancelled it); a long `process()` may poll this and return early.
+  /// True once this item should stop: the run is being stopped (an interrupt, `--max-errors`
+  /// reached, or the embedding app cancelled it) or the item is past its `--timeout`. A long
+  /// `process()` polls this and returns (or throws) early; its result is then discarded.
   bool cancelled() const noexcept {
-    return cancel_ != nullptr && cancel_->load(std::memory_order_relaxed);
+    return (cancel_ != nullptr && cancel_->load(std::memory_order_relaxed)) || timed_out();
   }
+
+  /// True once the item has run longer than `--timeout`. The engine records such an item as
+  /// timed out when `process()` returns, whatever it returned; no thread is ever killed.
+  bool timed_out() const noexcept {
+    return deadline_ns_ != 0 &&
+           std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+                   .count() >= deadline_ns_;
+  }
+
+  /// Which attempt at this item this is: 1, then 2, 3, ... when `--retries` reruns a failure.
+  std::uint32_t attempt() const noexcept { return attempt_; }
 
  private:
   std::uint64_t index_;
   const std::atomic<bool>* cancel_;
+  std::int64_t deadline_ns_;
+  std::uint32_t attempt_;
 };
 
 /// The integer field `key` of `item` when the item is an object holding it, else `fallback`

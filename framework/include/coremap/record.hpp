@@ -3,7 +3,8 @@
 
 /// \file
 /// The output record: one JSON Lines record per item,
-/// `{"index":N,"ok":true,"result":...}` or `{"index":N,"ok":false,"error":"..."}`.
+/// `{"index":N,"ok":true,"result":...}` or `{"index":N,"ok":false,"error":"..."}`, with
+/// `"attempts":K` after `"ok"` when a retried item took K > 1 calls.
 /// The same format everywhere: streamed to a file, handed to a callback, or collected.
 
 #include <cstdint>
@@ -20,6 +21,7 @@ struct Record {
   bool ok = false;
   Json result;              ///< the plugin's result when ok
   std::string error;        ///< what went wrong when not ok (may hold bytes that are not UTF-8)
+  std::uint32_t attempts = 1;  ///< calls it took (above 1 only with retries)
 };
 
 /// Appends records to one string, reusing its JSON serializer from record to record (the
@@ -31,9 +33,9 @@ class COREMAP_EXPORT RecordWriter {
  public:
   explicit RecordWriter(std::string& out);
   /// See append_ok_record.
-  bool ok(std::uint64_t index, const Json& result);
+  bool ok(std::uint64_t index, const Json& result, std::uint32_t attempts = 1);
   /// See append_error_record.
-  void error(std::uint64_t index, std::string_view message);
+  void error(std::uint64_t index, std::string_view message, std::uint32_t attempts = 1);
 
  private:
   std::string& out_;

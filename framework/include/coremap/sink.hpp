@@ -5,6 +5,7 @@
 /// Where records go. The engine hands a sink whole runs of records (JSON Lines text) from one
 /// thread at a time, in index order unless the run is unordered.
 
+#include <chrono>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -31,8 +32,17 @@ class COREMAP_EXPORT Sink {
 /// OutputError: a run that could not write its results never looks like a success.
 class COREMAP_EXPORT FileSink final : public Sink {
  public:
+  struct Options {
+    /// Append to an existing FILE.part instead of starting it afresh, and keep FILE.part when
+    /// destroyed without finish(): it is then the record of an unfinished run (ResumableOutput).
+    bool resumable = false;
+    /// fdatasync FILE.part when a write comes this long after the last sync; 0: only at the end.
+    std::chrono::milliseconds sync_interval{0};
+  };
+
   /// `path` "-" is standard output. Throws OutputError when FILE.part cannot be created.
-  explicit FileSink(const std::string& path);
+  explicit FileSink(const std::string& path) : FileSink(path, Options{}) {}
+  FileSink(const std::string& path, Options options);
   ~FileSink() override;
   FileSink(const FileSink&) = delete;
   FileSink& operator=(const FileSink&) = delete;
@@ -51,6 +61,8 @@ class COREMAP_EXPORT FileSink final : public Sink {
  private:
   std::string path_;
   std::string part_path_;
+  Options options_;
+  std::chrono::steady_clock::time_point last_sync_;
   int fd_ = -1;
   bool finished_ = false;
 };

@@ -1,0 +1,256 @@
+// SPDX-License-Identifier: MIT
+// Retries, per-item timeouts, and resuming from an earlier run's records (ResumableOutput).
+#include <coremap/coremap.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "test_util.hpp"
+
+namespace coremap {
+namespace {
+
+std::vector<Json> numbers(int n) {
+  std::vector<Json> items;
+  for (int i = 0; i < n; ++i) items.push_back({{"n", i}});
+  return items;
+}
+
+std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void write_file(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+TEST(RetryTest, FailingItemsAreRetriedAndTheRecordCountsAttempts) {
+  for (bool serial : {true, false}) {
+    // Item n fails on its first n % 4 attempts; with 2 retries, n % 4 == 3 still fails.
+    Engine engine([](const Json& item, Context& context) -> Json {
+      const int n = item.at("n");
+      if (static_cast<int>(context.attempt()) <= n % 4) throw std::runtime_error("flaky " + std::to_string(context.attempt()));
+      return n;
+    }, {.threads = 2, .serial = serial, .retries = 2});
+    RunStats stats;
+    const auto records = engine.map(numbers(400), &stats);
+    for (int n = 0; n < 400; ++n) {
+      const Record& r = records[n];
+      if (n % 4 == 3) {
+        EXPECT_FALSE(r.ok);
+        EXPECT_EQ(r.attempts, 3u);
+        EXPECT_EQ(r.error, "flaky 3");
+      } else {
+        EXPECT_TRUE(r.ok) << n;
+        EXPECT_EQ(r.attempts, static_cast<std::uint32_t>(n % 4 + 1));
+      }
+    }
+    EXPECT_EQ(stats.failed, 100u);
+  }
+}
+
+TEST(RetryTest, AttemptsAppearInTheRecordTextOnlyWhenAboveOne) {
+  std::string text;
+  append_record(text, Record{7, true, Json{{"a", 1}}, {}, 1});
+  append_record(text, Record{8, true, Json(2), {}, 3});
+  append_record(text, Record{9, false, Json(), "no", 2});
+  EXPECT_EQ(text,
+            "{\"index\":7,\"ok\":true,\"result\":{\"a\":1}}\n"
+            "{\"index\":8,\"ok\":true,\"attempts\":3,\"result\":2}\n"
+            "{\"index\":9,\"ok\":false,\"attempts\":2,\"error\":\"no\"}\n");
+}
+
+TEST(TimeoutTest, ItemPastItsDeadlineIsRecordedAsTimedOutAndSawCancelled) {
+  std::atomic<int> saw_cancel{0};
+  Engine engine([&](const Json& item, Context& context) -> Json {
+    if (item.at("n").get<int>() % 10 == 0) {
+      // A cooperative long item: polls until told to stop (bounded, so a bug cannot hang the test).
+      const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+      while (!context.cancelled() && std::chrono::steady_clock::now() < give_up) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      if (context.timed_out()) ++saw_cancel;
+      return "finished anyway";
+    }
+    return item.at("n");
+  }, {.threads = 2, .timeout = std::chrono::milliseconds(50)});
+  const auto start = std::chrono::steady_clock::now();
+  RunStats stats;
+  const auto records = engine.map(numbers(50), &stats);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+  for (int n = 0; n < 50; ++n) {
+    if (n % 10 == 0) {
+      EXPECT_FALSE(records[n].ok);
+      EXPECT_NE(records[n].error.find("timed out"), std::string::npos) << records[n].error;
+      EXPECT_NE(records[n].error.find("--timeout 0.05 s"), std::string::npos) << records[n].error;
+    } else {
+      EXPECT_TRUE(records[n].ok);
+      EXPECT_EQ(records[n].result, n);
+    }
+  }
+  EXPECT_EQ(saw_cancel.load(), 5);
+  EXPECT_EQ(stats.failed, 5u);
+}
+
+TEST(IndexSetTest, InsertEraseContainsAndPrefix) {
+  IndexSet set;
+  EXPECT_TRUE(set.is_prefix());
+  for (std::uint64_t i = 0; i < 130; ++i) EXPECT_TRUE(set.insert(i));
+  EXPECT_FALSE(set.insert(5));
+  EXPECT_EQ(set.size(), 130u);
+  EXPECT_TRUE(set.is_prefix());
+  set.erase(64);
+  EXPECT_FALSE(set.contains(64));
+  EXPECT_TRUE(set.contains(65));
+  EXPECT_FALSE(set.is_prefix());
+  set.insert(64);
+  set.insert(1000);
+  EXPECT_FALSE(set.is_prefix());
+  EXPECT_FALSE(set.contains(999));
+  EXPECT_TRUE(set.contains(1000));
+}
+
+class ResumeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("coremap-resume-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    manifest_ = (dir_ / "m.jsonl").string();
+    std::string text;
+    for (int i = 0; i < 500; ++i) text += "{\"n\":" + std::to_string(i) + "}\n";
+    write_file(manifest_, text);
+    plugin_ = Plugin::from_function([](const Json& item, Context&) -> Json {
+      const int n = item.at("n");
+      if (n % 50 == 7) throw std::runtime_error("bad " + std::to_string(n));
+      return n * 3;
+    });
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  Json fingerprint() const { return run_fingerprint(manifest_, ManifestFormat::jsonl, *plugin_, Json::object()); }
+
+  // Runs the manifest into `out`, resuming when asked; returns the stats.
+  RunStats run(const std::string& out, ResumableOutput::Options options, bool ordered = true, int threads = 2) {
+    ResumableOutput output(out, fingerprint(), options);
+    RunOptions run_options{.threads = static_cast<std::size_t>(threads), .ordered = ordered};
+    run_options.skip = output.done();
+    Engine engine(plugin_, Json::object(), run_options);
+    output.open();
+    ManifestReader manifest(manifest_, ManifestFormat::jsonl);
+    const RunStats stats = engine.run(manifest, output.sink());
+    output.finish(ordered);
+    return stats;
+  }
+
+  std::filesystem::path dir_;
+  std::string manifest_;
+  std::shared_ptr<const Plugin> plugin_;
+};
+
+TEST_F(ResumeTest, ResumingATruncatedOrderedRunIsByteIdenticalToAnUninterruptedOne) {
+  const std::string full = (dir_ / "full.jsonl").string();
+  run(full, {});
+  const std::string expected = read_file(full);
+  // An interrupted run: the first 123 records and half of the next one in FILE.part.
+  const std::string out = (dir_ / "out.jsonl").string();
+  std::size_t cut = 0;
+  for (int i = 0; i < 123; ++i) cut = expected.find('\n', cut) + 1;
+  std::filesystem::copy_file(full + ".journal", out + ".journal");
+  write_file(out + ".part", expected.substr(0, cut + 10));
+  const RunStats stats = run(out, {.resume = true});
+  EXPECT_EQ(stats.skipped, 123u);
+  EXPECT_EQ(stats.items, 500u - 123u);
+  EXPECT_EQ(read_file(out), expected);
+  EXPECT_FALSE(std::filesystem::exists(out + ".part"));
+}
+
+TEST_F(ResumeTest, UnorderedRecordsAreCompletedThenWrittenInIndexOrder) {
+  const std::string full = (dir_ / "full.jsonl").string();
+  run(full, {});
+  const std::string expected = read_file(full);
+  // Records of every third item, in reverse order: what an unordered run may leave.
+  std::vector<std::string> lines;
+  std::istringstream in(expected);
+  for (std::string line; std::getline(in, line);) lines.push_back(line + "\n");
+  std::string partial;
+  for (std::size_t i = lines.size(); i-- > 0;) {
+    if (i % 3 == 0) partial += lines[i];
+  }
+  const std::string out = (dir_ / "out.jsonl").string();
+  std::filesystem::copy_file(full + ".journal", out + ".journal");
+  write_file(out + ".part", partial);
+  const RunStats stats = run(out, {.resume = true});
+  EXPECT_EQ(stats.skipped, 167u);
+  EXPECT_EQ(read_file(out), expected);
+}
+
+TEST_F(ResumeTest, RetryFailedRerunsOnlyTheFailedItemsAndKeepsEachItemOnce) {
+  const std::string out = (dir_ / "out.jsonl").string();
+  const RunStats first = run(out, {});
+  EXPECT_EQ(first.failed, 10u);
+  const std::string before = read_file(out);
+  // The plugin is fixed (same name and version, as a rebuilt library would be).
+  plugin_ = Plugin::from_function([](const Json& item, Context&) -> Json { return item.at("n").get<int>() * 3; });
+  ResumableOutput::Options options{.resume = true, .retry_failed = true};
+  const RunStats second = run(out, options, /*ordered=*/true);
+  EXPECT_EQ(second.items, 10u);
+  EXPECT_EQ(second.ok, 10u);
+  // Independent oracle: every record is ok, each index once, in order, result 3n.
+  std::istringstream in(read_file(out));
+  int n = 0;
+  for (std::string line; std::getline(in, line); ++n) {
+    const Json r = Json::parse(line);
+    EXPECT_EQ(r.at("index"), n);
+    EXPECT_EQ(r.at("ok"), true) << line;
+    EXPECT_EQ(r.at("result"), 3 * n);
+  }
+  EXPECT_EQ(n, 500);
+  EXPECT_NE(read_file(out), before);
+}
+
+TEST_F(ResumeTest, RefusesAnotherManifestOrConfig) {
+  const std::string out = (dir_ / "out.jsonl").string();
+  run(out, {});
+  write_file(manifest_, "{\"n\":1}\n");
+  try {
+    ResumableOutput output(out, fingerprint(), {.resume = true});
+    FAIL() << "resumed with another manifest";
+  } catch (const ResumeError& e) {
+    EXPECT_NE(std::string(e.what()).find("the manifest's SHA-256 was"), std::string::npos) << e.what();
+  }
+  const Json other_config = run_fingerprint(manifest_, ManifestFormat::jsonl, *plugin_, Json{{"k", 1}});
+  EXPECT_THROW(ResumableOutput(out, other_config, {.resume = true}), ResumeError);
+}
+
+TEST_F(ResumeTest, RefusesARecordsFileThatIsNotCoremaps) {
+  const std::string out = (dir_ / "out.jsonl").string();
+  run(out, {});
+  write_file(out + ".part", "{\"index\":0,\"ok\":true,\"result\":1}\nnot a record\n");
+  try {
+    ResumableOutput output(out, fingerprint(), {.resume = true});
+    FAIL() << "accepted a foreign line";
+  } catch (const ResumeError& e) {
+    EXPECT_NE(std::string(e.what()).find("out.jsonl.part:2: not a coremap record"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(ResumeTest, WithoutAJournalResumeStartsAfresh) {
+  const std::string out = (dir_ / "out.jsonl").string();
+  ResumableOutput output(out, fingerprint(), {.resume = true});
+  EXPECT_FALSE(output.resumed());
+  EXPECT_NE(output.note().find("starting from the first item"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace coremap
