@@ -1,8 +1,10 @@
 # Timing helpers for the comparison scripts: wall seconds of a command, medians, ratios.
-# Sourced after the caller sets default_rounds; takes the script's arguments
-# [path/to/coremap] [ROUNDS] and makes a scratch directory $work, removed on exit.
+# Sourced after the caller sets default_rounds (and default_binary when the program timed is not
+# build/bin/coremap); takes the script's arguments [path/to/program] [ROUNDS], sets $binary
+# (also as $coremap) and makes a scratch directory $work, removed on exit.
 set -euo pipefail
-coremap=${1:-build/bin/coremap}
+binary=${1:-${default_binary:-build/bin/coremap}}
+coremap=$binary
 rounds=${2:-$default_rounds}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
