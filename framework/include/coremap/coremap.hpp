@@ -9,6 +9,7 @@
 #include <coremap/error.hpp>
 #include <coremap/journal.hpp>
 #include <coremap/manifest.hpp>
+#include <coremap/pipeline.hpp>
 #include <coremap/plugin.hpp>
 #include <coremap/plugin_loader.hpp>
 #include <coremap/progress.hpp>

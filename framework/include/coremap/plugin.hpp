@@ -66,6 +66,13 @@ struct ConfigKey {
   const char* description;   ///< one line for `coremap info`
 };
 
+/// Where the outputs of a `process()` call that emits go (the engine's side of Context::emit).
+struct Emitter {
+  /// Takes one output (moved from *value), or, for value == nullptr, notes that the call
+  /// emits (so zero emitted values mean zero outputs).
+  void (*emit)(Emitter* self, Json* value);
+};
+
 /// What `process()` may ask the engine about the item it is working on.
 ///
 /// Thread safety: a Context belongs to one call of `process()`; do not keep it afterwards.
@@ -74,8 +81,8 @@ class Context {
   /// Made by the engine; plugins only receive it. `deadline_ns` is a std::chrono::steady_clock
   /// time since its epoch in nanoseconds (0: no deadline); `attempt` is 1-based.
   Context(std::uint64_t index, const std::atomic<bool>* cancel, std::int64_t deadline_ns = 0,
-          std::uint32_t attempt = 1) noexcept
-      : index_(index), cancel_(cancel), deadline_ns_(deadline_ns), attempt_(attempt) {}
+          std::uint32_t attempt = 1, Emitter* emitter = nullptr) noexcept
+      : index_(index), cancel_(cancel), deadline_ns_(deadline_ns), attempt_(attempt), emitter_(emitter) {}
 
   /// 0-based position of the item among the manifest's items.
   std::uint64_t index() const noexcept { return index_; }
@@ -99,11 +106,27 @@ class Context {
   /// Which attempt at this item this is: 1, then 2, 3, ... when `--retries` reruns a failure.
   std::uint32_t attempt() const noexcept { return attempt_; }
 
+  /// Fan-out: makes `value` one output of this call (the next stage's input, or a record of
+  /// the last stage). A call that emits has exactly the values it emitted as outputs, in order,
+  /// and its return value is ignored. Throws std::logic_error where outputs cannot fan out
+  /// (Engine::map over items in memory).
+  void emit(Json value) {
+    if (emitter_ == nullptr) throw std::logic_error("Context::emit: not available in Engine::map (one result per item)");
+    emitter_->emit(emitter_, &value);
+  }
+
+  /// Filtering: this call has no output unless it also emits (its return value is ignored).
+  void drop() {
+    if (emitter_ == nullptr) throw std::logic_error("Context::drop: not available in Engine::map (one result per item)");
+    emitter_->emit(emitter_, nullptr);
+  }
+
  private:
   std::uint64_t index_;
   const std::atomic<bool>* cancel_;
   std::int64_t deadline_ns_;
   std::uint32_t attempt_;
+  Emitter* emitter_;
 };
 
 /// The integer field `key` of `item` when the item is an object holding it, else `fallback`
@@ -124,6 +147,7 @@ inline std::int64_t nonnegative_field(const Json& item, const char* key, std::in
 enum PluginFlags : std::uint32_t {
   plugin_reentrant = 1u << 0,        ///< one instance may run `process()` on many threads
   plugin_declares_config = 1u << 1,  ///< config_keys is the complete list of accepted keys
+  plugin_reduces = 1u << 2,          ///< merge and summary are set: the plugin aggregates
 };
 
 /// What a plugin library's entry symbol returns. Layout is part of the ABI: `abi_version`
@@ -143,6 +167,11 @@ struct PluginDescriptor {
   /// Runs `process()`; on an exception returns false with its description in *error.
   bool (*process)(void* instance, const Json* item, Context* context, Json* result,
                   std::string* error) noexcept;
+  /// Reductions (null unless plugin_reduces): folds the partial state of instance `from` into
+  /// `into`; writes the final aggregate of an instance. False with the message in *error when
+  /// they throw.
+  bool (*merge)(void* into, void* from, std::string* error) noexcept;
+  bool (*summary)(void* instance, Json* out, std::string* error) noexcept;
 };
 
 /// Signature of the entry symbol.
@@ -250,12 +279,41 @@ bool process_item(void* instance, const Json* item, Context* context, Json* resu
 }
 
 template <class P>
+concept Reduces = requires(P& p, P& other) {
+  { p.merge(other) };
+  { p.summary() } -> std::convertible_to<Json>;
+};
+
+template <class P>
+bool merge_instances(void* into, void* from, std::string* error) noexcept {
+  try {
+    if constexpr (Reduces<P>) static_cast<P*>(into)->merge(*static_cast<P*>(from));
+    return true;
+  } catch (...) {
+    describe_current_exception(*error);
+    return false;
+  }
+}
+
+template <class P>
+bool summarize_instance(void* instance, Json* out, std::string* error) noexcept {
+  try {
+    if constexpr (Reduces<P>) *out = static_cast<P*>(instance)->summary();
+    return true;
+  } catch (...) {
+    describe_current_exception(*error);
+    return false;
+  }
+}
+
+template <class P>
 constexpr std::uint32_t flags_of() noexcept {
   std::uint32_t flags = 0;
   if constexpr (requires { P::reentrant; }) {
     if (P::reentrant) flags |= plugin_reentrant;
   }
   if constexpr (requires { P::config_keys; }) flags |= plugin_declares_config;
+  if constexpr (Reduces<P>) flags |= plugin_reduces;
   return flags;
 }
 
@@ -286,7 +344,8 @@ const PluginDescriptor* descriptor_of(const char* name, const char* version,
       plugin_abi_version,       flags_of<P>(),       name,
       version,                  description,         build_fingerprint,
       config_keys_of<P>(),      config_key_count_of<P>(), &create_instance<P>,
-      &destroy_instance<P>,     &process_item<P>};
+      &destroy_instance<P>,     &process_item<P>,    Reduces<P> ? &merge_instances<P> : nullptr,
+      Reduces<P> ? &summarize_instance<P> : nullptr};
   return &descriptor;
 }
 

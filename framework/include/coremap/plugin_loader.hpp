@@ -57,6 +57,10 @@ class COREMAP_EXPORT Plugin {
   const std::string& path() const noexcept { return path_; }
   /// True when one instance may run `process()` on many threads at once.
   bool reentrant() const noexcept { return (descriptor_->flags & plugin_reentrant) != 0; }
+  /// True when the plugin aggregates (merge() and summary(); see docs/pipelines.md).
+  bool reduces() const noexcept {
+    return (descriptor_->flags & plugin_reduces) != 0 && descriptor_->merge != nullptr && descriptor_->summary != nullptr;
+  }
 
   /// Checks `config` against the declared keys (null counts as {}) and returns it with the
   /// defaults filled in. Throws ConfigError naming the plugin and the key: not an object,
@@ -100,6 +104,14 @@ class COREMAP_EXPORT PluginInstance {
   }
 
   const Plugin& plugin() const noexcept { return *plugin_; }
+
+  /// Reductions (when the plugin reduces: Plugin::reduces()): folds `other`'s partial state
+  /// into this instance, and gives this instance's aggregate. False with the message in
+  /// `error` when the plugin throws.
+  bool merge(PluginInstance& other, std::string& error) noexcept {
+    return descriptor_->merge(self_, other.self_, &error);
+  }
+  bool summary(Json& out, std::string& error) noexcept { return descriptor_->summary(self_, &out, &error); }
 
  private:
   std::shared_ptr<const Plugin> plugin_;

@@ -1,0 +1,106 @@
+// SPDX-License-Identifier: MIT
+#include <coremap/pipeline.hpp>
+
+#include <fstream>
+#include <sstream>
+
+#include <coremap/error.hpp>
+
+namespace coremap {
+namespace {
+
+Concurrency parse_concurrency(const Json& value, const std::string& where) {
+  if (value.is_string()) {
+    if (value == "serial") return Concurrency::serial();
+    if (value == "unlimited") return Concurrency::unlimited();
+  } else if (value.is_number_unsigned() && value.get<std::uint64_t>() >= 1 && value.get<std::uint64_t>() <= 65536) {
+    return Concurrency::of(value.get<std::size_t>());
+  }
+  throw ConfigError(where + ": key 'concurrency' must be \"serial\", \"unlimited\" or an integer from 1 to 65536, got " +
+                    value.dump());
+}
+
+}  // namespace
+
+std::string Concurrency::to_string() const {
+  if (limit == 0) return "unlimited";
+  if (limit == 1) return "serial";
+  return std::to_string(limit);
+}
+
+Pipeline parse_pipeline(const Json& spec, const std::string& source, const PluginLoader& loader) {
+  if (!spec.is_object()) throw ConfigError(source + ": a pipeline must be a JSON object with a \"stages\" array");
+  Pipeline pipeline;
+  for (const auto& [key, value] : spec.items()) {
+    if (key == "stages") continue;
+    if (key == "max_in_flight") {
+      if (!value.is_number_unsigned() || value.get<std::uint64_t>() == 0) {
+        throw ConfigError(source + ": key 'max_in_flight' must be a positive integer, got " + value.dump());
+      }
+      pipeline.max_in_flight = value.get<std::size_t>();
+    } else {
+      throw ConfigError(source + ": unknown key '" + key + "' (known keys: stages, max_in_flight)");
+    }
+  }
+  const auto stages = spec.find("stages");
+  if (stages == spec.end() || !stages->is_array() || stages->empty()) {
+    throw ConfigError(source + ": key 'stages' must be a non-empty array of stages");
+  }
+  for (std::size_t i = 0; i < stages->size(); ++i) {
+    const Json& s = (*stages)[i];
+    std::string where = source + ": stage " + std::to_string(i + 1);
+    if (!s.is_object()) throw ConfigError(where + ": must be an object, got " + s.dump());
+    if (const auto name = s.find("name"); name != s.end()) {
+      if (!name->is_string() || name->get_ref<const std::string&>().empty()) {
+        throw ConfigError(where + ": key 'name' must be a non-empty string, got " + name->dump());
+      }
+      where += " (" + name->get<std::string>() + ")";
+    }
+    for (const auto& [key, value] : s.items()) {
+      (void)value;
+      if (key != "name" && key != "plugin" && key != "config" && key != "concurrency") {
+        throw ConfigError(where + ": unknown key '" + key + "' (known keys: name, plugin, config, concurrency)");
+      }
+    }
+    const auto plugin = s.find("plugin");
+    if (plugin == s.end() || !plugin->is_string()) {
+      throw ConfigError(where + ": key 'plugin' (a plugin name or path) is " +
+                        (plugin == s.end() ? std::string("missing") : "not a string: " + plugin->dump()));
+    }
+    Stage stage;
+    stage.concurrency = s.contains("concurrency") ? parse_concurrency(s.at("concurrency"), where) : Concurrency::unlimited();
+    if (const auto config = s.find("config"); config != s.end()) {
+      if (!config->is_object()) throw ConfigError(where + ": key 'config' must be an object, got " + config->dump());
+      stage.config = *config;
+    }
+    try {
+      stage.plugin = loader.load(plugin->get<std::string>());
+    } catch (const PluginError& e) {
+      throw PluginError(where + ": " + e.what());
+    }
+    stage.name = s.contains("name") ? s.at("name").get<std::string>() : std::string(stage.plugin->name());
+    try {
+      stage.config = stage.plugin->resolve_config(stage.config);
+    } catch (const ConfigError& e) {
+      throw ConfigError(where + ": " + e.what());
+    }
+    pipeline.stages.push_back(std::move(stage));
+  }
+  return pipeline;
+}
+
+Pipeline load_pipeline(const std::filesystem::path& spec, const PluginLoader& loader) {
+  std::ifstream in(spec, std::ios::binary);
+  if (!in) throw ConfigError("--pipeline: cannot read '" + spec.string() + "'");
+  std::ostringstream text;
+  text << in.rdbuf();
+  Json parsed;
+  try {
+    parsed = Json::parse(text.str());
+  } catch (const Json::parse_error& e) {
+    throw ConfigError(spec.string() + ": invalid JSON: " + e.what());
+  }
+  return parse_pipeline(parsed, spec.string(), loader);
+}
+
+}  // namespace coremap
