@@ -368,6 +368,54 @@ void check(int error, const char* what) {
   if (error != 0) throw_errno(what, error);
 }
 
+// Starts the command with `stdin_fd` (or /dev/null when -1), `stdout_fd` and `stderr_fd` as its
+// standard streams and nothing else open, in a process group of its own.
+pid_t spawn_command(const std::string& program, char* const argv[], char* const envp[], int stdin_fd,
+                    int stdout_fd, int stderr_fd, const std::optional<std::string>& cwd) {
+  SpawnActions spawn;
+  if (stdin_fd >= 0) {
+    check(::posix_spawn_file_actions_adddup2(spawn.actions(), stdin_fd, 0),
+          "posix_spawn_file_actions_adddup2");
+  } else {
+    // Never coremap's own stdin: with `--manifest -` that is the manifest.
+    check(::posix_spawn_file_actions_addopen(spawn.actions(), 0, "/dev/null", O_RDONLY, 0),
+          "posix_spawn_file_actions_addopen");
+  }
+  check(::posix_spawn_file_actions_adddup2(spawn.actions(), stdout_fd, 1),
+        "posix_spawn_file_actions_adddup2");
+  check(::posix_spawn_file_actions_adddup2(spawn.actions(), stderr_fd, 2),
+        "posix_spawn_file_actions_adddup2");
+  if (cwd) {
+    check(::posix_spawn_file_actions_addchdir_np(spawn.actions(), cwd->c_str()),
+          "posix_spawn_file_actions_addchdir_np");
+  }
+  // Files the framework opened without O_CLOEXEC (manifest, output) stay out of the child.
+  check(::posix_spawn_file_actions_addclosefrom_np(spawn.actions(), 3),
+        "posix_spawn_file_actions_addclosefrom_np");
+  // Own process group, so a timeout or cancellation reaches everything the command started;
+  // an empty signal mask and default dispositions, whatever the worker thread had.
+  sigset_t empty_mask, defaults;
+  sigemptyset(&empty_mask);
+  sigemptyset(&defaults);
+  for (const int s : {SIGPIPE, SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGCHLD, SIGALRM, SIGUSR1, SIGUSR2, SIGTSTP,
+                      SIGTTIN, SIGTTOU, SIGXFSZ}) {
+    sigaddset(&defaults, s);
+  }
+  check(::posix_spawnattr_setpgroup(spawn.attr(), 0), "posix_spawnattr_setpgroup");
+  check(::posix_spawnattr_setsigmask(spawn.attr(), &empty_mask), "posix_spawnattr_setsigmask");
+  check(::posix_spawnattr_setsigdefault(spawn.attr(), &defaults), "posix_spawnattr_setsigdefault");
+  check(::posix_spawnattr_setflags(spawn.attr(),
+                                   POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF),
+        "posix_spawnattr_setflags");
+  pid_t pid = 0;
+  if (const int e = ::posix_spawnp(&pid, program.c_str(), spawn.actions(), spawn.attr(), argv, envp)) {
+    std::string message = "cannot run '" + program + "'";
+    if (cwd) message += " in directory '" + *cwd + "'";
+    throw std::runtime_error(message + ": " + std::strerror(e));
+  }
+  return pid;
+}
+
 std::string signal_name(int signal_number) {
   if (const char* abbrev = ::sigabbrev_np(signal_number)) return std::string("SIG") + abbrev;
   return "signal " + std::to_string(signal_number);
@@ -490,49 +538,9 @@ class Exec {
     Pipe in;
     if (input) in = make_pipe();
 
-    SpawnActions spawn;
-    if (input) {
-      check(::posix_spawn_file_actions_adddup2(spawn.actions(), in.read.get(), 0),
-            "posix_spawn_file_actions_adddup2");
-    } else {
-      // Never coremap's own stdin: with `--manifest -` that is the manifest.
-      check(::posix_spawn_file_actions_addopen(spawn.actions(), 0, "/dev/null", O_RDONLY, 0),
-            "posix_spawn_file_actions_addopen");
-    }
-    check(::posix_spawn_file_actions_adddup2(spawn.actions(), out.write.get(), 1),
-          "posix_spawn_file_actions_adddup2");
-    check(::posix_spawn_file_actions_adddup2(spawn.actions(), err.write.get(), 2),
-          "posix_spawn_file_actions_adddup2");
-    if (cwd)
-      check(::posix_spawn_file_actions_addchdir_np(spawn.actions(), cwd->c_str()),
-            "posix_spawn_file_actions_addchdir_np");
-    // Files the framework opened without O_CLOEXEC (manifest, output) stay out of the child.
-    check(::posix_spawn_file_actions_addclosefrom_np(spawn.actions(), 3),
-          "posix_spawn_file_actions_addclosefrom_np");
-    // Own process group, so a timeout or cancellation reaches everything the command started;
-    // an empty signal mask and default dispositions, whatever the worker thread had.
-    sigset_t empty_mask, defaults;
-    sigemptyset(&empty_mask);
-    sigemptyset(&defaults);
-    for (const int s : {SIGPIPE, SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGCHLD, SIGALRM, SIGUSR1, SIGUSR2,
-                        SIGTSTP, SIGTTIN, SIGTTOU, SIGXFSZ}) {
-      sigaddset(&defaults, s);
-    }
-    check(::posix_spawnattr_setpgroup(spawn.attr(), 0), "posix_spawnattr_setpgroup");
-    check(::posix_spawnattr_setsigmask(spawn.attr(), &empty_mask), "posix_spawnattr_setsigmask");
-    check(::posix_spawnattr_setsigdefault(spawn.attr(), &defaults), "posix_spawnattr_setsigdefault");
-    check(::posix_spawnattr_setflags(spawn.attr(),
-                                     POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF),
-          "posix_spawnattr_setflags");
-
     const auto started = Clock::now();
-    pid_t pid = 0;
-    if (const int e = ::posix_spawnp(&pid, program.c_str(), spawn.actions(), spawn.attr(), argv_ptrs.data(),
-                                     env_ptrs.data())) {
-      std::string message = "cannot run '" + program + "'";
-      if (cwd) message += " in directory '" + *cwd + "'";
-      throw std::runtime_error(message + ": " + std::strerror(e));
-    }
+    const pid_t pid = spawn_command(program, argv_ptrs.data(), env_ptrs.data(), input ? in.read.get() : -1,
+                                    out.write.get(), err.write.get(), cwd);
     Child child(pid);
     out.write.reset();
     err.write.reset();
