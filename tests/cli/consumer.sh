@@ -18,7 +18,7 @@ soname=$(objdump -p "$prefix/lib/libcoremap.so" | awk '/SONAME/ {print $2}')
 expect_eq "$soname" "libcoremap.so.0.1" "SONAME carries the ABI version"
 
 plugin_dir="$prefix/lib/coremap/plugins"
-for p in echo sha256 sleep spin wordcount; do
+for p in echo exec sha256 sleep spin wordcount; do
   [ -f "$plugin_dir/$p.so" ] && pass "$p.so installed" || fail "$p.so not installed"
 done
 "$installed" plugins >"$WORK/out"

@@ -5,7 +5,7 @@ F="$COREMAP_FIXTURES"
 
 cm plugins
 expect_eq "$rc" 0 "coremap plugins exits 0"
-for p in echo sha256 sleep spin wordcount; do expect_contains "$WORK/out" "$p" "bundled plugin $p listed with no variable set"; done
+for p in echo exec sha256 sleep spin wordcount; do expect_contains "$WORK/out" "$p" "bundled plugin $p listed with no variable set"; done
 
 cm plugins --plugin-path "$F"
 expect_contains "$WORK/out" "guarded" "--plugin-path adds a directory"
