@@ -6,13 +6,15 @@
 #include <cstdio>
 #include <mutex>
 #include <optional>
+#include <thread>
+#include <functional>
 
 #include <oneapi/tbb/concurrent_queue.h>
 #include <oneapi/tbb/enumerable_thread_specific.h>
 #include <oneapi/tbb/global_control.h>
 #include <oneapi/tbb/info.h>
 #include <oneapi/tbb/parallel_for_each.h>
-#include <oneapi/tbb/parallel_pipeline.h>
+#include <oneapi/tbb/flow_graph.h>
 #include <oneapi/tbb/task_arena.h>
 
 #include <coremap/error.hpp>
@@ -28,31 +30,87 @@ constexpr std::uint64_t batch_target_ns = 200'000;
 constexpr std::size_t max_batch_items = 4096;
 constexpr std::size_t max_batch_bytes = std::size_t{1} << 20;
 
-// Items of a batch and their records. Batches travel between threads, so they hold no JSON
-// values: memory allocated for an item is freed by the thread that allocated it (with glibc
-// malloc, values left in a migrating batch made the no-op path scale 1.4x instead of 1.7x on
-// two cores).
+// A value on its way from one stage to the next. A failed value passes the later stages
+// untouched and becomes an error record at the end.
+struct Value {
+  std::uint64_t index = 0;  // the manifest item it came from
+  std::uint64_t line = 0;   // that item's manifest line, for messages
+  bool fanned = false;      // a stage emitted it: its record carries "sub"
+  bool failed = false;
+  std::uint32_t attempts = 1;
+  Json data;                // when not failed
+  std::string error;        // when failed
+};
+
+// Collects what one process() call emits (Context::emit, Context::drop).
+struct CallEmitter final : Emitter {
+  explicit CallEmitter(std::vector<Json>& out) : Emitter{&take}, values(out) {}
+  void reset() noexcept {
+    values.clear();
+    used = false;
+  }
+  static void take(Emitter* self, Json* value) {
+    auto& emitter = *static_cast<CallEmitter*>(self);
+    emitter.used = true;
+    if (value != nullptr) emitter.values.push_back(std::move(*value));
+  }
+  std::vector<Json>& values;
+  bool used = false;
+};
+
+// Items of a batch, the values between its stages, and its records. Batches travel between
+// threads; in a one-stage run they hold no JSON values (memory allocated for an item is freed
+// by the thread that allocated it: with glibc malloc, values left in a migrating batch made
+// the no-op path scale 1.4x instead of 1.7x on two cores).
 struct Batch {
+  std::uint64_t seq = 0;  // position in the run, for the sequencer
   ItemBatch raw;
-  std::string out;             // JSON Lines, for a Sink
+  std::vector<Value> values;  // the previous stage's outputs
+  std::vector<Value> next;    // the running stage's outputs
+  std::string out;            // JSON Lines, for a Sink
   RecordWriter writer{out};
   std::vector<Record> records;  // or Record objects, for a RecordCallback
   bool as_records = false;
+  std::uint64_t items = 0;  // items the first stage processed
   std::uint64_t ok = 0;
   std::uint64_t failed = 0;
-  std::uint64_t written = 0;
-  std::uint64_t skipped = 0;
+  std::uint64_t work_ns = 0;  // time spent in stages, for batch sizing
+  // Numbering the records of one item: the item and how many records it has so far.
+  std::uint64_t sub_item = ~std::uint64_t{0};
+  std::int64_t sub_count = 0;
 
-  bool emit_ok(std::uint64_t index, Json& result, std::uint32_t attempts) {
-    if (!as_records) return writer.ok(index, result, attempts);
-    records.push_back(Record{index, true, std::move(result), {}, attempts});
+  void start() {
+    out.clear();
+    records.clear();
+    values.clear();
+    next.clear();
+    items = ok = failed = work_ns = 0;
+    sub_item = ~std::uint64_t{0};
+  }
+  std::uint64_t written() const noexcept { return ok + failed; }
+
+  std::int64_t sub_of(std::uint64_t index, bool fanned) noexcept {
+    if (index != sub_item) {
+      sub_item = index;
+      sub_count = 0;
+    }
+    const std::int64_t sub = sub_count++;
+    return fanned ? sub : -1;
+  }
+
+  // A record; false when it became an error record (a result that cannot be written).
+  bool record_ok(std::uint64_t index, Json& result, std::uint32_t attempts, bool fanned) {
+    const std::int64_t sub = sub_of(index, fanned);
+    if (!as_records) return writer.ok(index, result, attempts, sub);
+    records.push_back(Record{index, true, std::move(result), {}, attempts, sub});
     return true;
   }
-  void emit_error(std::uint64_t index, std::string message, std::uint32_t attempts = 1) {
+  void record_error(std::uint64_t index, std::string message, std::uint32_t attempts, bool fanned) {
+    const std::int64_t sub = sub_of(index, fanned);
     if (as_records) {
-      records.push_back(Record{index, false, Json(), std::move(message), attempts});
+      records.push_back(Record{index, false, Json(), std::move(message), attempts, sub});
     } else {
-      writer.error(index, message, attempts);
+      writer.error(index, message, attempts, sub);
     }
   }
 };
@@ -108,43 +166,37 @@ std::string describe_parse_error(const Json::parse_error& e, std::string_view te
   return std::to_string(line) + ":" + std::to_string(byte - line_start + 1) + ": invalid JSON: " + what;
 }
 
-}  // namespace
 
-struct Engine::Impl {
-  std::shared_ptr<const Plugin> plugin;
-  Json config;
-  RunOptions options;
-  std::size_t threads;
-  // Read for every item: kept off the cache lines the per-batch counters below write.
-  alignas(64) std::atomic<bool> stop{false};
-  std::atomic<StopReason> stop_reason{StopReason::none};
-  alignas(64) Progress progress;
-  alignas(64) std::atomic<std::uint64_t> per_item_ns{0};
-
-  // One instance per worker thread. `busy` catches the case where a plugin runs TBB work
-  // itself and this thread, while waiting, picks up another of our items: that call gets an
-  // instance of its own instead of re-entering the busy one.
+// One stage at run time: its plugin, config and concurrency, and its plugin instances. One
+// instance per worker thread (one shared instance when the plugin is reentrant), so process()
+// is never entered by two threads on one instance.
+struct StageRuntime {
+  Stage spec;            // config resolved
+  bool pooled = false;   // latency-bound: runs on `spec.concurrency.limit` threads of its own
+  bool reduces = false;
   std::unique_ptr<PluginInstance> primary;
+  // `busy` catches the case where a plugin runs TBB work itself and this thread, while
+  // waiting, picks up another batch: that call gets an instance of its own instead of
+  // re-entering the busy one.
   struct Slot {
     PluginInstance* instance = nullptr;
     bool busy = false;
   };
   tbb::enumerable_thread_specific<Slot> slots;
-  std::mutex instances_mutex;
+  std::mutex mutex;
   std::vector<std::unique_ptr<PluginInstance>> instances;
   std::vector<PluginInstance*> spare;
 
-  Impl(std::shared_ptr<const Plugin> p, const Json& c, RunOptions o)
-      : plugin(std::move(p)), config(plugin->resolve_config(c)), options(o) {
-    const auto cores = static_cast<std::size_t>(tbb::info::default_concurrency());
-    threads = options.serial ? 1 : (options.threads == 0 ? cores : options.threads);
-    primary = std::make_unique<PluginInstance>(plugin, config);
+  explicit StageRuntime(Stage stage) : spec(std::move(stage)) {
+    spec.config = spec.plugin->resolve_config(spec.config);
+    reduces = spec.plugin->reduces();
+    primary = std::make_unique<PluginInstance>(spec.plugin, spec.config);
   }
 
   // Not on the per-item path: runs once per thread (or per nested call), under a mutex.
   PluginInstance* take_instance() {
-    std::lock_guard lock(instances_mutex);
-    if (plugin->reentrant()) return primary.get();
+    std::lock_guard lock(mutex);
+    if (spec.plugin->reentrant()) return primary ? primary.get() : instances.front().get();
     if (!spare.empty()) {
       PluginInstance* instance = spare.back();
       spare.pop_back();
@@ -154,26 +206,26 @@ struct Engine::Impl {
       instances.push_back(std::move(primary));
       return instances.back().get();
     }
-    instances.push_back(std::make_unique<PluginInstance>(plugin, config));
+    instances.push_back(std::make_unique<PluginInstance>(spec.plugin, spec.config));
     return instances.back().get();
   }
 
   void give_back(PluginInstance* instance) {
-    if (plugin->reentrant()) return;
-    std::lock_guard lock(instances_mutex);
+    if (spec.plugin->reentrant()) return;
+    std::lock_guard lock(mutex);
     spare.push_back(instance);
   }
 
-  // A thread's instance for the duration of one batch or item.
+  // The instance the calling thread uses for the duration of one batch.
   class Lease {
    public:
-    explicit Lease(Impl& impl) : impl_(impl), slot_(&impl.slots.local()) {
+    explicit Lease(StageRuntime& stage) : stage_(stage), slot_(&stage.slots.local()) {
       if (slot_->busy) {
         slot_ = nullptr;
-        instance_ = impl_.take_instance();
+        instance_ = stage_.take_instance();
         return;
       }
-      if (slot_->instance == nullptr) slot_->instance = impl_.take_instance();
+      if (slot_->instance == nullptr) slot_->instance = stage_.take_instance();
       slot_->busy = true;
       instance_ = slot_->instance;
     }
@@ -181,7 +233,7 @@ struct Engine::Impl {
       if (slot_ != nullptr) {
         slot_->busy = false;
       } else {
-        impl_.give_back(instance_);
+        stage_.give_back(instance_);
       }
     }
     Lease(const Lease&) = delete;
@@ -189,10 +241,56 @@ struct Engine::Impl {
     PluginInstance& operator*() const noexcept { return *instance_; }
 
    private:
-    Impl& impl_;
+    StageRuntime& stage_;
     Slot* slot_;
     PluginInstance* instance_ = nullptr;
   };
+
+  // Folds every instance's partial state into one and summarises it; then starts afresh, so
+  // the next run's summary covers that run only.
+  Json summarize() {
+    std::lock_guard lock(mutex);
+    std::vector<PluginInstance*> all;
+    if (primary) all.push_back(primary.get());
+    for (const auto& instance : instances) all.push_back(instance.get());
+    Json summary;
+    std::string error;
+    bool ok = true;
+    for (std::size_t i = 1; i < all.size() && ok; ++i) ok = all[0]->merge(*all[i], error);
+    if (ok) ok = all[0]->summary(summary, error);
+    instances.clear();
+    spare.clear();
+    slots.clear();
+    primary = std::make_unique<PluginInstance>(spec.plugin, spec.config);
+    return ok ? summary : Json{{"error", error}};
+  }
+};
+
+}  // namespace
+
+struct Engine::Impl {
+  std::vector<std::unique_ptr<StageRuntime>> stages;
+  RunOptions options;
+  std::size_t threads;
+  std::size_t pipeline_in_flight;
+  // Read for every item: kept off the cache lines the per-batch counters below write.
+  alignas(64) std::atomic<bool> stop{false};
+  std::atomic<StopReason> stop_reason{StopReason::none};
+  alignas(64) Progress progress;
+  alignas(64) std::atomic<std::uint64_t> per_item_ns{0};
+
+  Impl(Pipeline pipeline, RunOptions o) : options(std::move(o)), pipeline_in_flight(pipeline.max_in_flight) {
+    if (pipeline.stages.empty()) throw UsageError("a pipeline needs at least one stage");
+    const auto cores = static_cast<std::size_t>(tbb::info::default_concurrency());
+    threads = options.serial ? 1 : (options.threads == 0 ? cores : options.threads);
+    for (Stage& stage : pipeline.stages) {
+      if (!stage.plugin) throw UsageError("stage '" + stage.name + "' has no plugin");
+      if (stage.name.empty()) stage.name = std::string(stage.plugin->name());
+      stages.push_back(std::make_unique<StageRuntime>(std::move(stage)));
+      StageRuntime& added = *stages.back();
+      added.pooled = !options.serial && added.spec.concurrency.limit > threads;
+    }
+  }
 
   void note_failure() noexcept {
     const std::uint64_t failed = progress.failed.fetch_add(1, std::memory_order_relaxed) + 1;
@@ -210,14 +308,16 @@ struct Engine::Impl {
   }
 
   // The one per-item code path: every mode ends up here. Retries a failure up to
-  // options.retries times (not once the run is stopping); `attempts` says how many calls it took.
+  // options.retries times (not once the run is stopping); `attempts` says how many calls it
+  // took. `emitter` (null in Engine::map) collects what the call emits.
   bool run_item(PluginInstance& instance, std::uint64_t index, const Json& item, Json& result,
-                std::string& error, std::uint32_t& attempts) noexcept {
+                std::string& error, std::uint32_t& attempts, CallEmitter* emitter) noexcept {
     const std::int64_t timeout_ns =
         std::chrono::duration_cast<std::chrono::nanoseconds>(options.timeout).count();
     for (attempts = 1;; ++attempts) {
+      if (emitter != nullptr) emitter->reset();
       const std::int64_t start = timeout_ns != 0 ? now_ns() : 0;
-      Context context(index, &stop, timeout_ns != 0 ? start + timeout_ns : 0, attempts);
+      Context context(index, &stop, timeout_ns != 0 ? start + timeout_ns : 0, attempts, emitter);
       error.clear();
       bool ok = instance.process(item, context, result, error);
       if (timeout_ns != 0) {
@@ -237,50 +337,84 @@ struct Engine::Impl {
     return text;
   }
 
-  // Parses and processes a batch cut from a manifest, appending its records to batch.out.
-  void process_batch(Batch& batch, PluginInstance& instance, const std::string& manifest_name,
-                     ManifestFormat format) {
-    batch.out.clear();
-    batch.records.clear();
-    batch.ok = batch.failed = batch.written = batch.skipped = 0;
+  // One output of a stage: a record when the stage is the last, else the next stage's input.
+  void output_ok(Batch& batch, bool last, std::uint64_t index, std::uint64_t line, bool fanned,
+                 std::uint32_t attempts, Json& data) {
+    if (!last) {
+      batch.next.push_back(Value{index, line, fanned, false, attempts, std::move(data), {}});
+    } else if (batch.record_ok(index, data, attempts, fanned)) {
+      ++batch.ok;
+    } else {
+      ++batch.failed;
+      note_failure();
+    }
+  }
+
+  void output_error(Batch& batch, bool last, std::uint64_t index, std::uint64_t line, bool fanned,
+                    std::uint32_t attempts, std::string message) {
+    if (!last) {
+      batch.next.push_back(Value{index, line, fanned, true, attempts, Json(), std::move(message)});
+      return;
+    }
+    batch.record_error(index, std::move(message), attempts, fanned);
+    ++batch.failed;
+    note_failure();
+  }
+
+  // Runs stage `s` over a batch: the raw items for the first stage (parsed here, in parallel),
+  // the previous stage's outputs otherwise.
+  void run_stage(Batch& batch, std::size_t s, PluginInstance& instance, const std::string& manifest_name,
+                 ManifestFormat format) {
+    const auto start = Clock::now();
+    const bool last = s + 1 == stages.size();
+    const std::string& stage_name = stages[s]->spec.name;
+    const bool name_stage = stages.size() > 1;
     Json item;
     Json result;
     std::string error;
     std::uint32_t attempts = 1;
-    const IndexSet* const skip = options.skip.get();
-    const auto start = Clock::now();
-    for (const RawItem& raw : batch.raw.items) {
-      if (stop.load(std::memory_order_relaxed)) break;
-      if (skip != nullptr && skip->contains(raw.index)) {
-        ++batch.skipped;
-        continue;
-      }
-      const std::string_view text = batch.raw.text(raw);
-      bool ok = false;
-      if (raw.malformed) {
-        batch.emit_error(raw.index, manifest_name + ":" + std::to_string(raw.line) + ": " + std::string(text));
-      } else if (!parse(text, raw.line, format, manifest_name, item, error)) {
-        batch.emit_error(raw.index, error);
-      } else if (!run_item(instance, raw.index, item, result, error, attempts)) {
-        batch.emit_error(raw.index, manifest_name + ":" + std::to_string(raw.line) + ": " + error, attempts);
+    std::vector<Json> emitted;
+    CallEmitter emitter(emitted);
+    auto where = [&](std::uint64_t line) {
+      return manifest_name + ":" + std::to_string(line) + ": " + (name_stage ? "stage '" + stage_name + "': " : "");
+    };
+    // Processes one input and hands on its outputs: the emitted values, or the result.
+    auto apply = [&](std::uint64_t index, std::uint64_t line, bool fanned, const Json& input) {
+      if (!run_item(instance, index, input, result, error, attempts, &emitter)) {
+        output_error(batch, last, index, line, fanned, attempts, where(line) + error);
+      } else if (!emitter.used) {
+        output_ok(batch, last, index, line, fanned, attempts, result);
       } else {
-        ok = batch.emit_ok(raw.index, result, attempts);
+        for (Json& value : emitted) output_ok(batch, last, index, line, true, attempts, value);
       }
-      ++batch.written;
-      if (ok) {
-        ++batch.ok;
-      } else {
-        ++batch.failed;
-        note_failure();
+    };
+    if (s == 0) {
+      for (const RawItem& raw : batch.raw.items) {
+        if (stop.load(std::memory_order_relaxed)) break;
+        ++batch.items;
+        const std::string_view text = batch.raw.text(raw);
+        if (raw.malformed) {
+          output_error(batch, last, raw.index, raw.line, false, 1,
+                       manifest_name + ":" + std::to_string(raw.line) + ": " + std::string(text));
+        } else if (!parse(text, raw.line, format, manifest_name, item, error)) {
+          output_error(batch, last, raw.index, raw.line, false, 1, error);
+        } else {
+          apply(raw.index, raw.line, false, item);
+        }
+      }
+    } else {
+      for (Value& value : batch.values) {
+        if (value.failed) {
+          output_error(batch, last, value.index, value.line, value.fanned, value.attempts, std::move(value.error));
+        } else {
+          apply(value.index, value.line, value.fanned, value.data);
+        }
       }
     }
-    if (batch.written > 0) {
-      const auto ns = static_cast<std::uint64_t>(
-          std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
-      const std::uint64_t measured = std::max<std::uint64_t>(1, ns / batch.written);
-      const std::uint64_t old = per_item_ns.load(std::memory_order_relaxed);
-      per_item_ns.store(old == 0 ? measured : (3 * old + measured) / 4, std::memory_order_relaxed);
-    }
+    batch.values.clear();
+    if (!last) std::swap(batch.values, batch.next);
+    batch.work_ns += static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
   }
 
   bool parse(std::string_view text, std::uint64_t line, ManifestFormat format,
@@ -321,12 +455,33 @@ struct Engine::Impl {
     return static_cast<std::size_t>(std::clamp<std::uint64_t>(batch_target_ns / ns, 1, max_batch_items));
   }
 
+  // Cuts the next batch, leaving out items an earlier run recorded (RunOptions::skip). False
+  // at the manifest's end or when the run is stopping. Runs in the serial input stage.
+  bool read_batch(ManifestReader& manifest, Batch& batch, std::uint64_t& skipped) {
+    const IndexSet* const skip = options.skip.get();
+    for (;;) {
+      if (should_stop() || !manifest.next_batch(batch.raw, next_batch_size(), max_batch_bytes)) return false;
+      progress.bytes_read.store(manifest.bytes_read(), std::memory_order_relaxed);
+      if (skip == nullptr) return true;
+      const std::size_t before = batch.raw.items.size();
+      std::erase_if(batch.raw.items, [skip](const RawItem& raw) { return skip->contains(raw.index); });
+      skipped += before - batch.raw.items.size();
+      if (!batch.raw.items.empty()) return true;
+    }
+  }
+
+  // The writer's bookkeeping for a finished batch (serial: one batch at a time).
   void account(const Batch& batch, RunStats& stats) {
-    stats.items += batch.written;
+    stats.items += batch.items;
+    stats.records += batch.written();
     stats.ok += batch.ok;
     stats.failed += batch.failed;
-    stats.skipped += batch.skipped;
-    progress.done.fetch_add(batch.written, std::memory_order_relaxed);
+    progress.done.fetch_add(batch.items, std::memory_order_relaxed);
+    if (batch.items > 0) {
+      const std::uint64_t measured = std::max<std::uint64_t>(1, batch.work_ns / batch.items);
+      const std::uint64_t old = per_item_ns.load(std::memory_order_relaxed);
+      per_item_ns.store(old == 0 ? measured : (3 * old + measured) / 4, std::memory_order_relaxed);
+    }
   }
 
   // Polled once per batch (and per in-memory item): turns the application's token into `stop`.
@@ -351,6 +506,12 @@ struct Engine::Impl {
     if (options.cancel.cancelled()) stop_with(StopReason::cancelled);
   }
 
+  void summarize(RunStats& stats) {
+    for (const auto& stage : stages) {
+      if (stage->reduces) stats.summaries[stage->spec.name] = stage->summarize();
+    }
+  }
+
   template <class F>
   void in_arena(F&& body) {
     // An arena wider than the machine needs the global worker limit raised too.
@@ -363,8 +524,69 @@ struct Engine::Impl {
   }
 };
 
+namespace {
+
+// The threads of a latency-bound stage: each owns one plugin instance and takes batches from a
+// queue that the stage's async_node fills, so a blocking call holds one of these threads and
+// never a TBB worker.
+class StagePool {
+ public:
+  using Node = tbb::flow::async_node<Batch*, Batch*>;
+  using Gateway = Node::gateway_type;
+  using Work = std::function<void(Batch&, PluginInstance&)>;
+
+  StagePool(StageRuntime& stage, Work work) : stage_(stage), work_(std::move(work)) {
+    const std::size_t n = stage.spec.concurrency.limit;
+    threads_.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) threads_.emplace_back([this] { serve(); });
+  }
+  ~StagePool() {
+    for (std::size_t i = 0; i < threads_.size(); ++i) queue_.push(Job{nullptr, nullptr});
+    for (std::thread& thread : threads_) thread.join();
+  }
+  StagePool(const StagePool&) = delete;
+  StagePool& operator=(const StagePool&) = delete;
+
+  // The async_node's body: hand the batch over and return at once.
+  void submit(Batch* batch, Gateway& gateway) {
+    gateway.reserve_wait();
+    queue_.push(Job{batch, &gateway});
+  }
+
+ private:
+  struct Job {
+    Batch* batch;
+    Gateway* gateway;
+  };
+
+  void serve() {
+    PluginInstance* instance = nullptr;
+    for (;;) {
+      Job job{};
+      queue_.pop(job);
+      if (job.batch == nullptr) break;
+      if (instance == nullptr) instance = stage_.take_instance();
+      work_(*job.batch, *instance);
+      job.gateway->try_put(job.batch);
+      job.gateway->release_wait();
+    }
+    if (instance != nullptr) stage_.give_back(instance);
+  }
+
+  StageRuntime& stage_;
+  Work work_;
+  tbb::concurrent_bounded_queue<Job> queue_;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace
+
 Engine::Engine(std::shared_ptr<const Plugin> plugin, const Json& config, RunOptions options)
-    : impl_(std::make_unique<Impl>(std::move(plugin), config, options)) {}
+    : Engine(Pipeline{{Stage{std::string(plugin ? plugin->name() : ""), plugin, config, Concurrency::unlimited()}}, 0},
+             std::move(options)) {}
+
+Engine::Engine(Pipeline pipeline, RunOptions options)
+    : impl_(std::make_unique<Impl>(std::move(pipeline), std::move(options))) {}
 
 Engine::~Engine() = default;
 
@@ -393,51 +615,99 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
     // No TBB on this path: a debugger sees plugin -> engine -> main, one thread, in order.
     Batch batch;
     batch.as_records = as_records;
-    while (!should_stop() && manifest.next_batch(batch.raw, next_batch_size(), max_batch_bytes)) {
-      progress.bytes_read.store(manifest.bytes_read(), std::memory_order_relaxed);
-      process_batch(batch, *primary, name, format);
+    for (;;) {
+      batch.start();
+      if (!read_batch(manifest, batch, stats.skipped)) break;
+      for (std::size_t s = 0; s < stages.size(); ++s) run_stage(batch, s, *stages[s]->primary, name, format);
       finish(batch);
     }
   } else {
-    const std::size_t tokens = options.max_in_flight != 0 ? options.max_in_flight : 4 * threads;
-    // Batches are recycled: at most `tokens` exist, so a steady run allocates none.
+    std::size_t tokens = options.max_in_flight != 0 ? options.max_in_flight : pipeline_in_flight;
+    if (tokens == 0) {
+      tokens = 4 * threads;
+      for (const auto& stage : stages) tokens += stage->pooled ? stage->spec.concurrency.limit : 0;
+    }
+    // Batches are recycled: at most `tokens` + 1 exist, so a steady run allocates none.
     std::vector<std::unique_ptr<Batch>> owned;
     tbb::concurrent_queue<Batch*> free_batches;
     in_arena([&] {
-      tbb::parallel_pipeline(
-          tokens,
-          tbb::make_filter<void, Batch*>(
-              tbb::filter_mode::serial_in_order,
-              [&](tbb::flow_control& control) -> Batch* {
-                Batch* batch = nullptr;
-                if (!free_batches.try_pop(batch)) {
-                  owned.push_back(std::make_unique<Batch>());
-                  batch = owned.back().get();
-                  batch->as_records = as_records;
-                }
-                if (should_stop() || !manifest.next_batch(batch->raw, next_batch_size(), max_batch_bytes)) {
-                  free_batches.push(batch);
-                  control.stop();
-                  return nullptr;
-                }
-                progress.bytes_read.store(manifest.bytes_read(), std::memory_order_relaxed);
+      namespace flow = tbb::flow;
+      flow::graph graph;
+      std::uint64_t next_seq = 0;
+      flow::input_node<Batch*> source(graph, [&](tbb::flow_control& control) -> Batch* {
+        Batch* batch = nullptr;
+        if (!free_batches.try_pop(batch)) {
+          owned.push_back(std::make_unique<Batch>());
+          batch = owned.back().get();
+          batch->as_records = as_records;
+        }
+        batch->start();
+        if (!read_batch(manifest, *batch, stats.skipped)) {
+          free_batches.push(batch);
+          control.stop();
+          return nullptr;
+        }
+        batch->seq = next_seq++;
+        return batch;
+      });
+      flow::limiter_node<Batch*> limiter(graph, tokens);
+      flow::make_edge(source, limiter);
+
+      // One node per stage, chained; latency-bound stages hand batches to their own threads.
+      std::vector<std::unique_ptr<flow::function_node<Batch*, Batch*>>> cpu_nodes;
+      std::vector<std::unique_ptr<StagePool>> pools;
+      std::vector<std::unique_ptr<StagePool::Node>> async_nodes;
+      flow::sender<Batch*>* previous = &limiter;
+      for (std::size_t s = 0; s < stages.size(); ++s) {
+        StageRuntime& stage = *stages[s];
+        flow::receiver<Batch*>* node = nullptr;
+        flow::sender<Batch*>* out = nullptr;
+        if (stage.pooled) {
+          pools.push_back(std::make_unique<StagePool>(stage, [this, s, &name, format](Batch& batch, PluginInstance& instance) {
+            run_stage(batch, s, instance, name, format);
+          }));
+          StagePool* pool = pools.back().get();
+          async_nodes.push_back(std::make_unique<StagePool::Node>(
+              graph, flow::unlimited,
+              [pool](Batch* batch, StagePool::Gateway& gateway) { pool->submit(batch, gateway); }));
+          node = async_nodes.back().get();
+          out = async_nodes.back().get();
+        } else {
+          const std::size_t concurrency = stage.spec.concurrency.is_unlimited() ? std::size_t{flow::unlimited}
+                                                                                : stage.spec.concurrency.limit;
+          cpu_nodes.push_back(std::make_unique<flow::function_node<Batch*, Batch*>>(
+              graph, concurrency, [this, s, &stage, &name, format](Batch* batch) {
+                StageRuntime::Lease lease(stage);
+                run_stage(*batch, s, *lease, name, format);
                 return batch;
-              }) &
-              tbb::make_filter<Batch*, Batch*>(tbb::filter_mode::parallel,
-                                               [&](Batch* batch) {
-                                                 Lease lease(*this);
-                                                 process_batch(*batch, *lease, name, format);
-                                                 return batch;
-                                               }) &
-              tbb::make_filter<Batch*, void>(
-                  options.ordered ? tbb::filter_mode::serial_in_order : tbb::filter_mode::serial_out_of_order,
-                  [&](Batch* batch) {
-                    finish(*batch);
-                    free_batches.push(batch);
-                  }));
+              }));
+          node = cpu_nodes.back().get();
+          out = cpu_nodes.back().get();
+        }
+        flow::make_edge(*previous, *node);
+        previous = out;
+      }
+
+      flow::function_node<Batch*, flow::continue_msg> writer(graph, flow::serial, [&](Batch* batch) {
+        finish(*batch);
+        free_batches.push(batch);
+        return flow::continue_msg();
+      });
+      std::optional<flow::sequencer_node<Batch*>> sequencer;
+      if (options.ordered) {
+        sequencer.emplace(graph, [](Batch* const& batch) { return static_cast<std::size_t>(batch->seq); });
+        flow::make_edge(*previous, *sequencer);
+        flow::make_edge(*sequencer, writer);
+      } else {
+        flow::make_edge(*previous, writer);
+      }
+      flow::make_edge(writer, limiter.decrementer());
+      source.activate();
+      graph.wait_for_all();
     });
   }
   reporter.stop();
+  summarize(stats);
   stats.wall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   stats.stopped = stop_reason.load();
   return stats;
@@ -458,6 +728,8 @@ RunStats Engine::run(ManifestReader& manifest, const RecordCallback& on_record) 
 
 template <class OnDone>
 RunStats Engine::Impl::map_items(std::span<const Json> items, OnDone&& on_done) {
+  if (stages.size() != 1) throw UsageError("Engine::map runs one stage; run a pipeline with Engine::run");
+  StageRuntime& stage = *stages.front();
   reset_for_run();
   progress.total_items = items.size();
   const auto start = Clock::now();
@@ -469,7 +741,7 @@ RunStats Engine::Impl::map_items(std::span<const Json> items, OnDone&& on_done) 
     if (should_stop()) {
       record.error = "not processed: the run was stopped before this item started";
     } else {
-      record.ok = run_item(instance, record.index, item, record.result, record.error, record.attempts);
+      record.ok = run_item(instance, record.index, item, record.result, record.error, record.attempts, nullptr);
     }
     if (!record.ok) note_failure();
     on_done(std::move(record));
@@ -477,11 +749,11 @@ RunStats Engine::Impl::map_items(std::span<const Json> items, OnDone&& on_done) 
   };
 
   if (options.serial) {
-    for (const Json& item : items) one(*primary, item);
+    for (const Json& item : items) one(*stage.primary, item);
   } else {
     in_arena([&] {
       tbb::parallel_for_each(items.begin(), items.end(), [&](const Json& item) {
-        Lease lease(*this);
+        StageRuntime::Lease lease(stage);
         one(*lease, item);
       });
     });
@@ -490,9 +762,10 @@ RunStats Engine::Impl::map_items(std::span<const Json> items, OnDone&& on_done) 
 
   RunStats stats;
   stats.threads = threads;
-  stats.items = items.size();
+  stats.items = stats.records = items.size();
   stats.failed = progress.failed.load();
   stats.ok = stats.items - stats.failed;
+  summarize(stats);
   stats.wall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   stats.stopped = stop_reason.load();
   return stats;
@@ -504,7 +777,6 @@ std::vector<Record> Engine::map(std::span<const Json> items, RunStats* stats) {
   if (stats != nullptr) *stats = s;
   return records;
 }
-
 RunStats Engine::map(std::span<const Json> items, const RecordCallback& on_record) {
   if (!impl_->options.ordered) {
     std::mutex mutex;

@@ -100,10 +100,11 @@ void write_durably(const std::string& path, const std::string& text) {
 }
 
 // The index and status of one record line, which RecordWriter always starts with
-// {"index":N,"ok":true or {"index":N,"ok":false.
+// {"index":N,"ok":true or {"index":N,"ok":false (or {"index":N,"sub":S,"ok":... with fan-out).
 struct RecordHead {
   std::uint64_t index = 0;
   bool ok = false;
+  bool fanned = false;
 };
 
 std::optional<RecordHead> parse_head(std::string_view line) {
@@ -111,9 +112,19 @@ std::optional<RecordHead> parse_head(std::string_view line) {
   if (!line.starts_with(prefix)) return std::nullopt;
   RecordHead head;
   const char* first = line.data() + prefix.size();
-  const auto [end, ec] = std::from_chars(first, line.data() + line.size(), head.index);
+  const char* const last = line.data() + line.size();
+  auto [end, ec] = std::from_chars(first, last, head.index);
   if (ec != std::errc() || end == first) return std::nullopt;
-  const std::string_view rest(end, static_cast<std::size_t>(line.data() + line.size() - end));
+  constexpr std::string_view sub = ",\"sub\":";
+  if (std::string_view(end, static_cast<std::size_t>(last - end)).starts_with(sub)) {
+    std::uint64_t ignored = 0;
+    const char* digits = end + sub.size();
+    const auto parsed = std::from_chars(digits, last, ignored);
+    if (parsed.ec != std::errc() || parsed.ptr == digits) return std::nullopt;
+    end = parsed.ptr;
+    head.fanned = true;
+  }
+  const std::string_view rest(end, static_cast<std::size_t>(last - end));
   if (rest.starts_with(",\"ok\":true,")) {
     head.ok = true;
   } else if (!rest.starts_with(",\"ok\":false,")) {
@@ -254,34 +265,52 @@ Sink& ResumableOutput::sink() noexcept { return *sink_; }
 void ResumableOutput::scan_earlier() {
   Fd fd(::open(part_path_.c_str(), O_RDWR | O_CLOEXEC));
   if (fd.get() < 0) throw OutputError(os_message("cannot open", part_path_));
+  // An item's records are one run of consecutive lines (a batch holds whole items). A later
+  // run for the same index supersedes the earlier one. `failed` holds the items whose last run
+  // has an error record.
   IndexSet failed;
   std::uint64_t line = 0;
   std::uint64_t previous = 0;
-  bool first = true;
-  const std::uint64_t complete = for_each_record_line(fd.get(), part_path_, [&](std::string_view text, std::uint64_t) {
-    ++line;
-    const std::optional<RecordHead> head = parse_head(text);
-    if (!head) {
-      throw ResumeError(part_path_ + ":" + std::to_string(line) +
-                        ": not a coremap record (it should start with {\"index\":N,\"ok\":...); cannot resume");
-    }
-    if (!first && head->index <= previous) sorted_prefix_ = false;
-    first = false;
-    previous = head->index;
-    if (!done_->insert(head->index)) needs_rewrite_ = true;  // a record superseded by a later one
-    if (head->ok) {
-      failed.erase(head->index);
-    } else {
-      failed.insert(head->index);
-    }
-  });
+  bool any = false;
+  bool last_fanned = false;
+  std::uint64_t last_run_offset = 0;  // where the file's last run of records starts
+  const std::uint64_t complete =
+      for_each_record_line(fd.get(), part_path_, [&](std::string_view text, std::uint64_t offset) {
+        ++line;
+        const std::optional<RecordHead> head = parse_head(text);
+        if (!head) {
+          throw ResumeError(part_path_ + ":" + std::to_string(line) +
+                            ": not a coremap record (it should start with {\"index\":N,\"ok\":...); cannot resume");
+        }
+        if (!any || head->index != previous) {  // a new run
+          if (any && head->index < previous) sorted_prefix_ = false;
+          if (!done_->insert(head->index)) needs_rewrite_ = true;
+          failed.erase(head->index);
+          last_run_offset = offset;
+        }
+        if (!head->ok) failed.insert(head->index);
+        any = true;
+        previous = head->index;
+        last_fanned = head->fanned;
+      });
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) throw OutputError(os_message("cannot stat", part_path_));
+  std::uint64_t keep = complete;
   std::string torn;
-  if (static_cast<std::uint64_t>(st.st_size) > complete) {
-    if (::ftruncate(fd.get(), static_cast<off_t>(complete)) != 0) throw OutputError(os_message("cannot truncate", part_path_));
-    torn = "; cut off a record torn by the interruption (" +
-           std::to_string(static_cast<std::uint64_t>(st.st_size) - complete) + " bytes)";
+  if (any && last_fanned) {
+    // The last item fanned out: the interruption may have come between its records, so it
+    // runs again whole.
+    keep = last_run_offset;
+    done_->erase(previous);
+    failed.erase(previous);
+    torn = "; the last item's records are dropped and it runs again (it fanned out, so they may be incomplete)";
+  }
+  if (static_cast<std::uint64_t>(st.st_size) > keep) {
+    if (::ftruncate(fd.get(), static_cast<off_t>(keep)) != 0) throw OutputError(os_message("cannot truncate", part_path_));
+    if (keep == complete) {
+      torn = "; cut off a record torn by the interruption (" +
+             std::to_string(static_cast<std::uint64_t>(st.st_size) - complete) + " bytes)";
+    }
   }
   earlier_failed_ = failed.size();
   earlier_ok_ = done_->size() - earlier_failed_;
@@ -312,6 +341,7 @@ std::string ResumableOutput::keep_partial() { return sink_->keep_partial(); }
 void compact_records(const std::string& path, bool ordered) {
   struct Entry {
     std::uint64_t index;
+    std::uint64_t run;     // the run of consecutive lines (one item's records) it belongs to
     std::uint64_t offset;
     std::uint64_t length;  // newline included
   };
@@ -323,15 +353,21 @@ void compact_records(const std::string& path, bool ordered) {
     ++line;
     const std::optional<RecordHead> head = parse_head(text);
     if (!head) throw OutputError(path + ":" + std::to_string(line) + ": not a coremap record");
-    entries.push_back({head->index, offset, text.size() + 1});
+    const std::uint64_t run = entries.empty() ? 0 : entries.back().run + (entries.back().index != head->index ? 1 : 0);
+    entries.push_back({head->index, run, offset, text.size() + 1});
   });
-  // The last record of each index wins; then index order, or file order.
+  // The last run of records of each index wins; then index order, or file order.
   std::stable_sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.index < b.index; });
   std::vector<Entry> kept;
   kept.reserve(entries.size());
-  for (std::size_t i = 0; i < entries.size(); ++i) {
-    if (i + 1 < entries.size() && entries[i + 1].index == entries[i].index) continue;
-    kept.push_back(entries[i]);
+  for (std::size_t i = 0; i < entries.size();) {
+    std::size_t end = i;
+    while (end < entries.size() && entries[end].index == entries[i].index) ++end;
+    const std::uint64_t last_run = entries[end - 1].run;
+    for (std::size_t k = i; k < end; ++k) {
+      if (entries[k].run == last_run) kept.push_back(entries[k]);
+    }
+    i = end;
   }
   entries = {};
   if (!ordered) std::sort(kept.begin(), kept.end(), [](const Entry& a, const Entry& b) { return a.offset < b.offset; });

@@ -14,9 +14,13 @@ void append_number(std::string& out, std::uint64_t value) {
   out.append(digits, end);
 }
 
-void append_prefix(std::string& out, std::uint64_t index, bool ok, std::uint32_t attempts) {
+void append_prefix(std::string& out, std::uint64_t index, bool ok, std::uint32_t attempts, std::int64_t sub) {
   out.append("{\"index\":");
   append_number(out, index);
+  if (sub >= 0) {
+    out.append(",\"sub\":");
+    append_number(out, static_cast<std::uint64_t>(sub));
+  }
   out.append(ok ? ",\"ok\":true," : ",\"ok\":false,");
   if (attempts > 1) {
     out.append("\"attempts\":");
@@ -82,8 +86,8 @@ RecordWriter::RecordWriter(std::string& out)
       serializer_(nlohmann::detail::output_adapter<char, std::string>(out), ' ',
                   nlohmann::detail::error_handler_t::strict) {}
 
-void RecordWriter::error(std::uint64_t index, std::string_view message, std::uint32_t attempts) {
-  append_prefix(out_, index, false, attempts);
+void RecordWriter::error(std::uint64_t index, std::string_view message, std::uint32_t attempts, std::int64_t sub) {
+  append_prefix(out_, index, false, attempts, sub);
   bool replaced = false;
   std::string text = escape_invalid_utf8(message, &replaced);
   if (replaced) text += " (the text held bytes that are not valid UTF-8, shown as \\xNN)";
@@ -91,9 +95,9 @@ void RecordWriter::error(std::uint64_t index, std::string_view message, std::uin
   out_.append("}\n");
 }
 
-bool RecordWriter::ok(std::uint64_t index, const Json& result, std::uint32_t attempts) {
+bool RecordWriter::ok(std::uint64_t index, const Json& result, std::uint32_t attempts, std::int64_t sub) {
   const std::size_t start = out_.size();
-  append_prefix(out_, index, true, attempts);
+  append_prefix(out_, index, true, attempts, sub);
   try {
     serializer_.dump(result, false, false, 0);
   } catch (const nlohmann::json::type_error& e) {
@@ -103,7 +107,7 @@ bool RecordWriter::ok(std::uint64_t index, const Json& result, std::uint32_t att
     error(index, (e.id == 316 ? "the plugin's result holds a string that is not valid UTF-8: "
                               : "the plugin's result cannot be written as JSON: ") +
                      what,
-          attempts);
+          attempts, sub);
     return false;
   }
   out_.append("}\n");
@@ -121,10 +125,10 @@ bool append_ok_record(std::string& out, std::uint64_t index, const Json& result)
 bool append_record(std::string& out, const Record& record) {
   RecordWriter writer(out);
   if (!record.ok) {
-    writer.error(record.index, record.error, record.attempts);
+    writer.error(record.index, record.error, record.attempts, record.sub);
     return false;
   }
-  return writer.ok(record.index, record.result, record.attempts);
+  return writer.ok(record.index, record.result, record.attempts, record.sub);
 }
 
 }  // namespace coremap

@@ -2,9 +2,10 @@
 #pragma once
 
 /// \file
-/// The parallel map engine: one plugin over every item of a manifest (streamed through a
-/// bounded tbb::parallel_pipeline) or of a range already in memory (tbb::parallel_for_each),
-/// or serially on the calling thread. One per-item code path serves all three.
+/// The engine: a pipeline of plugins (one stage for `--plugin`) over every item of a manifest,
+/// streamed through a tbb::flow::graph with a bounded number of batches in flight, or serially
+/// on the calling thread; or one plugin over a range already in memory
+/// (tbb::parallel_for_each). One per-item code path serves them all.
 
 #include <atomic>
 #include <chrono>
@@ -20,6 +21,7 @@
 #include <coremap/export.hpp>
 #include <coremap/index_set.hpp>
 #include <coremap/manifest.hpp>
+#include <coremap/pipeline.hpp>
 #include <coremap/plugin.hpp>
 #include <coremap/plugin_loader.hpp>
 #include <coremap/progress.hpp>
@@ -86,13 +88,17 @@ enum class StopReason { none, max_errors, cancelled };
 
 /// What a run did.
 struct RunStats {
-  std::uint64_t items = 0;   ///< records written (ok + failed)
-  std::uint64_t ok = 0;
-  std::uint64_t failed = 0;
+  std::uint64_t items = 0;    ///< manifest items processed (skipped ones not counted)
+  std::uint64_t records = 0;  ///< records written: one per item, or what fan-out emitted
+  std::uint64_t ok = 0;       ///< ok records
+  std::uint64_t failed = 0;   ///< error records
   std::uint64_t skipped = 0;  ///< items passed over because RunOptions::skip held them
   double wall_seconds = 0;
   std::size_t threads = 0;
   StopReason stopped = StopReason::none;
+  /// The aggregate of each stage whose plugin reduces, by stage name: the plugin's summary(),
+  /// or {"error": "..."} when merging or summarising threw. Empty object when none reduces.
+  Json summaries = Json::object();
 
   double items_per_second() const noexcept {
     return wall_seconds > 0 ? static_cast<double>(items) / wall_seconds : 0.0;
@@ -123,6 +129,11 @@ class COREMAP_EXPORT Engine {
   Engine(std::shared_ptr<const Plugin> plugin, const Json& config, RunOptions options = {});
   /// Runs `function` per item (Plugin::from_function).
   explicit Engine(ItemFunction function, RunOptions options = {});
+  /// Runs the stages of `pipeline` in order (run() only; map() runs one-stage pipelines). A
+  /// stage whose concurrency is a number above the thread count is latency-bound: it gets
+  /// that many threads of its own, so its blocking calls never hold the engine's workers.
+  /// Validates every stage's config and constructs each stage's first instance.
+  explicit Engine(Pipeline pipeline, RunOptions options = {});
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;

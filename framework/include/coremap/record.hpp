@@ -4,7 +4,8 @@
 /// \file
 /// The output record: one JSON Lines record per item,
 /// `{"index":N,"ok":true,"result":...}` or `{"index":N,"ok":false,"error":"..."}`, with
-/// `"attempts":K` after `"ok"` when a retried item took K > 1 calls.
+/// with `"sub":S` after `"index"` for the S-th record of an item that fanned out
+/// (Context::emit), and `"attempts":K` after `"ok"` when a retried item took K > 1 calls.
 /// The same format everywhere: streamed to a file, handed to a callback, or collected.
 
 #include <cstdint>
@@ -22,6 +23,9 @@ struct Record {
   Json result;              ///< the plugin's result when ok
   std::string error;        ///< what went wrong when not ok (may hold bytes that are not UTF-8)
   std::uint32_t attempts = 1;  ///< calls it took (above 1 only with retries)
+  /// With fan-out: the record's 0-based position among its item's records; -1 when the item's
+  /// record did not come from Context::emit.
+  std::int64_t sub = -1;
 };
 
 /// Appends records to one string, reusing its JSON serializer from record to record (the
@@ -33,9 +37,9 @@ class COREMAP_EXPORT RecordWriter {
  public:
   explicit RecordWriter(std::string& out);
   /// See append_ok_record.
-  bool ok(std::uint64_t index, const Json& result, std::uint32_t attempts = 1);
+  bool ok(std::uint64_t index, const Json& result, std::uint32_t attempts = 1, std::int64_t sub = -1);
   /// See append_error_record.
-  void error(std::uint64_t index, std::string_view message, std::uint32_t attempts = 1);
+  void error(std::uint64_t index, std::string_view message, std::uint32_t attempts = 1, std::int64_t sub = -1);
 
  private:
   std::string& out_;
