@@ -81,7 +81,9 @@ void RecordWriter::error(std::uint64_t index, std::string_view message) {
   out_.append("}\n");
 }
 
-bool RecordWriter::ok(std::uint64_t index, const Json& result) {
+bool RecordWriter::ok(std::uint64_t index, const Json& result) { return ok(index, result, {}, 0); }
+
+bool RecordWriter::ok(std::uint64_t index, const Json& result, std::string_view file, std::uint64_t line) {
   const std::size_t start = out_.size();
   append_prefix(out_, index, true);
   try {
@@ -90,7 +92,9 @@ bool RecordWriter::ok(std::uint64_t index, const Json& result) {
     out_.resize(start);
     std::string what = e.what();
     if (const auto pos = what.find("] "); pos != std::string::npos) what.erase(0, pos + 2);
-    error(index, (e.id == 316 ? "the plugin's result holds a string that is not valid UTF-8: "
+    const std::string where = file.empty() ? std::string() : std::string(file) + ":" + std::to_string(line) + ": ";
+    error(index, where +
+                     (e.id == 316 ? "the plugin's result holds a string that is not valid UTF-8: "
                               : "the plugin's result cannot be written as JSON: ") +
                      what);
     return false;

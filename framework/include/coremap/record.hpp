@@ -32,6 +32,9 @@ class COREMAP_EXPORT RecordWriter {
   explicit RecordWriter(std::string& out);
   /// See append_ok_record.
   bool ok(std::uint64_t index, const Json& result);
+  /// As above; an error record written instead starts with "<file>:<line>: ", where the item
+  /// came from (nothing is formatted unless the result is unwritable).
+  bool ok(std::uint64_t index, const Json& result, std::string_view file, std::uint64_t line);
   /// See append_error_record.
   void error(std::uint64_t index, std::string_view message);
 
