@@ -136,6 +136,60 @@ TEST(EngineTest, DeeplyNestedItemIsThatItemsError) {
   }
 }
 
+TEST(EngineTest, NulByteIsAnErrorNotTheEndOfTheItem) {
+  test::TempDir dir;
+  // nlohmann_json alone reads a NUL outside a string as the end of input: line 2 would parse as
+  // {"a":2} and the rest of the line would vanish without a word.
+  const std::string manifest =
+      dir.write("m.jsonl", std::string("{\"a\":1}\n{\"a\":2}\0{\"b\":3}\n{\"s\":\"x\0y\"}\n{\"a\":4}\n", 44));
+  const Output out = run_stream(Plugin::load(test::fixture("throwing")), manifest, {.threads = 2});
+  const auto records = lines_of(out.text);
+  ASSERT_EQ(records.size(), 4u);
+  EXPECT_EQ(records[0]["result"], Json({{"a", 1}}));
+  EXPECT_EQ(records[1]["error"], manifest + ":2:8: invalid JSON: NUL byte (0x00), which JSON text cannot hold "
+                                            "(in a string, write \\u0000)");
+  EXPECT_EQ(records[2]["error"].get<std::string>().rfind(manifest + ":3:8: invalid JSON: NUL byte", 0), 0u)
+      << records[2]["error"];
+  EXPECT_EQ(records[3]["result"], Json({{"a", 4}}));
+}
+
+TEST(EngineTest, ParseErrorQuotesAtMostAShortPieceOfAHugeToken) {
+  test::TempDir dir;
+  const std::string huge(8u << 20, 'x');
+  const std::string manifest =
+      dir.write("m.jsonl", "{\"s\":\"" + huge + "\n{\"n\":" + std::string(100000, '9') + "}\n{\"a\":1}\n");
+  const Output out = run_stream(Plugin::load(test::fixture("throwing")), manifest, {.threads = 2});
+  const auto records = lines_of(out.text);
+  ASSERT_EQ(records.size(), 3u);
+  const std::string string_error = records[0]["error"];
+  EXPECT_LT(string_error.size(), 300u) << string_error.substr(0, 300);
+  EXPECT_EQ(string_error.rfind(manifest + ":1:", 0), 0u) << string_error;
+  EXPECT_NE(string_error.find("missing closing quote; last read: '\"xxxx"), std::string::npos) << string_error;
+  EXPECT_NE(string_error.find("...(" + std::to_string(huge.size() + 1 - 48 - 16) + " bytes)..." + std::string(16, 'x') + "'"), std::string::npos)
+      << string_error;
+  const std::string number_error = records[1]["error"];
+  EXPECT_LT(number_error.size(), 300u) << number_error.substr(0, 300);
+  EXPECT_EQ(number_error.rfind(manifest + ":2: invalid JSON: number overflow parsing '9999", 0), 0u) << number_error;
+  EXPECT_EQ(records[2]["result"], Json({{"a", 1}}));
+}
+
+TEST(EngineTest, UnwritableResultNamesItsLine) {
+  test::TempDir dir;
+  const std::string manifest = dir.write("m.jsonl", "{\"a\":1}\n\n{\"bad_utf8\":true}\n{\"a\":2}\n");
+  for (bool serial : {true, false}) {
+    const Output out = run_stream(Plugin::load(test::fixture("throwing")), manifest, {.threads = 2, .serial = serial});
+    const auto records = lines_of(out.text);
+    ASSERT_EQ(records.size(), 3u);
+    EXPECT_EQ(records[0]["result"], Json({{"a", 1}}));
+    EXPECT_EQ(records[1]["error"].get<std::string>().rfind(
+                  manifest + ":3: the plugin's result holds a string that is not valid UTF-8: ", 0),
+              0u)
+        << records[1]["error"];
+    EXPECT_EQ(records[2]["result"], Json({{"a", 2}}));
+    EXPECT_EQ(out.stats.failed, 1u);
+  }
+}
+
 TEST(EngineTest, MaxErrorsStopsEarly) {
   test::TempDir dir;
   std::string text;

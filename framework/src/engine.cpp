@@ -71,6 +71,7 @@ struct Batch {
   RecordWriter writer{out};
   std::vector<Record> records;  // or Record objects, for a RecordCallback
   bool as_records = false;
+  std::string_view source;  // the manifest's name, for messages
   std::uint64_t items = 0;  // items the first stage processed
   std::uint64_t ok = 0;
   std::uint64_t failed = 0;
@@ -98,10 +99,11 @@ struct Batch {
     return fanned ? sub : -1;
   }
 
-  // A record; false when it became an error record (a result that cannot be written).
-  bool record_ok(std::uint64_t index, Json& result, std::uint32_t attempts, bool fanned) {
+  // A record; false when it became an error record (a result that cannot be written, then
+  // named by `source`:`line`, where the item came from).
+  bool record_ok(std::uint64_t index, Json& result, std::uint32_t attempts, bool fanned, std::uint64_t line) {
     const std::int64_t sub = sub_of(index, fanned);
-    if (!as_records) return writer.ok(index, result, attempts, sub);
+    if (!as_records) return writer.ok(index, result, attempts, sub, source, line);
     records.push_back(Record{index, true, std::move(result), {}, attempts, sub});
     return true;
   }
@@ -147,14 +149,9 @@ std::size_t line_too_deep(std::string_view text) noexcept {
   return 0;
 }
 
-// Turns a parse_error's message into "<line>:<column>: <what>" relative to the manifest.
-std::string describe_parse_error(const Json::parse_error& e, std::string_view text,
-                                 std::uint64_t first_line) {
-  std::string what = e.what();
-  if (const auto pos = what.find("column "); pos != std::string::npos) {
-    if (const auto colon = what.find(": ", pos); colon != std::string::npos) what.erase(0, colon + 2);
-  }
-  const std::size_t byte = std::min<std::size_t>(e.byte == 0 ? 0 : e.byte - 1, text.size());
+// "<line>:<column>" of byte `byte` of an item whose first line is `first_line`.
+std::string line_column(std::string_view text, std::size_t byte, std::uint64_t first_line) {
+  byte = std::min(byte, text.size());
   std::uint64_t line = first_line;
   std::size_t line_start = 0;
   for (std::size_t i = 0; i < byte; ++i) {
@@ -163,7 +160,38 @@ std::string describe_parse_error(const Json::parse_error& e, std::string_view te
       line_start = i + 1;
     }
   }
-  return std::to_string(line) + ":" + std::to_string(byte - line_start + 1) + ": invalid JSON: " + what;
+  return std::to_string(line) + ":" + std::to_string(byte - line_start + 1);
+}
+
+// The parser quotes the token it stopped at ("last read: '...'", "number overflow parsing
+// '...'"), however long: a 100 MB unterminated string made a 100 MB error record. Long quotes
+// keep their start and end, cut on UTF-8 character boundaries.
+std::string shorten_quote(std::string what) {
+  constexpr std::size_t keep_head = 48;
+  constexpr std::size_t keep_tail = 16;
+  const auto open = what.find('\'');
+  const auto close = what.rfind('\'');
+  if (open == std::string::npos || close <= open || close - open - 1 <= keep_head + keep_tail + 32) {
+    return what;
+  }
+  const auto continuation = [&](std::size_t i) { return (static_cast<unsigned char>(what[i]) & 0xC0) == 0x80; };
+  std::size_t head_end = open + 1 + keep_head;
+  while (head_end > open + 1 && continuation(head_end)) --head_end;
+  std::size_t tail_start = close - keep_tail;
+  while (tail_start < close && continuation(tail_start)) ++tail_start;
+  const std::size_t cut = tail_start - head_end;
+  return what.substr(0, head_end) + "...(" + std::to_string(cut) + " bytes)..." + what.substr(tail_start);
+}
+
+// Turns a parse_error's message into "<line>:<column>: <what>" relative to the manifest.
+std::string describe_parse_error(const Json::parse_error& e, std::string_view text,
+                                 std::uint64_t first_line) {
+  std::string what = e.what();
+  if (const auto pos = what.find("column "); pos != std::string::npos) {
+    if (const auto colon = what.find(": ", pos); colon != std::string::npos) what.erase(0, colon + 2);
+  }
+  return line_column(text, e.byte == 0 ? 0 : e.byte - 1, first_line) + ": invalid JSON: " +
+         shorten_quote(std::move(what));
 }
 
 
@@ -342,7 +370,7 @@ struct Engine::Impl {
                  std::uint32_t attempts, Json& data) {
     if (!last) {
       batch.next.push_back(Value{index, line, fanned, false, attempts, std::move(data), {}});
-    } else if (batch.record_ok(index, data, attempts, fanned)) {
+    } else if (batch.record_ok(index, data, attempts, fanned, line)) {
       ++batch.ok;
     } else {
       ++batch.failed;
@@ -433,6 +461,13 @@ struct Engine::Impl {
               std::to_string(max_item_depth) + " levels";
       return false;
     }
+    // nlohmann_json takes a NUL outside a string for the end of the input, so `{"a":1}<NUL>junk`
+    // would quietly parse as {"a":1}; JSON text has no place for the byte anywhere.
+    if (const auto nul = text.find('\0'); nul != std::string_view::npos) {
+      error = manifest_name + ":" + line_column(text, nul, line) +
+              ": invalid JSON: NUL byte (0x00), which JSON text cannot hold (in a string, write \\u0000)";
+      return false;
+    }
     try {
       item = Json::parse(text.begin(), text.end());
       return true;
@@ -444,7 +479,7 @@ struct Engine::Impl {
       // that overflows a double.
       std::string what = e.what();
       if (const auto pos = what.find("] "); pos != std::string::npos) what.erase(0, pos + 2);
-      error = manifest_name + ":" + std::to_string(line) + ": invalid JSON: " + what;
+      error = manifest_name + ":" + std::to_string(line) + ": invalid JSON: " + shorten_quote(std::move(what));
       return false;
     }
   }
@@ -615,6 +650,7 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
     // No TBB on this path: a debugger sees plugin -> engine -> main, one thread, in order.
     Batch batch;
     batch.as_records = as_records;
+    batch.source = name;
     for (;;) {
       batch.start();
       if (!read_batch(manifest, batch, stats.skipped)) break;
@@ -640,6 +676,7 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
           owned.push_back(std::make_unique<Batch>());
           batch = owned.back().get();
           batch->as_records = as_records;
+          batch->source = name;
         }
         batch->start();
         if (!read_batch(manifest, *batch, stats.skipped)) {

@@ -95,7 +95,8 @@ void RecordWriter::error(std::uint64_t index, std::string_view message, std::uin
   out_.append("}\n");
 }
 
-bool RecordWriter::ok(std::uint64_t index, const Json& result, std::uint32_t attempts, std::int64_t sub) {
+bool RecordWriter::ok(std::uint64_t index, const Json& result, std::uint32_t attempts, std::int64_t sub,
+                      std::string_view file, std::uint64_t line) {
   const std::size_t start = out_.size();
   append_prefix(out_, index, true, attempts, sub);
   try {
@@ -104,8 +105,10 @@ bool RecordWriter::ok(std::uint64_t index, const Json& result, std::uint32_t att
     out_.resize(start);
     std::string what = e.what();
     if (const auto pos = what.find("] "); pos != std::string::npos) what.erase(0, pos + 2);
-    error(index, (e.id == 316 ? "the plugin's result holds a string that is not valid UTF-8: "
-                              : "the plugin's result cannot be written as JSON: ") +
+    const std::string where = file.empty() ? std::string() : std::string(file) + ":" + std::to_string(line) + ": ";
+    error(index, where +
+                     (e.id == 316 ? "the plugin's result holds a string that is not valid UTF-8: "
+                                  : "the plugin's result cannot be written as JSON: ") +
                      what,
           attempts, sub);
     return false;

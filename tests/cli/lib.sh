@@ -46,6 +46,44 @@ for line in open(sys.argv[1], "rb"):
 ' "$1" "$2"
 }
 
+# echo_oracle MANIFEST OUTPUT BAD...: checks OUTPUT against MANIFEST read independently by Python:
+# one record per non-blank line, in order; each BAD item (given as INDEX:TEXT) is an error
+# record naming MANIFEST:LINE and containing TEXT; every other item is ok and its result equals
+# the line as json.loads reads it (the echo and fault plugins return the item). Every output
+# line must be strict UTF-8 JSON. Prints "ok" or what differs.
+echo_oracle() {
+  python3 - "$@" <<'PY'
+import json, sys
+manifest, output, bad = sys.argv[1], sys.argv[2], {}
+for spec in sys.argv[3:]:
+    index, text = spec.split(":", 1)
+    bad[int(index)] = text
+items = []  # (line number, bytes)
+with open(manifest, "rb") as f:
+    for number, line in enumerate(f.read().split(b"\n"), 1):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if line.strip(b" \t\r\n"):
+            items.append((number, line))
+problems = []
+with open(output, "rb") as f:
+    records = [json.loads(line.decode("utf-8", errors="strict")) for line in f]
+if [r["index"] for r in records] != list(range(len(items))):
+    problems.append("indexes %s, expected 0..%d" % ([r["index"] for r in records][:20], len(items) - 1))
+for r in records[: len(items)]:
+    number, line = items[r["index"]]
+    if r["index"] in bad:
+        where = "%s:%d:" % (manifest, number)
+        if r["ok"] or not r["error"].startswith(where) or bad[r["index"]] not in r["error"]:
+            problems.append("item %d: expected an error starting %r containing %r, got %.300r"
+                            % (r["index"], where, bad[r["index"]], r))
+    elif not r["ok"] or r["result"] != json.loads(line):
+        problems.append("item %d (line %d): expected ok with %.100r, got %.300r"
+                        % (r["index"], number, line, r))
+print("; ".join(problems) if problems else "ok")
+PY
+}
+
 finish() {
   if [ "$failures" -ne 0 ]; then
     echo "$failures check(s) failed" >&2

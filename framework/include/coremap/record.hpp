@@ -37,7 +37,11 @@ class COREMAP_EXPORT RecordWriter {
  public:
   explicit RecordWriter(std::string& out);
   /// See append_ok_record.
-  bool ok(std::uint64_t index, const Json& result, std::uint32_t attempts = 1, std::int64_t sub = -1);
+  /// `file` and `line` (when given) say where the item came from: an error record written
+  /// instead starts with "<file>:<line>: " (nothing is formatted unless the result is
+  /// unwritable).
+  bool ok(std::uint64_t index, const Json& result, std::uint32_t attempts = 1, std::int64_t sub = -1,
+          std::string_view file = {}, std::uint64_t line = 0);
   /// See append_error_record.
   void error(std::uint64_t index, std::string_view message, std::uint32_t attempts = 1, std::int64_t sub = -1);
 
