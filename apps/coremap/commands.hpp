@@ -29,6 +29,9 @@ Json parse_config_argument(const std::string& argument);
 struct RunArgs {
   SearchOptions search;
   std::string plugin;
+  std::string pipeline;
+  std::string concurrency;
+  std::string summary;
   std::string manifest;
   std::string output = "-";
   std::string format = "auto";

@@ -50,13 +50,47 @@ class InterruptScope {
   struct sigaction old_term_ {};
 };
 
+// Writes the reducing stages' aggregates to --summary FILE, or to standard error. Returns true
+// when a stage's merge or summary failed (the run then exits 1).
+bool report_summaries(const Json& summaries, const RunArgs& args) {
+  if (summaries.empty()) return false;
+  bool failed = false;
+  for (const auto& [stage, summary] : summaries.items()) {
+    if (summary.is_object() && summary.size() == 1 && summary.contains("error")) {
+      std::fprintf(stderr, "coremap: stage '%s': reduction failed: %s\n", stage.c_str(),
+                   summary.at("error").get<std::string>().c_str());
+      failed = true;
+    }
+  }
+  const std::string text = summaries.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
+  if (args.summary.empty()) {
+    if (!args.quiet) std::fprintf(stderr, "coremap: summary:\n%s", text.c_str());
+    return failed;
+  }
+  FileSink out(args.summary);
+  out.write(text);
+  out.finish();
+  return failed;
+}
+
 }  // namespace
 
 CLI::App* add_run_command(CLI::App& app, RunArgs& args) {
-  CLI::App* run = app.add_subcommand("run", "Map a plugin over every item of a manifest");
-  run->add_option("-p,--plugin", args.plugin, "Plugin name (found on the search path) or path to a .so")
-      ->required()
-      ->type_name("NAME|PATH");
+  CLI::App* run = app.add_subcommand("run", "Map a plugin (or a pipeline of plugins) over every item of a manifest");
+  auto* plugin = run->add_option("-p,--plugin", args.plugin, "Plugin name (found on the search path) or path to a .so")
+                     ->type_name("NAME|PATH");
+  auto* pipeline = run->add_option("--pipeline", args.pipeline,
+                                   "Run the stages of a pipeline spec instead of one plugin (docs/pipelines.md)")
+                       ->type_name("FILE.json")
+                       ->excludes(plugin);
+  run->add_option("--concurrency", args.concurrency,
+                  "With --plugin: calls in flight at once: serial, unlimited (default: one per thread) or N; "
+                  "N above --threads runs the plugin on N threads of its own, for blocking work")
+      ->type_name("N|serial|unlimited")
+      ->excludes(pipeline);
+  run->add_option("--summary", args.summary,
+                  "Write the aggregates of reducing stages here as JSON (default: standard error)")
+      ->type_name("FILE");
   run->add_option("-m,--manifest", args.manifest, "Manifest file, or - for standard input")
       ->required()
       ->type_name("FILE|-");
@@ -72,7 +106,8 @@ CLI::App* add_run_command(CLI::App& app, RunArgs& args) {
       ->excludes(threads);
   run->add_flag("--unordered", args.unordered, "Write records as items finish instead of in manifest order");
   run->add_option("-c,--config", args.config, "Plugin config: a JSON object, or @FILE holding one")
-      ->type_name("JSON|@FILE");
+      ->type_name("JSON|@FILE")
+      ->excludes(pipeline);
   auto* max_errors = run->add_option("--max-errors", args.max_errors,
                                      "Stop taking new items after N failed items (0: never)")
                          ->type_name("N");
@@ -108,9 +143,25 @@ int run_command(const RunArgs& args) {
   if (args.resume && args.output == "-") {
     throw UsageError("--resume needs -o FILE: the records of the earlier run are read back from FILE.part");
   }
+  if (args.plugin.empty() == args.pipeline.empty()) throw UsageError("run: give --plugin or --pipeline (one of them)");
   const PluginLoader loader = make_loader(args.search);
   ManifestReader manifest(args.manifest, parse_manifest_format(args.format));
-  auto plugin = loader.load(args.plugin);
+  Pipeline pipeline;
+  if (!args.pipeline.empty()) {
+    pipeline = load_pipeline(args.pipeline, loader);
+  } else {
+    auto plugin = loader.load(args.plugin);
+    Json config = plugin->resolve_config(parse_config_argument(args.config));
+    Concurrency concurrency = Concurrency::unlimited();
+    if (!args.concurrency.empty()) concurrency = Concurrency::parse_text(args.concurrency, "--concurrency");
+    pipeline.stages.push_back(Stage{std::string(plugin->name()), std::move(plugin), std::move(config), concurrency});
+  }
+  bool reduces = false;
+  for (const Stage& stage : pipeline.stages) reduces = reduces || stage.plugin->reduces();
+  if (args.resume && reduces) {
+    throw UsageError("--resume: a stage reduces, and its summary would cover only the items the resumed run "
+                     "processes; rerun without --resume");
+  }
   RunOptions options;
   options.retries = args.retries;
   options.timeout = std::chrono::milliseconds(std::llround(args.timeout_seconds * 1000));
@@ -122,7 +173,6 @@ int run_command(const RunArgs& args) {
   // The live line goes to a terminal only: logs and pipes get the summary alone.
   const bool draw_progress = !args.quiet && ::isatty(STDERR_FILENO) == 1;
   if (draw_progress) options.on_progress = terminal_progress(stderr);
-  const Json config = plugin->resolve_config(parse_config_argument(args.config));
 
   // Standard output is written as is; a file goes through FILE.part and its journal, so an
   // interrupted run can be resumed.
@@ -131,7 +181,7 @@ int run_command(const RunArgs& args) {
   if (args.output == "-") {
     stdout_sink.emplace("-");
   } else {
-    resumable.emplace(args.output, run_fingerprint(args.manifest, manifest.format(), *plugin, config),
+    resumable.emplace(args.output, run_fingerprint(args.manifest, manifest.format(), pipeline),
                       ResumableOutput::Options{
                           .resume = args.resume,
                           .retry_failed = args.retry_failed,
@@ -139,7 +189,7 @@ int run_command(const RunArgs& args) {
     options.skip = resumable->done();
     if (!args.quiet && !resumable->note().empty()) std::fprintf(stderr, "coremap: %s\n", resumable->note().c_str());
   }
-  Engine engine(plugin, config, options);
+  Engine engine(std::move(pipeline), options);
   if (resumable) resumable->open();
   Sink& sink = resumable ? resumable->sink() : *stdout_sink;
 
@@ -162,9 +212,12 @@ int run_command(const RunArgs& args) {
   const std::uint64_t earlier_failed = resumable ? resumable->earlier_failed() : 0;
 
   if (!args.quiet) {
+    // Fan-out and filtering make records differ from items; say both then.
+    const std::string records =
+        stats.records == stats.items ? "" : ", " + std::to_string(stats.records) + " records";
     std::fprintf(stderr,
-                 "coremap: %llu items: %llu ok, %llu failed in %.3f s (%.0f items/s, %zu thread%s%s)\n",
-                 static_cast<unsigned long long>(stats.items), static_cast<unsigned long long>(stats.ok),
+                 "coremap: %llu items%s: %llu ok, %llu failed in %.3f s (%.0f items/s, %zu thread%s%s)\n",
+                 static_cast<unsigned long long>(stats.items), records.c_str(), static_cast<unsigned long long>(stats.ok),
                  static_cast<unsigned long long>(stats.failed), stats.wall_seconds, stats.items_per_second(),
                  stats.threads, stats.threads == 1 ? "" : "s", args.serial ? ", serial" : "");
     if (resumable && resumable->resumed()) {
@@ -179,6 +232,7 @@ int run_command(const RunArgs& args) {
                    static_cast<unsigned long long>(options.max_errors));
     }
   }
+  const bool summary_failed = report_summaries(stats.summaries, args);
   if (signal_number != 0) {
     std::fprintf(stderr, "coremap: interrupted by %s: items in progress finished, %llu records written%s%s%s\n",
                  signal_number == SIGINT ? "SIGINT" : "SIGTERM", static_cast<unsigned long long>(stats.items),
@@ -186,7 +240,7 @@ int run_command(const RunArgs& args) {
                  kept == "-" ? "" : " (rerun with --resume to finish)");
     return 128 + signal_number;
   }
-  return stats.failed + earlier_failed == 0 ? exit_ok : exit_items_failed;
+  return stats.failed + earlier_failed == 0 && !summary_failed ? exit_ok : exit_items_failed;
 }
 
 }  // namespace coremap::cli

@@ -165,31 +165,42 @@ std::uint64_t for_each_record_line(int fd, const std::string& path, OnLine&& on_
 
 std::string describe_difference(const Json& earlier, const Json& now) {
   std::string out;
-  auto differs = [&](const char* what, const Json& a, const Json& b) {
+  const Json none;
+  auto at = [&](const Json& j, std::initializer_list<const char*> keys) -> const Json& {
+    const Json* p = &j;
+    for (const char* key : keys) {
+      if (!p->is_object() || !p->contains(key)) return none;
+      p = &p->at(key);
+    }
+    return *p;
+  };
+  auto differs = [&](const std::string& what, const Json& a, const Json& b) {
     if (a == b) return;
     if (!out.empty()) out += "; ";
-    out += std::string(what) + " was " + a.dump() + ", now " + b.dump();
+    out += what + " was " + a.dump() + ", now " + b.dump();
   };
-  const Json none;
-  auto at = [&](const Json& j, const char* a, const char* b) -> const Json& {
-    if (!j.contains(a)) return none;
-    if (b == nullptr) return j.at(a);
-    return j.at(a).contains(b) ? j.at(a).at(b) : none;
-  };
-  differs("the manifest's SHA-256", at(earlier, "manifest", "sha256"), at(now, "manifest", "sha256"));
-  differs("the manifest's size", at(earlier, "manifest", "size"), at(now, "manifest", "size"));
-  differs("the manifest format", at(earlier, "manifest", "format"), at(now, "manifest", "format"));
-  differs("the plugin", at(earlier, "plugin", "name"), at(now, "plugin", "name"));
-  differs("the plugin's version", at(earlier, "plugin", "version"), at(now, "plugin", "version"));
-  differs("the plugin library's SHA-256", at(earlier, "plugin", "sha256"), at(now, "plugin", "sha256"));
-  differs("the config", at(earlier, "config", nullptr), at(now, "config", nullptr));
+  differs("the manifest's SHA-256", at(earlier, {"manifest", "sha256"}), at(now, {"manifest", "sha256"}));
+  differs("the manifest's size", at(earlier, {"manifest", "size"}), at(now, {"manifest", "size"}));
+  differs("the manifest format", at(earlier, {"manifest", "format"}), at(now, {"manifest", "format"}));
+  const Json& a = at(earlier, {"stages"});
+  const Json& b = at(now, {"stages"});
+  if (!a.is_array() || !b.is_array() || a.size() != b.size()) {
+    differs("the number of stages", a.is_array() ? Json(a.size()) : Json(), b.is_array() ? Json(b.size()) : Json());
+    return out;
+  }
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const std::string stage = a.size() == 1 ? "" : "stage " + std::to_string(i + 1) + ": ";
+    differs(stage + "the plugin", at(a[i], {"plugin", "name"}), at(b[i], {"plugin", "name"}));
+    differs(stage + "the plugin's version", at(a[i], {"plugin", "version"}), at(b[i], {"plugin", "version"}));
+    differs(stage + "the plugin library's SHA-256", at(a[i], {"plugin", "sha256"}), at(b[i], {"plugin", "sha256"}));
+    differs(stage + "the config", at(a[i], {"config"}), at(b[i], {"config"}));
+  }
   return out;
 }
 
 }  // namespace
 
-Json run_fingerprint(const std::string& manifest_path, ManifestFormat format, const Plugin& plugin,
-                     const Json& resolved_config) {
+Json run_fingerprint(const std::string& manifest_path, ManifestFormat format, const Pipeline& pipeline) {
   Json manifest = {{"path", manifest_path}, {"format", std::string(to_string(format))}};
   if (manifest_path != "-") {
     std::error_code ec;
@@ -198,16 +209,26 @@ Json run_fingerprint(const std::string& manifest_path, ManifestFormat format, co
     manifest["size"] = size;
     manifest["sha256"] = sha256_of_file<ManifestError>(manifest_path, "manifest");
   }
-  Json plugin_json = {{"name", std::string(plugin.name())}, {"version", std::string(plugin.version())}};
-  std::error_code ec;
-  if (std::filesystem::is_regular_file(plugin.path(), ec)) {
-    plugin_json["path"] = plugin.path();
-    plugin_json["sha256"] = sha256_of_file<PluginError>(plugin.path(), "plugin");
+  Json stages = Json::array();
+  for (const Stage& stage : pipeline.stages) {
+    const Plugin& plugin = *stage.plugin;
+    Json plugin_json = {{"name", std::string(plugin.name())}, {"version", std::string(plugin.version())}};
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(plugin.path(), ec)) {
+      plugin_json["path"] = plugin.path();
+      plugin_json["sha256"] = sha256_of_file<PluginError>(plugin.path(), "plugin");
+    }
+    stages.push_back({{"name", stage.name}, {"plugin", std::move(plugin_json)}, {"config", stage.config}});
   }
-  return {{"coremap_journal", journal_version},
-          {"manifest", std::move(manifest)},
-          {"plugin", std::move(plugin_json)},
-          {"config", resolved_config}};
+  return {{"coremap_journal", journal_version}, {"manifest", std::move(manifest)}, {"stages", std::move(stages)}};
+}
+
+Json run_fingerprint(const std::string& manifest_path, ManifestFormat format, const Plugin& plugin,
+                     const Json& resolved_config) {
+  Pipeline pipeline;
+  pipeline.stages.push_back(Stage{std::string(plugin.name()), std::shared_ptr<const Plugin>(&plugin, [](const Plugin*) {}),
+                                  resolved_config, Concurrency::unlimited()});
+  return run_fingerprint(manifest_path, format, pipeline);
 }
 
 ResumableOutput::ResumableOutput(const std::string& path, const Json& fingerprint, Options options)

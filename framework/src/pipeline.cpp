@@ -7,9 +7,7 @@
 #include <coremap/error.hpp>
 
 namespace coremap {
-namespace {
-
-Concurrency parse_concurrency(const Json& value, const std::string& where) {
+Concurrency Concurrency::parse(const Json& value, const std::string& where) {
   if (value.is_string()) {
     if (value == "serial") return Concurrency::serial();
     if (value == "unlimited") return Concurrency::unlimited();
@@ -20,7 +18,11 @@ Concurrency parse_concurrency(const Json& value, const std::string& where) {
                     value.dump());
 }
 
-}  // namespace
+Concurrency Concurrency::parse_text(std::string_view text, const std::string& where) {
+  const bool digits = !text.empty() && text.size() <= 9 &&
+                      text.find_first_not_of("0123456789") == std::string_view::npos;
+  return parse(digits ? Json(std::stoull(std::string(text))) : Json(std::string(text)), where);
+}
 
 std::string Concurrency::to_string() const {
   if (limit == 0) return "unlimited";
@@ -68,7 +70,7 @@ Pipeline parse_pipeline(const Json& spec, const std::string& source, const Plugi
                         (plugin == s.end() ? std::string("missing") : "not a string: " + plugin->dump()));
     }
     Stage stage;
-    stage.concurrency = s.contains("concurrency") ? parse_concurrency(s.at("concurrency"), where) : Concurrency::unlimited();
+    stage.concurrency = s.contains("concurrency") ? Concurrency::parse(s.at("concurrency"), where) : Concurrency::unlimited();
     if (const auto config = s.find("config"); config != s.end()) {
       if (!config->is_object()) throw ConfigError(where + ": key 'config' must be an object, got " + config->dump());
       stage.config = *config;
@@ -83,6 +85,11 @@ Pipeline parse_pipeline(const Json& spec, const std::string& source, const Plugi
       stage.config = stage.plugin->resolve_config(stage.config);
     } catch (const ConfigError& e) {
       throw ConfigError(where + ": " + e.what());
+    }
+    for (const Stage& earlier : pipeline.stages) {
+      if (earlier.name == stage.name) {
+        throw ConfigError(where + ": another stage is named '" + stage.name + "' too; give one of them a \"name\"");
+      }
     }
     pipeline.stages.push_back(std::move(stage));
   }

@@ -29,6 +29,7 @@
 #include <coremap/export.hpp>
 #include <coremap/index_set.hpp>
 #include <coremap/manifest.hpp>
+#include <coremap/pipeline.hpp>
 #include <coremap/plugin.hpp>
 #include <coremap/plugin_loader.hpp>
 #include <coremap/sink.hpp>
@@ -36,9 +37,13 @@
 namespace coremap {
 
 /// What a resumed run must share with the run it resumes: the manifest's format, size and
-/// SHA-256 ("-" for standard input, which cannot be resumed), the plugin's name, version and
-/// the SHA-256 of its library, and the resolved config. Reads the whole manifest once to hash
-/// it. Throws ManifestError when the manifest cannot be read.
+/// SHA-256 ("-" for standard input, which cannot be resumed), and for each stage the plugin's
+/// name, version and the SHA-256 of its library and the resolved config (concurrency does not
+/// change results and is left out). Reads the whole manifest once to hash it. Throws
+/// ManifestError when the manifest cannot be read.
+COREMAP_EXPORT Json run_fingerprint(const std::string& manifest_path, ManifestFormat format, const Pipeline& pipeline);
+
+/// The same for one plugin.
 COREMAP_EXPORT Json run_fingerprint(const std::string& manifest_path, ManifestFormat format,
                                     const Plugin& plugin, const Json& resolved_config);
 

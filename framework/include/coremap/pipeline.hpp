@@ -22,6 +22,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <coremap/export.hpp>
@@ -31,7 +32,7 @@
 namespace coremap {
 
 /// How many calls of one stage may run at once.
-struct Concurrency {
+struct COREMAP_EXPORT Concurrency {
   /// 0 means unlimited (as many as the engine has threads); 1 is serial.
   std::size_t limit = 0;
 
@@ -41,6 +42,10 @@ struct Concurrency {
   bool is_unlimited() const noexcept { return limit == 0; }
   /// "serial", "unlimited" or the number.
   std::string to_string() const;
+  /// Reads "serial", "unlimited" or an integer from 1 to 65536; throws ConfigError naming
+  /// `where` otherwise.
+  static Concurrency parse(const Json& value, const std::string& where);
+  static Concurrency parse_text(std::string_view text, const std::string& where);
 };
 
 /// One stage: a plugin, its config and its concurrency.
