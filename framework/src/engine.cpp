@@ -16,6 +16,9 @@
 
 #include <coremap/error.hpp>
 
+#include "item_parser.hpp"
+#include "worker_process.hpp"
+
 namespace coremap {
 namespace {
 
@@ -46,6 +49,20 @@ struct Batch {
     records.push_back(Record{index, true, std::move(result), {}});
     return true;
   }
+  // A record an isolated worker wrote, as JSON Lines text.
+  bool emit_record_line(std::uint64_t index, bool is_ok, std::string_view line) {
+    if (!as_records) {
+      out.append(line);
+      return is_ok;
+    }
+    Json parsed = Json::parse(line);
+    if (is_ok) {
+      records.push_back(Record{index, true, std::move(parsed["result"]), {}});
+    } else {
+      records.push_back(Record{index, false, Json(), parsed["error"].get<std::string>()});
+    }
+    return is_ok;
+  }
   void emit_error(std::uint64_t index, std::string message) {
     if (as_records) {
       records.push_back(Record{index, false, Json(), std::move(message)});
@@ -54,57 +71,6 @@ struct Batch {
     }
   }
 };
-
-// Items nested deeper than this are refused before parsing: nlohmann_json parses any depth
-// iteratively, but serialising a result (and most plugins' own recursion) would overflow the
-// stack on, say, 100,000 levels.
-constexpr std::size_t max_item_depth = 1000;
-
-// The 1-based line (relative to the item) where nesting first exceeds max_item_depth, or 0.
-std::size_t line_too_deep(std::string_view text) noexcept {
-  std::size_t depth = 0;
-  std::size_t line = 1;
-  bool in_string = false;
-  bool escaped = false;
-  for (const char c : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > max_item_depth) return line;
-    } else if ((c == ']' || c == '}') && depth > 0) {
-      --depth;
-    }
-    if (c == '\n') ++line;
-  }
-  return 0;
-}
-
-// Turns a parse_error's message into "<line>:<column>: <what>" relative to the manifest.
-std::string describe_parse_error(const Json::parse_error& e, std::string_view text,
-                                 std::uint64_t first_line) {
-  std::string what = e.what();
-  if (const auto pos = what.find("column "); pos != std::string::npos) {
-    if (const auto colon = what.find(": ", pos); colon != std::string::npos) what.erase(0, colon + 2);
-  }
-  const std::size_t byte = std::min<std::size_t>(e.byte == 0 ? 0 : e.byte - 1, text.size());
-  std::uint64_t line = first_line;
-  std::size_t line_start = 0;
-  for (std::size_t i = 0; i < byte; ++i) {
-    if (text[i] == '\n') {
-      ++line;
-      line_start = i + 1;
-    }
-  }
-  return std::to_string(line) + ":" + std::to_string(byte - line_start + 1) + ": invalid JSON: " + what;
-}
 
 }  // namespace
 
@@ -131,12 +97,19 @@ struct Engine::Impl {
   std::mutex instances_mutex;
   std::vector<std::unique_ptr<PluginInstance>> instances;
   std::vector<PluginInstance*> spare;
+  // With options.isolate: the plugin runs in these worker processes instead (no instance here).
+  std::unique_ptr<detail::WorkerPool> workers;
 
   Impl(std::shared_ptr<const Plugin> p, const Json& c, RunOptions o)
       : plugin(std::move(p)), config(plugin->resolve_config(c)), options(o) {
     const auto cores = static_cast<std::size_t>(tbb::info::default_concurrency());
     threads = options.serial ? 1 : (options.threads == 0 ? cores : options.threads);
-    primary = std::make_unique<PluginInstance>(plugin, config);
+    if (options.isolate) {
+      workers = std::make_unique<detail::WorkerPool>(detail::worker_settings(*plugin, config, options));
+    } else {
+      detail::check_in_process_options(options);
+      primary = std::make_unique<PluginInstance>(plugin, config);
+    }
   }
 
   // Not on the per-item path: runs once per thread (or per nested call), under a mutex.
@@ -227,7 +200,7 @@ struct Engine::Impl {
       bool ok = false;
       if (raw.malformed) {
         batch.emit_error(raw.index, manifest_name + ":" + std::to_string(raw.line) + ": " + std::string(text));
-      } else if (!parse(text, raw.line, format, manifest_name, item, error)) {
+      } else if (!detail::parse_item(text, raw.line, format, manifest_name, item, error)) {
         batch.emit_error(raw.index, error);
       } else if (!run_item(instance, raw.index, item, result, error)) {
         batch.emit_error(raw.index, manifest_name + ":" + std::to_string(raw.line) + ": " + error);
@@ -242,45 +215,49 @@ struct Engine::Impl {
         note_failure();
       }
     }
-    if (batch.written > 0) {
-      const auto ns = static_cast<std::uint64_t>(
-          std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
-      const std::uint64_t measured = std::max<std::uint64_t>(1, ns / batch.written);
-      const std::uint64_t old = per_item_ns.load(std::memory_order_relaxed);
-      per_item_ns.store(old == 0 ? measured : (3 * old + measured) / 4, std::memory_order_relaxed);
-    }
+    measure(start, batch.written);
   }
 
-  bool parse(std::string_view text, std::uint64_t line, ManifestFormat format,
-             const std::string& manifest_name, Json& item, std::string& error) {
-    if (format == ManifestFormat::lines) {
-      // Reuse the object and its "path" string: after a batch's first item, a plain list
-      // allocates nothing per item here.
-      if (!item.is_object() || item.size() != 1 || !item.contains("path")) {
-        item = Json::object({{"path", std::string()}});
+  void measure(Clock::time_point start, std::uint64_t items) noexcept {
+    if (items == 0) return;
+    const auto ns = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
+    const std::uint64_t measured = std::max<std::uint64_t>(1, ns / items);
+    const std::uint64_t old = per_item_ns.load(std::memory_order_relaxed);
+    per_item_ns.store(old == 0 ? measured : (3 * old + measured) / 4, std::memory_order_relaxed);
+  }
+
+  // process_batch with the plugin in a worker process (options.isolate). The whole batch goes
+  // to the worker, so a stop request takes effect at the next batch.
+  void process_batch_isolated(Batch& batch, detail::WorkerProcess& worker, const std::string& manifest_name,
+                              ManifestFormat format) {
+    struct Collect final : detail::ResultSink {
+      Impl& impl;
+      Batch& batch;
+      Collect(Impl& i, Batch& b) : impl(i), batch(b) {}
+      void on_result(const RawItem& raw, detail::ItemOutcome outcome, std::string_view text) override {
+        bool ok = false;
+        if (outcome == detail::ItemOutcome::error_message) {
+          batch.emit_error(raw.index, std::string(text));
+        } else {
+          ok = batch.emit_record_line(raw.index, outcome == detail::ItemOutcome::ok_record, text);
+        }
+        ++batch.written;
+        if (ok) {
+          ++batch.ok;
+        } else {
+          ++batch.failed;
+          impl.note_failure();
+        }
       }
-      item["path"].get_ref<std::string&>().assign(text);
-      return true;
-    }
-    if (const std::size_t too_deep = line_too_deep(text); too_deep != 0) {
-      error = manifest_name + ":" + std::to_string(line + too_deep - 1) + ": item nested deeper than " +
-              std::to_string(max_item_depth) + " levels";
-      return false;
-    }
-    try {
-      item = Json::parse(text.begin(), text.end());
-      return true;
-    } catch (const Json::parse_error& e) {
-      error = manifest_name + ":" + describe_parse_error(e, text, line);
-      return false;
-    } catch (const Json::exception& e) {
-      // Not a syntax error but still the item's: e.g. out_of_range 406, a number like 1e999
-      // that overflows a double.
-      std::string what = e.what();
-      if (const auto pos = what.find("] "); pos != std::string::npos) what.erase(0, pos + 2);
-      error = manifest_name + ":" + std::to_string(line) + ": invalid JSON: " + what;
-      return false;
-    }
+    } collect(*this, batch);
+    batch.out.clear();
+    batch.records.clear();
+    batch.ok = batch.failed = batch.written = 0;
+    if (stop.load(std::memory_order_relaxed)) return;
+    const auto start = Clock::now();
+    worker.run(batch.raw, manifest_name, format, collect);
+    measure(start, batch.written);
   }
 
   std::size_t next_batch_size() const noexcept {
@@ -362,7 +339,11 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
     batch.as_records = as_records;
     while (!should_stop() && manifest.next_batch(batch.raw, next_batch_size(), max_batch_bytes)) {
       progress.bytes_read.store(manifest.bytes_read(), std::memory_order_relaxed);
-      process_batch(batch, *primary, name, format);
+      if (workers) {
+        process_batch_isolated(batch, *detail::WorkerPool::Lease(*workers), name, format);
+      } else {
+        process_batch(batch, *primary, name, format);
+      }
       finish(batch);
     }
   } else {
@@ -392,6 +373,11 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
               }) &
               tbb::make_filter<Batch*, Batch*>(tbb::filter_mode::parallel,
                                                [&](Batch* batch) {
+                                                 if (workers) {
+                                                   detail::WorkerPool::Lease lease(*workers);
+                                                   process_batch_isolated(*batch, *lease, name, format);
+                                                   return batch;
+                                                 }
                                                  Lease lease(*this);
                                                  process_batch(*batch, *lease, name, format);
                                                  return batch;
@@ -425,6 +411,7 @@ RunStats Engine::run(ManifestReader& manifest, const RecordCallback& on_record) 
 
 template <class OnDone>
 RunStats Engine::Impl::map_items(std::span<const Json> items, OnDone&& on_done) {
+  if (workers) throw UsageError("Engine::map: isolate applies to manifest runs (Engine::run) only");
   reset_for_run();
   progress.total_items = items.size();
   const auto start = Clock::now();

@@ -56,6 +56,16 @@ struct RunOptions {
   std::size_t max_in_flight = 0;
   /// Cancels the run when set.
   CancellationToken cancel{};
+  /// Run the plugin in worker processes (coremap-worker, one per thread) instead of in this
+  /// process: an item that crashes its worker (a signal, exit(), the memory limit) becomes
+  /// that item's error record, the worker is replaced and the run goes on. Needs a plugin
+  /// loaded from a shared library; applies to run(), map() refuses it. See docs/reliability.md.
+  bool isolate = false;
+  /// With `isolate`: each worker's address-space limit (RLIMIT_AS) in bytes; 0 means none.
+  std::size_t memory_limit_bytes = 0;
+  /// Per item: an item running longer is stopped and gets an error record; 0 means no limit.
+  /// Enforced with `isolate` (the worker is killed and replaced).
+  std::chrono::milliseconds timeout{0};
   /// Called every `progress_interval` from a background thread while a run goes on.
   ProgressCallback on_progress{};
   std::chrono::milliseconds progress_interval{200};
