@@ -130,6 +130,9 @@ int worker_main(int argc, char** argv) {
   // Ctrl-C reaches the whole process group: the engine decides what happens to its items.
   ::signal(SIGINT, SIG_IGN);
 
+  // Started before the memory limit applies: a limit too small for a thread's stack would
+  // otherwise abort here instead of failing to load the plugin.
+  start_orphan_watchdog();
   if (memory_limit != 0) {
     const rlimit limit{memory_limit, memory_limit};
     if (::setrlimit(RLIMIT_AS, &limit) != 0) return fail("setrlimit(RLIMIT_AS)");
@@ -139,7 +142,6 @@ int worker_main(int argc, char** argv) {
     sigemptyset(&action.sa_mask);
     for (const int s : {SIGABRT, SIGSEGV, SIGBUS}) ::sigaction(s, &action, nullptr);
   }
-  start_orphan_watchdog();
 
   FrameReader in;
   FrameWriter out;
