@@ -11,6 +11,8 @@ worker="$COREMAP_BUILD_DIR/lib/coremap/coremap-worker"
 # AddressSanitizer reserves terabytes of address space, so RLIMIT_AS cannot work under it.
 sanitized=0
 if ldd "$worker" | grep -q libasan; then sanitized=1; fi
+# AddressSanitizer turns a SIGSEGV into a report and exit(1); let the worker die of the signal.
+if [ "$sanitized" -eq 1 ]; then export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}handle_segv=0"; fi
 
 faults=(segv abort exit hang oom)
 [ "$sanitized" -eq 1 ] && faults=(segv abort exit hang)
