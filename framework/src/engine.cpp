@@ -27,6 +27,10 @@ using Clock = std::chrono::steady_clock;
 // A batch is sized to take about this long, so the pipeline's per-token cost stays a small
 // fraction of the work while the last batches still balance across threads.
 constexpr std::uint64_t batch_target_ns = 200'000;
+// With isolate, each batch also pays a round trip to a worker process: two cross-process
+// wake-ups, which on a virtual machine with idle cores cost up to ~100 us. Longer batches
+// keep that a few percent of the work.
+constexpr std::uint64_t isolated_batch_target_ns = 2'000'000;
 constexpr std::size_t max_batch_items = 4096;
 constexpr std::size_t max_batch_bytes = std::size_t{1} << 20;
 
@@ -263,7 +267,8 @@ struct Engine::Impl {
   std::size_t next_batch_size() const noexcept {
     const std::uint64_t ns = per_item_ns.load(std::memory_order_relaxed);
     if (ns == 0) return 1;
-    return static_cast<std::size_t>(std::clamp<std::uint64_t>(batch_target_ns / ns, 1, max_batch_items));
+    const std::uint64_t target = workers ? isolated_batch_target_ns : batch_target_ns;
+    return static_cast<std::size_t>(std::clamp<std::uint64_t>(target / ns, 1, max_batch_items));
   }
 
   void account(const Batch& batch, RunStats& stats) {
