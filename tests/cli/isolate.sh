@@ -95,6 +95,16 @@ cm run -p "$plugin" -m good.jsonl --isolate --threads 2 -q
 expect_eq "$rc" 0 "--isolate over good items: exit 0"
 if cmp -s out good.out; then pass "--isolate output byte-identical to in-process"; else fail "--isolate output differs from in-process"; fi
 
+# Sizes in bytes and with a suffix are the same limit.
+if [ "$sanitized" -eq 0 ]; then
+  cm run -p "$plugin" -m good.jsonl --isolate --memory-limit 1073741824 -q
+  expect_eq "$rc" 0 "--memory-limit in plain bytes"
+  cmp -s out good.out && pass "results under a 1 GiB limit unchanged" || fail "results under a 1 GiB limit differ"
+  printf '{"crash": "oom"}\n' > oom1.jsonl
+  cm run -p "$plugin" -m oom1.jsonl --isolate --memory-limit 1073741824 -q
+  expect_contains out 'out of memory (--memory-limit 1G)' "a limit given in bytes is shown as 1G"
+fi
+
 # A malformed item gets the in-process parse error, word for word.
 printf '{"n": 1}\n{"n": \n' > bad.jsonl
 cm run -p "$plugin" -m bad.jsonl -q
