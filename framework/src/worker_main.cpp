@@ -155,6 +155,9 @@ int worker_main(int argc, char** argv) {
   } catch (const std::exception& e) {
     out.clear();
     out.begin(FrameKind::setup_failed);
+    if (memory_limit != 0 && allocation_failed.load(std::memory_order_relaxed)) {
+      out.bytes("out of memory (--memory-limit " + format_size(memory_limit) + "): ");
+    }
     out.bytes(e.what());
   }
   out.end();

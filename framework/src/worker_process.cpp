@@ -161,12 +161,13 @@ void WorkerProcess::start() {
   out_.begin(FrameKind::setup);
   out_.bytes(settings_.config);
   out_.end();
+  // A worker that fails before reading the setup frame (a memory limit too small for its first
+  // buffer) makes this send fail, but what it sent before dying is still there to read.
+  send_all(out_.data());
   Frame frame{};
   bool saw_out_of_memory = false;
-  Wait wait = send_all(out_.data()) ? Wait::frame : Wait::closed;
-  while (wait == Wait::frame) {
-    wait = receive(frame, Clock::time_point::max());
-    if (wait != Wait::frame) break;
+  for (;;) {
+    if (receive(frame, Clock::time_point::max()) != Wait::frame) break;
     if (frame.kind == FrameKind::ready) return;
     if (frame.kind == FrameKind::out_of_memory) {
       saw_out_of_memory = true;
@@ -270,9 +271,11 @@ void WorkerProcess::run(const ItemBatch& batch, const std::string& manifest_name
     out_.clear();
     encode_batch(out_, batch, next, manifest_name, format);
     // A worker reads a whole batch before running any of it, so if it dies before taking it
-    // all, it died running nothing of ours: blame the first item all the same, so that a
-    // worker that keeps dying cannot loop forever.
-    bool alive = send_all(out_.data());
+    // all (the send fails), it died running nothing of ours: the receive below sees the end of
+    // its channel and blames the first item all the same, so a worker that keeps dying cannot
+    // loop forever.
+    send_all(out_.data());
+    bool alive = true;
     bool saw_out_of_memory = false;
     auto started = Clock::now();
     while (alive && next < count) {

@@ -103,6 +103,10 @@ if [ "$sanitized" -eq 0 ]; then
   printf '{"crash": "oom"}\n' > oom1.jsonl
   cm run -p "$plugin" -m oom1.jsonl --isolate --memory-limit 1073741824 -q
   expect_contains out 'out of memory (--memory-limit 1G)' "a limit given in bytes is shown as 1G"
+  # A limit too small to load the plugin: a setup error, not a respawn loop.
+  cm run -p "$plugin" -m good.jsonl --isolate --memory-limit 1M
+  expect_eq "$rc" 2 "--memory-limit 1M: setup error"
+  expect_contains err "the worker could not start the plugin: out of memory (--memory-limit 1M)" "setup error says out of memory"
 fi
 
 # A malformed item gets the in-process parse error, word for word.
