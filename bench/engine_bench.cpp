@@ -52,6 +52,12 @@ void BM_StreamThreads(benchmark::State& state) {
   run_stream(state, {.threads = static_cast<std::size_t>(state.range(0))});
 }
 
+// The same run with the plugin in coremap-worker processes (--isolate): the difference from
+// BM_StreamThreads is the isolation overhead per item (docs/performance.md, docs/reliability.md).
+void BM_StreamIsolated(benchmark::State& state) {
+  run_stream(state, {.threads = static_cast<std::size_t>(state.range(0)), .isolate = true});
+}
+
 void BM_MapInMemory(benchmark::State& state) {
   std::vector<coremap::Json> items;
   for (int i = 0; i < item_count; ++i) items.push_back({{"i", i}, {"name", "item-" + std::to_string(i)}});
@@ -77,6 +83,7 @@ const int all_threads = tbb::info::default_concurrency();
 
 BENCHMARK(BM_StreamSerial)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_StreamThreads)->Arg(1)->Arg(all_threads)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_StreamIsolated)->Arg(1)->Arg(all_threads)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_MapInMemory)->Arg(1)->Arg(all_threads)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_ManifestCut)->Unit(benchmark::kMillisecond)->UseRealTime();
 

@@ -26,6 +26,10 @@ PluginLoader make_loader(const SearchOptions& options);
 /// `--config JSON|@FILE`: parses the text (or the file's contents). Throws ConfigError.
 Json parse_config_argument(const std::string& argument);
 
+/// "512M", "2G", "64k", "1048576": bytes, with an optional binary suffix K, M, G or T (an
+/// optional trailing "B" or "iB" is accepted). Throws UsageError naming `flag`.
+std::uint64_t parse_size(const std::string& text, const std::string& flag);
+
 struct RunArgs {
   SearchOptions search;
   std::string plugin;
@@ -48,6 +52,8 @@ struct RunArgs {
   bool resume = false;
   bool retry_failed = false;
   double sync_interval_seconds = 1;
+  bool isolate = false;
+  std::string memory_limit;
 };
 CLI::App* add_run_command(CLI::App& app, RunArgs& args);
 int run_command(const RunArgs& args);

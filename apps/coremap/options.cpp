@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: MIT
+#include <cctype>
+#include <charconv>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "commands.hpp"
@@ -33,6 +36,30 @@ Json parse_config_argument(const std::string& argument) {
   } catch (const Json::parse_error& e) {
     throw ConfigError(source + ": invalid JSON: " + e.what());
   }
+}
+
+std::uint64_t parse_size(const std::string& text, const std::string& flag) {
+  std::uint64_t value = 0;
+  const char* end = text.data() + text.size();
+  const auto [rest, ec] = std::from_chars(text.data(), end, value);
+  std::string suffix(rest, end);
+  for (char& c : suffix) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (suffix.ends_with("IB")) {
+    suffix.resize(suffix.size() - 2);
+  } else if (suffix.size() > 1 && suffix.ends_with("B")) {
+    suffix.pop_back();
+  }
+  int shift = -1;
+  if (suffix.empty() || suffix == "B") shift = 0;
+  if (suffix == "K") shift = 10;
+  if (suffix == "M") shift = 20;
+  if (suffix == "G") shift = 30;
+  if (suffix == "T") shift = 40;
+  if (ec != std::errc() || rest == text.data() || shift < 0 || value == 0) {
+    throw UsageError(flag + ": '" + text + "' is not a size (bytes, or a number with K, M, G or T, e.g. 512M)");
+  }
+  if (value > (std::numeric_limits<std::uint64_t>::max() >> shift)) throw UsageError(flag + ": '" + text + "' is too large");
+  return value << shift;
 }
 
 }  // namespace coremap::cli

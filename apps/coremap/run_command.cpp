@@ -134,6 +134,14 @@ CLI::App* add_run_command(CLI::App& app, RunArgs& args) {
                   "at the end)")
       ->check(CLI::Range(0.0, 1e6))
       ->type_name("SECONDS");
+  auto* isolate = run->add_flag("--isolate", args.isolate,
+                                "Run the plugin in worker processes: a crash (signal, exit, memory limit) "
+                                "fails only its item; the worker is replaced; with --timeout the worker of an "
+                                "item over time is killed and replaced");
+  run->add_option("--memory-limit", args.memory_limit,
+                  "With --isolate: address-space limit of each worker (RLIMIT_AS), e.g. 512M, 2G")
+      ->type_name("SIZE")
+      ->needs(isolate);
   run->add_flag("-q,--quiet", args.quiet, "No progress line and no summary on standard error");
   add_search_options(*run, args.search);
   return run;
@@ -164,12 +172,17 @@ int run_command(const RunArgs& args) {
   }
   RunOptions options;
   options.retries = args.retries;
-  options.timeout = std::chrono::milliseconds(std::llround(args.timeout_seconds * 1000));
   options.threads = args.threads;
   options.serial = args.serial;
   options.ordered = !args.unordered;
   options.max_errors = args.fail_fast ? 1 : args.max_errors;
   options.max_in_flight = args.max_in_flight;
+  options.isolate = args.isolate;
+  if (!args.memory_limit.empty()) options.memory_limit_bytes = parse_size(args.memory_limit, "--memory-limit");
+  if (args.timeout_seconds > 0) {
+    // Rounded up, so that a tiny positive timeout is never 0 (no limit).
+    options.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(args.timeout_seconds * 1000)));
+  }
   // The live line goes to a terminal only: logs and pipes get the summary alone.
   const bool draw_progress = !args.quiet && ::isatty(STDERR_FILENO) == 1;
   if (draw_progress) options.on_progress = terminal_progress(stderr);

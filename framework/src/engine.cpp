@@ -19,6 +19,9 @@
 
 #include <coremap/error.hpp>
 
+#include "item_parser.hpp"
+#include "worker_process.hpp"
+
 namespace coremap {
 namespace {
 
@@ -27,6 +30,8 @@ using Clock = std::chrono::steady_clock;
 // A batch is sized to take about this long, so the pipeline's per-token cost stays a small
 // fraction of the work while the last batches still balance across threads.
 constexpr std::uint64_t batch_target_ns = 200'000;
+// Isolated batches pay a round trip to a worker process each: they are made longer.
+constexpr std::uint64_t isolated_batch_target_ns = 2'000'000;
 constexpr std::size_t max_batch_items = 4096;
 constexpr std::size_t max_batch_bytes = std::size_t{1} << 20;
 
@@ -107,6 +112,21 @@ struct Batch {
     records.push_back(Record{index, true, std::move(result), {}, attempts, sub});
     return true;
   }
+  // A record a worker process wrote, as JSON Lines text (RunOptions::isolate).
+  bool record_line(std::uint64_t index, bool is_ok, std::string_view line) {
+    if (!as_records) {
+      out.append(line);
+      return is_ok;
+    }
+    Json parsed = Json::parse(line);
+    if (is_ok) {
+      records.push_back(Record{index, true, std::move(parsed["result"]), {}});
+    } else {
+      records.push_back(Record{index, false, Json(), parsed["error"].get<std::string>()});
+    }
+    return is_ok;
+  }
+
   void record_error(std::uint64_t index, std::string message, std::uint32_t attempts, bool fanned) {
     const std::int64_t sub = sub_of(index, fanned);
     if (as_records) {
@@ -116,84 +136,6 @@ struct Batch {
     }
   }
 };
-
-// Items nested deeper than this are refused before parsing: nlohmann_json parses any depth
-// iteratively, but serialising a result (and most plugins' own recursion) would overflow the
-// stack on, say, 100,000 levels.
-constexpr std::size_t max_item_depth = 1000;
-
-// The 1-based line (relative to the item) where nesting first exceeds max_item_depth, or 0.
-std::size_t line_too_deep(std::string_view text) noexcept {
-  std::size_t depth = 0;
-  std::size_t line = 1;
-  bool in_string = false;
-  bool escaped = false;
-  for (const char c : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > max_item_depth) return line;
-    } else if ((c == ']' || c == '}') && depth > 0) {
-      --depth;
-    }
-    if (c == '\n') ++line;
-  }
-  return 0;
-}
-
-// "<line>:<column>" of byte `byte` of an item whose first line is `first_line`.
-std::string line_column(std::string_view text, std::size_t byte, std::uint64_t first_line) {
-  byte = std::min(byte, text.size());
-  std::uint64_t line = first_line;
-  std::size_t line_start = 0;
-  for (std::size_t i = 0; i < byte; ++i) {
-    if (text[i] == '\n') {
-      ++line;
-      line_start = i + 1;
-    }
-  }
-  return std::to_string(line) + ":" + std::to_string(byte - line_start + 1);
-}
-
-// The parser quotes the token it stopped at ("last read: '...'", "number overflow parsing
-// '...'"), however long: a 100 MB unterminated string made a 100 MB error record. Long quotes
-// keep their start and end, cut on UTF-8 character boundaries.
-std::string shorten_quote(std::string what) {
-  constexpr std::size_t keep_head = 48;
-  constexpr std::size_t keep_tail = 16;
-  const auto open = what.find('\'');
-  const auto close = what.rfind('\'');
-  if (open == std::string::npos || close <= open || close - open - 1 <= keep_head + keep_tail + 32) {
-    return what;
-  }
-  const auto continuation = [&](std::size_t i) { return (static_cast<unsigned char>(what[i]) & 0xC0) == 0x80; };
-  std::size_t head_end = open + 1 + keep_head;
-  while (head_end > open + 1 && continuation(head_end)) --head_end;
-  std::size_t tail_start = close - keep_tail;
-  while (tail_start < close && continuation(tail_start)) ++tail_start;
-  const std::size_t cut = tail_start - head_end;
-  return what.substr(0, head_end) + "...(" + std::to_string(cut) + " bytes)..." + what.substr(tail_start);
-}
-
-// Turns a parse_error's message into "<line>:<column>: <what>" relative to the manifest.
-std::string describe_parse_error(const Json::parse_error& e, std::string_view text,
-                                 std::uint64_t first_line) {
-  std::string what = e.what();
-  if (const auto pos = what.find("column "); pos != std::string::npos) {
-    if (const auto colon = what.find(": ", pos); colon != std::string::npos) what.erase(0, colon + 2);
-  }
-  return line_column(text, e.byte == 0 ? 0 : e.byte - 1, first_line) + ": invalid JSON: " +
-         shorten_quote(std::move(what));
-}
-
 
 // One stage at run time: its plugin, config and concurrency, and its plugin instances. One
 // instance per worker thread (one shared instance when the plugin is reentrant), so process()
@@ -215,10 +157,11 @@ struct StageRuntime {
   std::vector<std::unique_ptr<PluginInstance>> instances;
   std::vector<PluginInstance*> spare;
 
-  explicit StageRuntime(Stage stage) : spec(std::move(stage)) {
+  // `in_process` is false when the plugin runs in worker processes (RunOptions::isolate).
+  StageRuntime(Stage stage, bool in_process) : spec(std::move(stage)) {
     spec.config = spec.plugin->resolve_config(spec.config);
     reduces = spec.plugin->reduces();
-    primary = std::make_unique<PluginInstance>(spec.plugin, spec.config);
+    if (in_process) primary = std::make_unique<PluginInstance>(spec.plugin, spec.config);
   }
 
   // Not on the per-item path: runs once per thread (or per nested call), under a mutex.
@@ -306,18 +249,61 @@ struct Engine::Impl {
   std::atomic<StopReason> stop_reason{StopReason::none};
   alignas(64) Progress progress;
   alignas(64) std::atomic<std::uint64_t> per_item_ns{0};
+  // With options.isolate: the plugin runs in these worker processes instead (no instance here).
+  std::unique_ptr<detail::WorkerPool> workers;
 
   Impl(Pipeline pipeline, RunOptions o) : options(std::move(o)), pipeline_in_flight(pipeline.max_in_flight) {
     if (pipeline.stages.empty()) throw UsageError("a pipeline needs at least one stage");
+    if (options.isolate && pipeline.stages.size() != 1) {
+      throw UsageError("isolate (--isolate) runs one plugin, not a pipeline of " + std::to_string(pipeline.stages.size()) +
+                       " stages");
+    }
+    if (options.isolate && options.retries != 0) throw UsageError("--retries does not apply to --isolate runs yet");
+    if (!options.isolate && options.memory_limit_bytes != 0) throw UsageError("a memory limit needs isolate (--isolate)");
     const auto cores = static_cast<std::size_t>(tbb::info::default_concurrency());
     threads = options.serial ? 1 : (options.threads == 0 ? cores : options.threads);
     for (Stage& stage : pipeline.stages) {
       if (!stage.plugin) throw UsageError("stage '" + stage.name + "' has no plugin");
       if (stage.name.empty()) stage.name = std::string(stage.plugin->name());
-      stages.push_back(std::make_unique<StageRuntime>(std::move(stage)));
+      stages.push_back(std::make_unique<StageRuntime>(std::move(stage), !options.isolate));
       StageRuntime& added = *stages.back();
-      added.pooled = !options.serial && added.spec.concurrency.limit > threads;
+      added.pooled = !options.serial && !options.isolate && added.spec.concurrency.limit > threads;
     }
+    if (options.isolate) {
+      const StageRuntime& stage = *stages.front();
+      workers = std::make_unique<detail::WorkerPool>(detail::worker_settings(*stage.spec.plugin, stage.spec.config, options));
+    }
+  }
+
+  // run_stage with the plugin in a worker process (options.isolate). The whole batch goes to
+  // the worker, which writes the records; a stop request takes effect at the next batch.
+  void run_stage_isolated(Batch& batch, detail::WorkerProcess& worker, const std::string& manifest_name,
+                          ManifestFormat format) {
+    struct Collect final : detail::ResultSink {
+      Impl& impl;
+      Batch& batch;
+      Collect(Impl& i, Batch& b) : impl(i), batch(b) {}
+      void on_result(const RawItem& raw, detail::ItemOutcome outcome, std::string_view text) override {
+        bool ok = false;
+        ++batch.items;
+        if (outcome == detail::ItemOutcome::error_message) {
+          batch.record_error(raw.index, std::string(text), 1, false);
+        } else {
+          ok = batch.record_line(raw.index, outcome == detail::ItemOutcome::ok_record, text);
+        }
+        if (ok) {
+          ++batch.ok;
+        } else {
+          ++batch.failed;
+          impl.note_failure();
+        }
+      }
+    } collect(*this, batch);
+    if (stop.load(std::memory_order_relaxed)) return;
+    const auto start = Clock::now();
+    worker.run(batch.raw, manifest_name, format, collect);
+    batch.work_ns += static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
   }
 
   void note_failure() noexcept {
@@ -424,7 +410,7 @@ struct Engine::Impl {
         if (raw.malformed) {
           output_error(batch, last, raw.index, raw.line, false, 1,
                        manifest_name + ":" + std::to_string(raw.line) + ": " + std::string(text));
-        } else if (!parse(text, raw.line, format, manifest_name, item, error)) {
+        } else if (!detail::parse_item(text, raw.line, format, manifest_name, item, error)) {
           output_error(batch, last, raw.index, raw.line, false, 1, error);
         } else {
           apply(raw.index, raw.line, false, item);
@@ -445,49 +431,11 @@ struct Engine::Impl {
         std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
   }
 
-  bool parse(std::string_view text, std::uint64_t line, ManifestFormat format,
-             const std::string& manifest_name, Json& item, std::string& error) {
-    if (format == ManifestFormat::lines) {
-      // Reuse the object and its "path" string: after a batch's first item, a plain list
-      // allocates nothing per item here.
-      if (!item.is_object() || item.size() != 1 || !item.contains("path")) {
-        item = Json::object({{"path", std::string()}});
-      }
-      item["path"].get_ref<std::string&>().assign(text);
-      return true;
-    }
-    if (const std::size_t too_deep = line_too_deep(text); too_deep != 0) {
-      error = manifest_name + ":" + std::to_string(line + too_deep - 1) + ": item nested deeper than " +
-              std::to_string(max_item_depth) + " levels";
-      return false;
-    }
-    // nlohmann_json takes a NUL outside a string for the end of the input, so `{"a":1}<NUL>junk`
-    // would quietly parse as {"a":1}; JSON text has no place for the byte anywhere.
-    if (const auto nul = text.find('\0'); nul != std::string_view::npos) {
-      error = manifest_name + ":" + line_column(text, nul, line) +
-              ": invalid JSON: NUL byte (0x00), which JSON text cannot hold (in a string, write \\u0000)";
-      return false;
-    }
-    try {
-      item = Json::parse(text.begin(), text.end());
-      return true;
-    } catch (const Json::parse_error& e) {
-      error = manifest_name + ":" + describe_parse_error(e, text, line);
-      return false;
-    } catch (const Json::exception& e) {
-      // Not a syntax error but still the item's: e.g. out_of_range 406, a number like 1e999
-      // that overflows a double.
-      std::string what = e.what();
-      if (const auto pos = what.find("] "); pos != std::string::npos) what.erase(0, pos + 2);
-      error = manifest_name + ":" + std::to_string(line) + ": invalid JSON: " + shorten_quote(std::move(what));
-      return false;
-    }
-  }
-
   std::size_t next_batch_size() const noexcept {
     const std::uint64_t ns = per_item_ns.load(std::memory_order_relaxed);
     if (ns == 0) return 1;
-    return static_cast<std::size_t>(std::clamp<std::uint64_t>(batch_target_ns / ns, 1, max_batch_items));
+    const std::uint64_t target = workers ? isolated_batch_target_ns : batch_target_ns;
+    return static_cast<std::size_t>(std::clamp<std::uint64_t>(target / ns, 1, max_batch_items));
   }
 
   // Cuts the next batch, leaving out items an earlier run recorded (RunOptions::skip). False
@@ -654,7 +602,11 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
     for (;;) {
       batch.start();
       if (!read_batch(manifest, batch, stats.skipped)) break;
-      for (std::size_t s = 0; s < stages.size(); ++s) run_stage(batch, s, *stages[s]->primary, name, format);
+      if (workers) {
+        run_stage_isolated(batch, *detail::WorkerPool::Lease(*workers), name, format);
+      } else {
+        for (std::size_t s = 0; s < stages.size(); ++s) run_stage(batch, s, *stages[s]->primary, name, format);
+      }
       finish(batch);
     }
   } else {
@@ -714,6 +666,11 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
                                                                                 : stage.spec.concurrency.limit;
           cpu_nodes.push_back(std::make_unique<flow::function_node<Batch*, Batch*>>(
               graph, concurrency, [this, s, &stage, &name, format](Batch* batch) {
+                if (workers) {
+                  detail::WorkerPool::Lease worker(*workers);
+                  run_stage_isolated(*batch, *worker, name, format);
+                  return batch;
+                }
                 StageRuntime::Lease lease(stage);
                 run_stage(*batch, s, *lease, name, format);
                 return batch;
@@ -766,6 +723,7 @@ RunStats Engine::run(ManifestReader& manifest, const RecordCallback& on_record) 
 template <class OnDone>
 RunStats Engine::Impl::map_items(std::span<const Json> items, OnDone&& on_done) {
   if (stages.size() != 1) throw UsageError("Engine::map runs one stage; run a pipeline with Engine::run");
+  if (workers) throw UsageError("Engine::map: isolate applies to manifest runs (Engine::run) only");
   StageRuntime& stage = *stages.front();
   reset_for_run();
   progress.total_items = items.size();

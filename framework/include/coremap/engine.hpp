@@ -62,13 +62,21 @@ struct RunOptions {
   std::uint32_t retries = 0;
   /// Per-item time limit; 0 means none. In-process no thread is killed: Context::cancelled()
   /// turns true at the deadline, and an item that ends past it is recorded as timed out with
-  /// its result discarded.
+  /// its result discarded. With `isolate` the item's worker is killed and replaced.
   std::chrono::milliseconds timeout{0};
   /// Items run() skips without a record (those an earlier run already recorded: see
   /// ResumableOutput). Null skips none.
   std::shared_ptr<const IndexSet> skip{};
   /// Cancels the run when set.
   CancellationToken cancel{};
+  /// Run the plugin in worker processes (coremap-worker, one per thread) instead of in this
+  /// process: an item that crashes its worker (a signal, exit(), the memory limit) becomes
+  /// that item's error record, the worker is replaced and the run goes on. Needs a one-stage
+  /// pipeline whose plugin is loaded from a shared library, and no `retries`; applies to
+  /// run(), map() refuses it. See docs/reliability.md.
+  bool isolate = false;
+  /// With `isolate`: each worker's address-space limit (RLIMIT_AS) in bytes; 0 means none.
+  std::size_t memory_limit_bytes = 0;
   /// Called every `progress_interval` from a background thread while a run goes on.
   ProgressCallback on_progress{};
   std::chrono::milliseconds progress_interval{200};

@@ -55,6 +55,9 @@ class COREMAP_EXPORT Plugin {
   std::string_view description() const noexcept { return descriptor_->description; }
   /// The library's path, or the origin given to from_descriptor().
   const std::string& path() const noexcept { return path_; }
+  /// True when the plugin came from a shared library (load()), which another process can load
+  /// too; false for from_descriptor() and from_function().
+  bool loaded_from_library() const noexcept { return handle_ != nullptr; }
   /// True when one instance may run `process()` on many threads at once.
   bool reentrant() const noexcept { return (descriptor_->flags & plugin_reentrant) != 0; }
   /// True when the plugin aggregates (merge() and summary(); see docs/pipelines.md).

@@ -1,0 +1,224 @@
+// SPDX-License-Identifier: MIT
+#include "worker_main.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <new>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include <coremap/plugin_loader.hpp>
+#include <coremap/record.hpp>
+
+#include "item_parser.hpp"
+#include "worker_protocol.hpp"
+
+namespace coremap::detail {
+namespace {
+
+// Touched by the signal handler, so plain globals of lock-free types.
+int protocol_fd = -1;
+std::atomic<bool> allocation_failed{false};
+constexpr char out_of_memory_frame[frame_header_size] = {0, 0, 0, 0, static_cast<char>(FrameKind::out_of_memory)};
+
+// With --memory-limit, a failed allocation first passes here, so that a crash soon after (a
+// bad_alloc escaping a noexcept function ends in std::terminate, SIGABRT) can be reported as
+// running out of memory rather than as a bare signal.
+void on_allocation_failure() {
+  allocation_failed.store(true, std::memory_order_relaxed);
+  throw std::bad_alloc();
+}
+
+extern "C" void on_fatal_signal(int signal_number) {
+  if (allocation_failed.load(std::memory_order_relaxed)) {
+    [[maybe_unused]] const auto n = ::write(protocol_fd, out_of_memory_frame, sizeof out_of_memory_frame);
+  }
+  ::signal(signal_number, SIG_DFL);
+  ::raise(signal_number);
+}
+
+bool write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+// Blocks for the next frame; nothing at end of input.
+std::optional<Frame> read_frame(int fd, FrameReader& in) {
+  for (;;) {
+    if (auto frame = in.next()) return frame;
+    constexpr std::size_t chunk = 64 * 1024;
+    const ssize_t n = ::read(fd, in.prepare(chunk), chunk);
+    if (n == 0) {
+      if (in.pending() != 0) throw ProtocolError("input ended inside a frame");
+      return std::nullopt;
+    }
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw ProtocolError(std::string("read: ") + std::strerror(errno));
+    }
+    in.commit(static_cast<std::size_t>(n));
+  }
+}
+
+// If the engine goes away without closing the channel cleanly (killed, or a second Ctrl-C)
+// while process() hangs, nothing would ever end this process: the channel's hang-up does.
+void start_orphan_watchdog() {
+  std::thread([] {
+    pollfd p{protocol_fd, 0, 0};
+    while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
+    }
+    // Give a normal shutdown (end of input, plugin destructor) time to finish first.
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    ::_exit(0);
+  }).detach();
+}
+
+int fail(const char* what) {
+  std::fprintf(stderr, "coremap-worker: %s: %s\n", what, std::strerror(errno));
+  return 2;
+}
+
+}  // namespace
+
+int worker_main(int argc, char** argv) {
+  std::uint64_t memory_limit = 0;
+  const char* plugin_path = nullptr;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--memory-limit" && i + 1 < argc) {
+      memory_limit = std::strtoull(argv[++i], nullptr, 10);
+    } else if (plugin_path == nullptr && !arg.starts_with("-")) {
+      plugin_path = argv[i];
+    } else {
+      plugin_path = nullptr;
+      break;
+    }
+  }
+  if (plugin_path == nullptr) {
+    std::fprintf(stderr,
+                 "usage: coremap-worker [--memory-limit BYTES] PLUGIN.so\n"
+                 "started by `coremap run --isolate`; speaks a framed protocol on standard input and output\n");
+    return 2;
+  }
+
+  // The channel moves off descriptors 0 and 1, which become /dev/null and standard error: a
+  // plugin that prints to standard output cannot corrupt the protocol, and programs the
+  // plugin starts do not inherit the channel.
+  protocol_fd = ::fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3);
+  if (protocol_fd < 0) return fail("standard input");
+  const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (null_fd < 0 || ::dup2(null_fd, STDIN_FILENO) < 0 || ::dup2(STDERR_FILENO, STDOUT_FILENO) < 0) {
+    return fail("redirecting standard input and output");
+  }
+  ::close(null_fd);
+  // Ctrl-C reaches the whole process group: the engine decides what happens to its items.
+  ::signal(SIGINT, SIG_IGN);
+
+  // Started before the memory limit applies: a limit too small for a thread's stack would
+  // otherwise abort here instead of failing to load the plugin.
+  start_orphan_watchdog();
+  if (memory_limit != 0) {
+    const rlimit limit{memory_limit, memory_limit};
+    if (::setrlimit(RLIMIT_AS, &limit) != 0) return fail("setrlimit(RLIMIT_AS)");
+    std::set_new_handler(on_allocation_failure);
+    struct sigaction action {};
+    action.sa_handler = on_fatal_signal;
+    sigemptyset(&action.sa_mask);
+    for (const int s : {SIGABRT, SIGSEGV, SIGBUS}) ::sigaction(s, &action, nullptr);
+  }
+
+  FrameReader in;
+  FrameWriter out;
+  std::optional<PluginInstance> instance;
+  try {
+    const auto setup = read_frame(protocol_fd, in);
+    if (!setup || setup->kind != FrameKind::setup) throw ProtocolError("expected a setup frame");
+    const Json config = Json::parse(setup->payload);
+    instance.emplace(Plugin::load(plugin_path), config);
+    out.begin(FrameKind::ready);
+  } catch (const std::exception& e) {
+    out.clear();
+    out.begin(FrameKind::setup_failed);
+    if (memory_limit != 0 && allocation_failed.load(std::memory_order_relaxed)) {
+      out.bytes("out of memory (--memory-limit " + format_size(memory_limit) + "): ");
+    }
+    out.bytes(e.what());
+  }
+  out.end();
+  if (!write_all(protocol_fd, out.data())) return fail("writing to the engine");
+  if (!instance) return 3;
+
+  const std::string oom_note = "out of memory (--memory-limit " + format_size(memory_limit) + "): ";
+  const std::atomic<bool> never_cancelled{false};
+  std::string manifest_name;
+  std::string record;
+  RecordWriter writer(record);
+  Json item;
+  Json result;
+  std::string error;
+  std::string message;
+  try {
+    while (const auto frame = read_frame(protocol_fd, in)) {
+      if (frame->kind != FrameKind::batch) throw ProtocolError("expected a batch frame");
+      PayloadReader payload(frame->payload);
+      const BatchHeader header = decode_batch_header(payload);
+      manifest_name.assign(header.manifest_name);
+      for (std::uint32_t i = 0; i < header.count; ++i) {
+        const WireItem wire = decode_batch_item(payload);
+        allocation_failed.store(false, std::memory_order_relaxed);
+        ItemOutcome outcome = ItemOutcome::error_message;
+        std::string_view text;
+        if (wire.malformed) {
+          message = manifest_name + ":" + std::to_string(wire.line) + ": ";
+          message += wire.text;
+          text = message;
+        } else if (!parse_item(wire.text, wire.line, header.format, manifest_name, item, error)) {
+          text = error;
+        } else {
+          Context context(wire.index, &never_cancelled);
+          error.clear();
+          if (instance->process(item, context, result, error)) {
+            record.clear();
+            outcome = writer.ok(wire.index, result, 1, -1, manifest_name, wire.line) ? ItemOutcome::ok_record : ItemOutcome::error_record;
+            text = record;
+          } else {
+            message = manifest_name + ":" + std::to_string(wire.line) + ": ";
+            if (memory_limit != 0 && allocation_failed.load(std::memory_order_relaxed)) message += oom_note;
+            message += error;
+            text = message;
+          }
+        }
+        out.clear();
+        out.begin(FrameKind::result);
+        out.u8(static_cast<std::uint8_t>(outcome));
+        out.bytes(text);
+        out.end();
+        // One write per item: when the worker dies, the engine knows exactly which item it was
+        // working on, and no finished item is ever run twice.
+        if (!write_all(protocol_fd, out.data())) return fail("writing to the engine");
+      }
+    }
+  } catch (const ProtocolError& e) {
+    std::fprintf(stderr, "coremap-worker: protocol error: %s\n", e.what());
+    return 4;
+  }
+  return 0;
+}
+
+}  // namespace coremap::detail

@@ -1,0 +1,132 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// The engine's side of crash isolation (`RunOptions::isolate`): a worker process that runs
+// the plugin, and the pool that gives each engine thread its own, the way the in-process path
+// gives each thread its own PluginInstance.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <oneapi/tbb/enumerable_thread_specific.h>
+
+#include <coremap/engine.hpp>
+#include <coremap/manifest.hpp>
+
+#include "worker_protocol.hpp"
+
+namespace coremap::detail {
+
+/// What every worker of one engine is started with.
+struct WorkerSettings {
+  std::filesystem::path executable;  ///< coremap-worker
+  std::string plugin_path;           ///< absolute path of the plugin library
+  std::string plugin_name;
+  std::string config;                ///< the resolved config, as JSON text
+  std::uint64_t memory_limit_bytes = 0;
+  std::chrono::milliseconds timeout{0};
+};
+
+/// The coremap-worker executable: $COREMAP_WORKER when set, else lib/coremap/coremap-worker
+/// beside libcoremap (build tree and install tree alike).
+std::filesystem::path worker_executable();
+
+/// The settings for `plugin` run with `options` (isolate set). Throws UsageError when the
+/// plugin was not loaded from a library, PluginError when coremap-worker is not found.
+WorkerSettings worker_settings(const Plugin& plugin, const Json& resolved_config, const RunOptions& options);
+
+
+/// Receives each item's outcome, in batch order.
+class ResultSink {
+ public:
+  virtual void on_result(const RawItem& item, ItemOutcome outcome, std::string_view text) = 0;
+
+ protected:
+  ~ResultSink() = default;
+};
+
+/// One coremap-worker process running one plugin instance, replaced whenever it dies.
+///
+/// Thread safety: one thread at a time.
+class WorkerProcess {
+ public:
+  /// Starts the worker and waits until it has constructed the plugin instance. Throws
+  /// PluginError when the worker cannot be started, the plugin cannot be loaded or constructed
+  /// in it, or the worker dies on the way.
+  explicit WorkerProcess(const WorkerSettings& settings);
+  /// Ends the worker: closes its channel (it exits at end of input), reaps it, and kills it if
+  /// it has not exited within two seconds.
+  ~WorkerProcess();
+  WorkerProcess(const WorkerProcess&) = delete;
+  WorkerProcess& operator=(const WorkerProcess&) = delete;
+
+  /// Runs the items of `batch` in the worker and hands every outcome to `sink`, in order. An
+  /// item whose worker dies (a signal, exit(), the memory limit) or outlives the timeout gets
+  /// an error message saying so; the worker is replaced and the rest of the batch resent.
+  /// Throws PluginError when a replacement cannot be started.
+  void run(const ItemBatch& batch, const std::string& manifest_name, ManifestFormat format, ResultSink& sink);
+
+  /// Closes the channel without waiting; the destructor then only reaps.
+  void close() noexcept;
+
+ private:
+  void start();
+  // Why the worker ended, for the item it was running; reaps it.
+  std::string reap_and_describe(bool saw_out_of_memory);
+  void kill_and_reap() noexcept;
+  bool send_all(std::string_view data) noexcept;
+  enum class Wait { frame, closed, timed_out };
+  // Reads until a frame is complete, the worker closes the channel (it died), or `deadline`
+  // passes (never, when it is time_point::max()).
+  Wait receive(Frame& frame, std::chrono::steady_clock::time_point deadline);
+
+  const WorkerSettings& settings_;
+  pid_t pid_ = -1;
+  int fd_ = -1;
+  FrameWriter out_;
+  FrameReader in_;
+};
+
+/// One worker per engine thread, started on the thread's first batch and kept for the engine's
+/// lifetime. The first is started by the constructor, so a plugin that cannot be loaded or
+/// constructed in a worker is a setup error before any item is read.
+///
+/// Thread safety: Lease may be taken from any thread.
+class WorkerPool {
+ public:
+  explicit WorkerPool(WorkerSettings settings);
+  ~WorkerPool();
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
+
+  /// The calling thread's worker, for one batch. The worker is not re-entered: the batch
+  /// blocks in it, running no TBB work meanwhile.
+  class Lease {
+   public:
+    explicit Lease(WorkerPool& pool);
+    WorkerProcess& operator*() const noexcept { return *worker_; }
+
+   private:
+    WorkerProcess* worker_;
+  };
+
+ private:
+  WorkerProcess* take();
+
+  WorkerSettings settings_;
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<WorkerProcess>> workers_;
+  std::vector<WorkerProcess*> spare_;
+  tbb::enumerable_thread_specific<WorkerProcess*> slots_{nullptr};
+};
+
+}  // namespace coremap::detail

@@ -1,0 +1,236 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// The wire format between the engine and an isolated worker process (coremap-worker, see
+// docs/reliability.md, "Crash isolation"). Every message is one frame:
+//
+//   u32 payload length (little-endian) | u8 kind | payload
+//
+// Integers inside payloads are little-endian too. Both ends reuse their buffers, so a steady
+// run allocates nothing per frame.
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include <coremap/manifest.hpp>
+
+namespace coremap::detail {
+
+/// What a frame carries.
+enum class FrameKind : std::uint8_t {
+  setup = 'S',          ///< engine -> worker, first: the resolved config as JSON text
+  batch = 'B',          ///< engine -> worker: items to process (see encode_batch_header)
+  ready = 'R',          ///< worker -> engine: plugin loaded, instance constructed
+  setup_failed = 'F',   ///< worker -> engine: why the plugin could not be loaded or constructed
+  result = 'r',         ///< worker -> engine: one item's outcome, in batch order
+  out_of_memory = 'O',  ///< worker -> engine: an allocation failed; the worker is about to die
+};
+
+/// The outcome byte that starts a result frame's payload; the rest is text.
+enum class ItemOutcome : std::uint8_t {
+  ok_record = 0,     ///< the item's complete JSON Lines record, ok
+  error_message = 1, ///< the item's error message ("<manifest>:<line>: ...")
+  error_record = 2,  ///< a complete JSON Lines error record (the result was not serialisable)
+};
+
+inline constexpr std::size_t frame_header_size = 5;
+/// Larger frames are refused as corrupt: the engine's batches stay far below (about 1 MiB of
+/// manifest), a single huge item or result is the only way near it.
+inline constexpr std::uint32_t max_frame_payload = std::uint32_t{1} << 30;
+
+/// A malformed frame or payload: the peer is not speaking this protocol.
+class ProtocolError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Builds frames into one reusable string.
+class FrameWriter {
+ public:
+  /// Starts a frame; its length is filled in by end().
+  void begin(FrameKind kind) {
+    start_ = data_.size();
+    data_.append(frame_header_size, '\0');
+    data_[start_ + 4] = static_cast<char>(kind);
+  }
+  void u8(std::uint8_t v) { data_.push_back(static_cast<char>(v)); }
+  void u32(std::uint32_t v) { put(v, 4); }
+  void u64(std::uint64_t v) { put(v, 8); }
+  void bytes(std::string_view v) { data_.append(v); }
+  /// A u32 length, then the bytes.
+  void text(std::string_view v) {
+    u32(static_cast<std::uint32_t>(v.size()));
+    bytes(v);
+  }
+  void end() {
+    const std::size_t length = data_.size() - start_ - frame_header_size;
+    if (length > max_frame_payload) throw ProtocolError("frame of " + std::to_string(length) + " bytes is too large");
+    for (std::size_t i = 0; i < 4; ++i) data_[start_ + i] = static_cast<char>((length >> (8 * i)) & 0xFF);
+  }
+  /// All frames written since the last clear().
+  std::string_view data() const noexcept { return data_; }
+  void clear() noexcept { data_.clear(); }
+
+ private:
+  void put(std::uint64_t v, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) data_.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+  }
+  std::string data_;
+  std::size_t start_ = 0;
+};
+
+/// One decoded frame; `payload` points into the FrameReader's buffer and stays valid until the
+/// reader is next given bytes.
+struct Frame {
+  FrameKind kind;
+  std::string_view payload;
+};
+
+/// Reassembles frames from a byte stream read in arbitrary pieces.
+class FrameReader {
+ public:
+  /// Space for at least `n` more bytes; write into it, then call commit() with the count.
+  char* prepare(std::size_t n) {
+    if (begin_ > 0 && begin_ == end_) begin_ = end_ = 0;
+    if (begin_ > 0 && data_.size() - end_ < n) {
+      std::memmove(data_.data(), data_.data() + begin_, end_ - begin_);
+      end_ -= begin_;
+      begin_ = 0;
+    }
+    if (data_.size() - end_ < n) data_.resize(end_ + n);
+    return data_.data() + end_;
+  }
+  void commit(std::size_t n) noexcept { end_ += n; }
+  /// Appends bytes (prepare + commit in one).
+  void feed(std::string_view bytes) {
+    std::memcpy(prepare(bytes.size()), bytes.data(), bytes.size());
+    commit(bytes.size());
+  }
+
+  /// The next complete frame, or nothing until more bytes arrive. Throws ProtocolError on a
+  /// length beyond max_frame_payload.
+  std::optional<Frame> next() {
+    const std::size_t available = end_ - begin_;
+    if (available < frame_header_size) return std::nullopt;
+    const auto* p = reinterpret_cast<const unsigned char*>(data_.data() + begin_);
+    const std::uint32_t length = static_cast<std::uint32_t>(p[0]) | static_cast<std::uint32_t>(p[1]) << 8 |
+                                 static_cast<std::uint32_t>(p[2]) << 16 | static_cast<std::uint32_t>(p[3]) << 24;
+    if (length > max_frame_payload) {
+      throw ProtocolError("frame length " + std::to_string(length) + " exceeds the limit (corrupt stream)");
+    }
+    if (available < frame_header_size + length) return std::nullopt;
+    Frame frame{static_cast<FrameKind>(p[4]), std::string_view(data_.data() + begin_ + frame_header_size, length)};
+    begin_ += frame_header_size + length;
+    return frame;
+  }
+
+  /// Bytes received but not yet returned as frames.
+  std::size_t pending() const noexcept { return end_ - begin_; }
+
+ private:
+  std::string data_;
+  std::size_t begin_ = 0;
+  std::size_t end_ = 0;
+};
+
+/// Reads a payload field by field; throws ProtocolError when it ends early.
+class PayloadReader {
+ public:
+  explicit PayloadReader(std::string_view payload) noexcept : rest_(payload) {}
+  std::uint8_t u8() { return static_cast<std::uint8_t>(get(1)); }
+  std::uint32_t u32() { return static_cast<std::uint32_t>(get(4)); }
+  std::uint64_t u64() { return get(8); }
+  std::string_view bytes(std::size_t n) {
+    need(n);
+    const std::string_view v = rest_.substr(0, n);
+    rest_.remove_prefix(n);
+    return v;
+  }
+  std::string_view text() { return bytes(u32()); }
+  std::string_view rest() noexcept { return std::exchange(rest_, std::string_view()); }
+  bool empty() const noexcept { return rest_.empty(); }
+
+ private:
+  void need(std::size_t n) const {
+    if (rest_.size() < n) throw ProtocolError("truncated payload");
+  }
+  std::uint64_t get(std::size_t n) {
+    need(n);
+    std::uint64_t v = 0;
+    for (std::size_t i = 0; i < n; ++i) v |= static_cast<std::uint64_t>(static_cast<unsigned char>(rest_[i])) << (8 * i);
+    rest_.remove_prefix(n);
+    return v;
+  }
+  std::string_view rest_;
+};
+
+/// A batch frame: u8 format, text manifest name, u32 count, then per item u64 index, u64 line,
+/// u8 malformed, text bytes. Items [from, end) of `batch` are sent: after a crash the engine
+/// resends the rest of a batch to the replacement worker.
+inline void encode_batch(FrameWriter& out, const ItemBatch& batch, std::size_t from, std::string_view manifest_name,
+                         ManifestFormat format) {
+  out.begin(FrameKind::batch);
+  out.u8(static_cast<std::uint8_t>(format));
+  out.text(manifest_name);
+  out.u32(static_cast<std::uint32_t>(batch.items.size() - from));
+  for (std::size_t i = from; i < batch.items.size(); ++i) {
+    const RawItem& item = batch.items[i];
+    out.u64(item.index);
+    out.u64(item.line);
+    out.u8(item.malformed ? 1 : 0);
+    out.text(batch.text(item));
+  }
+  out.end();
+}
+
+/// The header of a batch frame; the items follow in the reader (see next_batch_item).
+struct BatchHeader {
+  ManifestFormat format;
+  std::string_view manifest_name;
+  std::uint32_t count;
+};
+
+inline BatchHeader decode_batch_header(PayloadReader& in) {
+  const std::uint8_t format = in.u8();
+  if (format > static_cast<std::uint8_t>(ManifestFormat::lines)) throw ProtocolError("unknown manifest format");
+  BatchHeader header{static_cast<ManifestFormat>(format), in.text(), 0};
+  header.count = in.u32();
+  return header;
+}
+
+/// One item of a batch frame; `text` points into the frame.
+struct WireItem {
+  std::uint64_t index;
+  std::uint64_t line;
+  bool malformed;
+  std::string_view text;
+};
+
+inline WireItem decode_batch_item(PayloadReader& in) {
+  WireItem item{};
+  item.index = in.u64();
+  item.line = in.u64();
+  item.malformed = in.u8() != 0;
+  item.text = in.text();
+  return item;
+}
+
+/// "512M", "2G", "1536K" or plain bytes: how --memory-limit is shown in messages.
+inline std::string format_size(std::uint64_t bytes) {
+  constexpr const char* units = "KMGT";
+  std::uint64_t value = bytes;
+  int unit = -1;
+  while (value != 0 && value % 1024 == 0 && unit < 3) {
+    value /= 1024;
+    ++unit;
+  }
+  return unit < 0 ? std::to_string(bytes) : std::to_string(value) + units[unit];
+}
+
+}  // namespace coremap::detail

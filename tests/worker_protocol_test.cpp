@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: MIT
+// The isolated worker's wire format (framework/src/worker_protocol.hpp) and the engine's
+// isolated path through the embedding API (records delivered as Record objects).
+#include <coremap/engine.hpp>
+#include <coremap/error.hpp>
+
+#include <gtest/gtest.h>
+
+#include "test_util.hpp"
+#include "worker_protocol.hpp"
+
+namespace coremap::detail {
+namespace {
+
+TEST(WorkerProtocolTest, FramesRoundTripInAnyPieces) {
+  FrameWriter out;
+  out.begin(FrameKind::result);
+  out.u8(static_cast<std::uint8_t>(ItemOutcome::ok_record));
+  out.bytes("{\"index\":7}\n");
+  out.end();
+  out.begin(FrameKind::ready);
+  out.end();
+  out.begin(FrameKind::setup);
+  out.bytes(std::string(100'000, 'x'));
+  out.end();
+  const std::string wire(out.data());
+
+  for (const std::size_t piece : {std::size_t{1}, std::size_t{3}, std::size_t{4096}, wire.size()}) {
+    FrameReader in;
+    std::vector<std::pair<FrameKind, std::string>> frames;
+    for (std::size_t at = 0; at < wire.size(); at += piece) {
+      in.feed(std::string_view(wire).substr(at, piece));
+      while (auto frame = in.next()) frames.emplace_back(frame->kind, std::string(frame->payload));
+    }
+    ASSERT_EQ(frames.size(), 3u) << "piece " << piece;
+    EXPECT_EQ(frames[0].first, FrameKind::result);
+    EXPECT_EQ(frames[0].second, std::string("\0{\"index\":7}\n", 13));
+    EXPECT_EQ(frames[1].first, FrameKind::ready);
+    EXPECT_EQ(frames[1].second, "");
+    EXPECT_EQ(frames[2].second, std::string(100'000, 'x'));
+    EXPECT_EQ(in.pending(), 0u);
+  }
+}
+
+TEST(WorkerProtocolTest, LengthIsLittleEndian) {
+  FrameWriter out;
+  out.begin(FrameKind::setup);
+  out.bytes(std::string(0x0102, 'a'));
+  out.end();
+  const std::string_view wire = out.data();
+  EXPECT_EQ(wire.substr(0, 5), std::string_view("\x02\x01\x00\x00S", 5));
+}
+
+TEST(WorkerProtocolTest, RejectsOversizedLengthAndTruncatedPayload) {
+  FrameReader in;
+  in.feed(std::string_view("\xff\xff\xff\xff" "B", 5));
+  EXPECT_THROW(in.next(), ProtocolError);
+
+  PayloadReader payload(std::string_view("\x05\x00\x00\x00" "ab", 6));
+  EXPECT_THROW(payload.text(), ProtocolError);
+}
+
+TEST(WorkerProtocolTest, BatchRoundTripsFromAnyItem) {
+  ItemBatch batch;
+  batch.bytes = "{\"a\":1}plain line{bad";
+  batch.items = {{10, 3, 0, 7, false}, {11, 4, 7, 10, false}, {12, 6, 17, 4, true}};
+  FrameWriter out;
+  encode_batch(out, batch, 1, "m.jsonl", ManifestFormat::lines);
+  FrameReader in;
+  in.feed(out.data());
+  const auto frame = in.next();
+  ASSERT_TRUE(frame);
+  EXPECT_EQ(frame->kind, FrameKind::batch);
+  PayloadReader payload(frame->payload);
+  const BatchHeader header = decode_batch_header(payload);
+  EXPECT_EQ(header.format, ManifestFormat::lines);
+  EXPECT_EQ(header.manifest_name, "m.jsonl");
+  ASSERT_EQ(header.count, 2u);
+  const WireItem first = decode_batch_item(payload);
+  EXPECT_EQ(first.index, 11u);
+  EXPECT_EQ(first.line, 4u);
+  EXPECT_FALSE(first.malformed);
+  EXPECT_EQ(first.text, "plain line");
+  const WireItem second = decode_batch_item(payload);
+  EXPECT_EQ(second.index, 12u);
+  EXPECT_TRUE(second.malformed);
+  EXPECT_EQ(second.text, "{bad");
+  EXPECT_TRUE(payload.empty());
+}
+
+TEST(WorkerProtocolTest, FormatsSizesTheWayTheyAreGiven) {
+  EXPECT_EQ(format_size(256u << 20), "256M");
+  EXPECT_EQ(format_size(std::uint64_t{2} << 30), "2G");
+  EXPECT_EQ(format_size(1536u << 10), "1536K");
+  EXPECT_EQ(format_size(1000), "1000");
+}
+
+TEST(IsolateTest, CrashesBecomeRecordsThroughTheCallback) {
+  test::TempDir dir;
+  const std::string manifest_path =
+      dir.write("items.jsonl", "{\"n\":2}\n{\"crash\":\"segv\"}\n{\"n\":3}\n{\"crash\":\"exit\"}\n{\"n\":4}\n");
+  Engine engine(Plugin::load(test::fixture("crashy")), Json::object(), {.threads = 2, .isolate = true});
+  ManifestReader manifest(manifest_path);
+  std::vector<Record> records;
+  const RunStats stats = engine.run(manifest, [&](const Record& r) { records.push_back(r); });
+  EXPECT_EQ(stats.ok, 3u);
+  EXPECT_EQ(stats.failed, 2u);
+  ASSERT_EQ(records.size(), 5u);
+  EXPECT_EQ(records[0].result, (Json{{"n", 2}, {"square", 4}}));
+  EXPECT_EQ(records[1].error, manifest_path + ":2: crashed: SIGSEGV");
+  EXPECT_EQ(records[2].result, (Json{{"n", 3}, {"square", 9}}));
+  EXPECT_EQ(records[3].error, manifest_path + ":4: worker exited with status 7");
+  EXPECT_EQ(records[4].result, (Json{{"n", 4}, {"square", 16}}));
+}
+
+TEST(IsolateTest, RefusesWhatItCannotIsolate) {
+  EXPECT_THROW(Engine([](const Json& item, Context&) { return item; }, {.isolate = true}), UsageError);
+  EXPECT_THROW(Engine(Plugin::load(test::fixture("crashy")), Json::object(), {.memory_limit_bytes = 1 << 30}),
+               UsageError);
+  EXPECT_THROW(Engine(Plugin::load(test::fixture("crashy")), Json::object(), {.retries = 1, .isolate = true}),
+               UsageError);
+  Engine engine(Plugin::load(test::fixture("crashy")), Json::object(), {.isolate = true});
+  const std::vector<Json> items = {Json{{"n", 1}}};
+  EXPECT_THROW(engine.map(items), UsageError);
+}
+
+}  // namespace
+}  // namespace coremap::detail
