@@ -660,7 +660,8 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
               graph, flow::unlimited,
               [pool](Batch* batch, StagePool::Gateway& gateway) { pool->submit(batch, gateway); }));
           node = async_nodes.back().get();
-          out = async_nodes.back().get();
+          // An async_node sends through its output port, not through its sender base.
+          out = &flow::output_port<0>(*async_nodes.back());
         } else {
           const std::size_t concurrency = stage.spec.concurrency.is_unlimited() ? std::size_t{flow::unlimited}
                                                                                 : stage.spec.concurrency.limit;

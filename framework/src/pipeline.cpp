@@ -11,7 +11,7 @@ Concurrency Concurrency::parse(const Json& value, const std::string& where) {
   if (value.is_string()) {
     if (value == "serial") return Concurrency::serial();
     if (value == "unlimited") return Concurrency::unlimited();
-  } else if (value.is_number_unsigned() && value.get<std::uint64_t>() >= 1 && value.get<std::uint64_t>() <= 65536) {
+  } else if (value.is_number_integer() && value.get<std::int64_t>() >= 1 && value.get<std::int64_t>() <= 65536) {
     return Concurrency::of(value.get<std::size_t>());
   }
   throw ConfigError(where + ": key 'concurrency' must be \"serial\", \"unlimited\" or an integer from 1 to 65536, got " +
@@ -36,7 +36,7 @@ Pipeline parse_pipeline(const Json& spec, const std::string& source, const Plugi
   for (const auto& [key, value] : spec.items()) {
     if (key == "stages") continue;
     if (key == "max_in_flight") {
-      if (!value.is_number_unsigned() || value.get<std::uint64_t>() == 0) {
+      if (!value.is_number_integer() || value.get<std::int64_t>() <= 0) {
         throw ConfigError(source + ": key 'max_in_flight' must be a positive integer, got " + value.dump());
       }
       pipeline.max_in_flight = value.get<std::size_t>();

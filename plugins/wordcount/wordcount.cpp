@@ -68,12 +68,33 @@ class WordCount {
           in_word = state;
         });
     words += in_word;
+    ++totals_.files;
+    totals_.lines += lines;
+    totals_.words += words;
+    totals_.bytes += bytes;
     return {{"lines", lines}, {"words", words}, {"bytes", bytes}};
   }
 
+  // A reduction: the totals over every file counted (each thread's instance counts its own).
+  void merge(WordCount& other) noexcept {
+    totals_.files += other.totals_.files;
+    totals_.lines += other.totals_.lines;
+    totals_.words += other.totals_.words;
+    totals_.bytes += other.totals_.bytes;
+    other.totals_ = {};
+  }
+
+  coremap::Json summary() const {
+    return {{"files", totals_.files}, {"lines", totals_.lines}, {"words", totals_.words}, {"bytes", totals_.bytes}};
+  }
+
  private:
+  struct Totals {
+    std::uint64_t files = 0, lines = 0, words = 0, bytes = 0;
+  };
   std::vector<char> buffer_;
+  Totals totals_;
 };
 
-COREMAP_PLUGIN(WordCount, "wordcount", "1.0.0",
-               "lines, words and bytes of the file at the item's path, as LC_ALL=C wc")
+COREMAP_PLUGIN(WordCount, "wordcount", "1.1.0",
+               "lines, words and bytes of the file at the item's path, as LC_ALL=C wc; summary: the totals")

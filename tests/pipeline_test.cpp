@@ -1,0 +1,197 @@
+// SPDX-License-Identifier: MIT
+// Pipelines on the flow graph: fan-out and filtering, ordering across thread counts,
+// reductions, latency-bound stages on threads of their own, and spec validation.
+#include <coremap/coremap.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "test_util.hpp"
+
+namespace coremap {
+namespace {
+
+// Item n fans out into n % 4 copies (none for n % 4 == 0), each {"n", "k"}.
+Json fan_out(const Json& item, Context& context) {
+  const int n = item.at("n");
+  for (int k = 0; k < n % 4; ++k) context.emit({{"n", n}, {"k", k}});
+  context.drop();
+  return nullptr;
+}
+
+// Fails the copy k == 2 of items divisible by 5, doubles the rest.
+Json double_it(const Json& value, Context&) {
+  if (value.at("k") == 2 && value.at("n").get<int>() % 5 == 0) throw std::runtime_error("k2");
+  return value.at("n").get<int>() * 2 + value.at("k").get<int>();
+}
+
+Pipeline two_stage(Concurrency second = Concurrency::unlimited()) {
+  Pipeline p;
+  p.stages.push_back(Stage{"fan", Plugin::from_function(fan_out, "fan"), Json::object(), Concurrency::unlimited()});
+  p.stages.push_back(Stage{"double", Plugin::from_function(double_it, "double"), Json::object(), second});
+  return p;
+}
+
+std::string run_to_text(Pipeline pipeline, const std::string& manifest, RunOptions options, RunStats* stats = nullptr) {
+  Engine engine(std::move(pipeline), options);
+  ManifestReader reader(manifest);
+  std::string out;
+  CallbackSink sink([&](std::string_view records) { out.append(records); });
+  const RunStats s = engine.run(reader, sink);
+  if (stats != nullptr) *stats = s;
+  return out;
+}
+
+TEST(PipelineTest, FanOutIsOrderedAndIdenticalAtEveryThreadCount) {
+  test::TempDir dir;
+  std::string text;
+  for (int n = 0; n < 3000; ++n) text += "{\"n\":" + std::to_string(n) + "}\n";
+  const std::string manifest = dir.write("m.jsonl", text);
+  // The oracle, computed here without the engine.
+  std::string expected;
+  for (int n = 0; n < 3000; ++n) {
+    for (int k = 0; k < n % 4; ++k) {
+      std::string head = "{\"index\":" + std::to_string(n) + ",\"sub\":" + std::to_string(k) + ",";
+      if (k == 2 && n % 5 == 0) {
+        expected += head + "\"ok\":false,\"error\":\"" + manifest + ":" + std::to_string(n + 1) + ": stage 'double': k2\"}\n";
+      } else {
+        expected += head + "\"ok\":true,\"result\":" + std::to_string(n * 2 + k) + "}\n";
+      }
+    }
+  }
+  RunStats stats;
+  EXPECT_EQ(run_to_text(two_stage(), manifest, {.serial = true}, &stats), expected);
+  EXPECT_EQ(stats.items, 3000u);
+  EXPECT_EQ(stats.records, 4500u);  // 750 items each of 0, 1, 2, 3 copies
+  EXPECT_EQ(stats.failed, 150u);    // n % 4 == 3 and n % 5 == 0: 150 items in 3000
+  for (std::size_t threads : {1, 2, 8}) {
+    EXPECT_EQ(run_to_text(two_stage(), manifest, {.threads = threads}), expected) << threads << " threads";
+    EXPECT_EQ(run_to_text(two_stage(Concurrency::serial()), manifest, {.threads = threads}), expected);
+  }
+}
+
+TEST(PipelineTest, EmitIsNotAvailableInMap) {
+  Engine engine(fan_out, {.threads = 2});
+  const std::vector<Json> items = {Json{{"n", 1}}};
+  const auto records = engine.map(items);
+  ASSERT_FALSE(records[0].ok);
+  EXPECT_NE(records[0].error.find("Context::emit: not available in Engine::map"), std::string::npos) << records[0].error;
+}
+
+// Sums "n" over the items it sees; merge() adds another instance's partial sum.
+class Sum {
+ public:
+  explicit Sum(const Json&) {}
+  Json process(const Json& item) {
+    sum_ += item.at("n").get<std::uint64_t>();
+    ++count_;
+    return nullptr;
+  }
+  void merge(Sum& other) {
+    sum_ += other.sum_;
+    count_ += other.count_;
+  }
+  Json summary() const { return {{"sum", sum_}, {"count", count_}}; }
+
+ private:
+  std::uint64_t sum_ = 0;
+  std::uint64_t count_ = 0;
+};
+
+TEST(PipelineTest, ReductionsDoNotDependOnTheThreadCount) {
+  test::TempDir dir;
+  std::string text;
+  for (int n = 0; n < 20000; ++n) text += "{\"n\":" + std::to_string(n) + "}\n";
+  const std::string manifest = dir.write("m.jsonl", text);
+  const auto sum = Plugin::from_descriptor(detail::descriptor_of<Sum>("sum", "1", "sums n"), "builtin:sum");
+  ASSERT_TRUE(sum->reduces());
+  const Json expected = {{"sum", {{"count", 20000}, {"sum", 20000ull * 19999 / 2}}}};
+  for (RunOptions options : {RunOptions{.serial = true}, RunOptions{.threads = 1}, RunOptions{.threads = 2},
+                             RunOptions{.threads = 8}}) {
+    Engine engine(sum, Json::object(), options);
+    ManifestReader reader(manifest);
+    std::string ignored;
+    CallbackSink sink([&](std::string_view records) { ignored.append(records); });
+    const RunStats stats = engine.run(reader, sink);
+    EXPECT_EQ(stats.summaries, expected) << options.threads;
+    // A second run on the same engine summarises that run alone.
+    ManifestReader again(manifest);
+    EXPECT_EQ(engine.run(again, sink).summaries, expected);
+  }
+}
+
+TEST(PipelineTest, LatencyStageKeepsItsConcurrencyInFlightBesideACpuStage) {
+  std::atomic<int> in_flight{0};
+  std::atomic<int> most{0};
+  std::atomic<int> cpu_calls{0};
+  auto blocking = [&](const Json& item, Context&) -> Json {
+    const int now = ++in_flight;
+    for (int seen = most.load(); now > seen && !most.compare_exchange_weak(seen, now);) {
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    --in_flight;
+    return item;
+  };
+  auto cpu = [&](const Json& item, Context&) -> Json {
+    ++cpu_calls;
+    return item;
+  };
+  test::TempDir dir;
+  std::string text;
+  for (int n = 0; n < 640; ++n) text += "{\"n\":" + std::to_string(n) + "}\n";
+  const std::string manifest = dir.write("m.jsonl", text);
+  Pipeline p;
+  p.stages.push_back(Stage{"wait", Plugin::from_function(blocking, "wait"), Json::object(), Concurrency::of(64)});
+  p.stages.push_back(Stage{"cpu", Plugin::from_function(cpu, "cpu"), Json::object(), Concurrency::unlimited()});
+  RunStats stats;
+  const std::string out = run_to_text(std::move(p), manifest, {.threads = 2}, &stats);
+  EXPECT_EQ(stats.ok, 640u);
+  EXPECT_EQ(cpu_calls.load(), 640);
+  EXPECT_EQ(most.load(), 64) << "calls of the concurrency-64 stage in flight at once";
+  // Records in order, each item's own.
+  std::size_t pos = 0;
+  for (int n = 0; n < 640; ++n) {
+    const std::string want = "{\"index\":" + std::to_string(n) + ",\"ok\":true,\"result\":{\"n\":" + std::to_string(n) + "}}\n";
+    ASSERT_EQ(out.compare(pos, want.size(), want), 0) << n << ": " << out.substr(pos, 200);
+    pos += want.size();
+  }
+}
+
+TEST(PipelineTest, SpecErrorsNameTheStageAndTheKey) {
+  const PluginLoader loader({COREMAP_BUNDLED_PLUGIN_DIR}, false, false);
+  auto message = [&](const Json& spec) {
+    try {
+      parse_pipeline(spec, "p.json", loader);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(message(Json::array()), "p.json: a pipeline must be a JSON object with a \"stages\" array");
+  EXPECT_EQ(message({{"stages", Json::array()}}), "p.json: key 'stages' must be a non-empty array of stages");
+  EXPECT_EQ(message({{"stage", 1}}), "p.json: unknown key 'stage' (known keys: stages, max_in_flight)");
+  EXPECT_EQ(message({{"stages", {{{"plugin", "echo"}, {"concurrency", 0}}}}}),
+            "p.json: stage 1: key 'concurrency' must be \"serial\", \"unlimited\" or an integer from 1 to 65536, got 0");
+  EXPECT_EQ(message({{"stages", {{{"plugin", "echo"}}, {{"name", "b"}, {"plugins", "echo"}}}}}),
+            "p.json: stage 2 (b): unknown key 'plugins' (known keys: name, plugin, config, concurrency)");
+  EXPECT_EQ(message({{"stages", {{{"name", "x"}}}}}), "p.json: stage 1 (x): key 'plugin' (a plugin name or path) is missing");
+  EXPECT_NE(message({{"stages", {{{"plugin", "echo"}, {"config", {{"nope", 1}}}}}}}).find("p.json: stage 1: config of plugin 'echo'"),
+            std::string::npos);
+  EXPECT_NE(message({{"stages", {{{"plugin", "no-such-plugin"}}}}}).find("p.json: stage 1: "), std::string::npos);
+  EXPECT_EQ(message({{"stages", {{{"plugin", "echo"}}, {{"plugin", "echo"}}}}}),
+            "p.json: stage 2: another stage is named 'echo' too; give one of them a \"name\"");
+  const Pipeline ok = parse_pipeline({{"max_in_flight", 7}, {"stages", {{{"plugin", "echo"}, {"concurrency", "serial"}},
+                                                                         {{"name", "e2"}, {"plugin", "echo"}, {"concurrency", 64}}}}},
+                                     "p.json", loader);
+  ASSERT_EQ(ok.stages.size(), 2u);
+  EXPECT_EQ(ok.max_in_flight, 7u);
+  EXPECT_EQ(ok.stages[0].concurrency.limit, 1u);
+  EXPECT_EQ(ok.stages[1].name, "e2");
+  EXPECT_EQ(ok.stages[1].concurrency.limit, 64u);
+}
+
+}  // namespace
+}  // namespace coremap
