@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Pipelines from the command line: --pipeline FILE.json with fan-out (lines), a reduction
+# (topkeys, wordcount) checked against sort/uniq/wc, identical output at every thread count,
+# latency-bound --concurrency, spec errors, and resuming a fanned-out run after kill -9.
+source "$(dirname "$0")/lib.sh"
+
+# Text files from the machine, and one of our own with CRLF, an empty line, a last line
+# without a newline and a line that repeats.
+find /usr/share/common-licenses -type f | LC_ALL=C sort | head -12 >"$WORK/files.txt"
+printf 'alpha\r\n\nbeta\nalpha\r\ngamma' >"$WORK/own.txt"
+echo "$WORK/own.txt" >>"$WORK/files.txt"
+
+cat >"$WORK/lines.json" <<'JSON'
+{"stages": [{"plugin": "lines"}]}
+JSON
+cat >"$WORK/top.json" <<'JSON'
+{"max_in_flight": 16,
+ "stages": [{"name": "split", "plugin": "lines", "concurrency": "unlimited"},
+            {"name": "count", "plugin": "topkeys", "config": {"field": "text", "top": 25}, "concurrency": 2}]}
+JSON
+
+# Fan-out: one record per line, in file order then line order, each holding its line.
+cm run --pipeline "$WORK/lines.json" --manifest "$WORK/files.txt" --serial
+expect_eq "$rc" 0 "lines: exit 0"
+cp "$WORK/out" "$WORK/lines.serial"
+if python3 - "$WORK/files.txt" "$WORK/lines.serial" <<'PY'
+import json, sys
+want = []
+for i, path in enumerate(open(sys.argv[1]).read().split("\n")[:-1]):
+    data = open(path, "rb").read().decode()
+    lines = data.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    for n, text in enumerate(lines, 1):
+        want.append({"index": i, "sub": n - 1, "ok": True,
+                     "result": {"path": path, "line": n, "text": text[:-1] if text.endswith("\r") else text}})
+got = [json.loads(l) for l in open(sys.argv[2])]
+assert got == want, "records differ from python's reading of the files"
+PY
+then pass "lines: every line, in order, with its number (python oracle)"; else fail "lines: records wrong"; fi
+for t in 1 2 8; do
+  cm run --pipeline "$WORK/lines.json" --manifest "$WORK/files.txt" --threads "$t"
+  cmp -s "$WORK/out" "$WORK/lines.serial" && pass "lines: --threads $t byte-identical to --serial" ||
+    fail "lines: --threads $t differs from --serial"
+done
+
+# A reduction: the 25 most frequent lines (ties by the line's bytes), against python's Counter.
+python3 - "$WORK/files.txt" >"$WORK/top.oracle" <<'PY'
+import collections, json, sys
+counts = collections.Counter()
+for path in open(sys.argv[1]).read().split("\n")[:-1]:
+    lines = open(path, "rb").read().decode().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    counts.update(l[:-1] if l.endswith("\r") else l for l in lines)
+top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0].encode()))[:25]
+print(json.dumps({"count": {"distinct": len(counts), "field": "text", "items": sum(counts.values()),
+                            "top": [{"count": c, "key": k} for k, c in top]}}, sort_keys=True))
+PY
+for mode in --serial "--threads 1" "--threads 2" "--threads 8"; do
+  # shellcheck disable=SC2086
+  cm run --pipeline "$WORK/top.json" --manifest "$WORK/files.txt" $mode --summary "$WORK/summary.json"
+  expect_eq "$(wc -c <"$WORK/out")" 0 "topkeys $mode: drops every item, writes no record"
+  got=$(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1])), sort_keys=True))' "$WORK/summary.json")
+  expect_eq "$got" "$(cat "$WORK/top.oracle")" "topkeys $mode: summary equals python's Counter"
+done
+expect_contains "$WORK/err" "records: 0 ok, 0 failed" "topkeys: the summary line says items and records"
+
+# wordcount's summary is the totals, against wc over the same files.
+cm run --plugin wordcount --manifest "$WORK/files.txt" --threads 2 --summary "$WORK/wc.json"
+read -r l w c _ < <(xargs -d '\n' cat <"$WORK/files.txt" | LC_ALL=C wc)
+expect_eq "$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["wordcount"]; print(s["lines"], s["words"], s["bytes"], s["files"])' "$WORK/wc.json")" \
+  "$l $w $c $(wc -l <"$WORK/files.txt")" "wordcount summary equals wc totals"
+cm run --plugin wordcount --manifest "$WORK/files.txt"
+expect_contains "$WORK/err" '"words": '"$w" "without --summary the summary goes to standard error"
+
+# Latency-bound: --concurrency 64 keeps 64 sleeps in flight on 2 threads.
+python3 -c 'import json; [print(json.dumps({"ms": 50})) for i in range(128)]' >"$WORK/sleep.jsonl"
+start=$(date +%s%N)
+cm run --plugin sleep --manifest "$WORK/sleep.jsonl" --threads 2 --concurrency 64
+took_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+expect_eq "$rc" 0 "--concurrency 64: exit 0"
+expect_eq "$(wc -l <"$WORK/out")" 128 "--concurrency 64: every item"
+# 128 x 50 ms on 2 threads would take 3.2 s; 64 at once, 2 waves of 50 ms.
+[ "$took_ms" -lt 2000 ] && pass "--concurrency 64: ran 64 at once (${took_ms} ms, not 3.2 s)" ||
+  fail "--concurrency 64: took ${took_ms} ms"
+
+# Spec errors: a setup error naming the stage and the key.
+spec_error() {  # spec_error JSON EXPECTED WHAT
+  printf '%s' "$1" >"$WORK/bad.json"
+  cm run --pipeline "$WORK/bad.json" --manifest "$WORK/files.txt"
+  expect_eq "$rc" 2 "$3: exit 2"
+  expect_contains "$WORK/err" "$2" "$3: message"
+}
+spec_error '{"stages": [{"plugin": "lines"}, {"name": "n", "plugin": "topkeys", "concurrency": "lots"}]}' \
+  "bad.json: stage 2 (n): key 'concurrency' must be" "bad concurrency"
+spec_error '{"stages": [{"plugin": "lines", "confg": {}}]}' "bad.json: stage 1: unknown key 'confg'" "misspelt key"
+spec_error '{"stages": [{"plugin": "topkeys", "config": {"top": "ten"}}]}' "bad.json: stage 1: config of plugin 'topkeys'" "bad config"
+spec_error '{"stages": [{"plugin": "nope"}]}' "bad.json: stage 1: " "missing plugin"
+spec_error '{"stages": [' "bad.json: invalid JSON" "not JSON"
+cm run --plugin echo --pipeline "$WORK/lines.json" --manifest "$WORK/files.txt"
+expect_eq "$rc" 2 "--plugin with --pipeline exits 2"
+cm run --manifest "$WORK/files.txt"
+expect_eq "$rc" 2 "neither --plugin nor --pipeline exits 2"
+expect_contains "$WORK/err" "give --plugin or --pipeline" "neither: message"
+
+# Resuming a fanned-out run after kill -9: the last item's records may be incomplete, so it
+# runs again whole; the result is byte-identical to an uninterrupted run.
+cat >"$WORK/slow.json" <<'JSON'
+{"stages": [{"plugin": "lines"}, {"plugin": "sleep", "config": {"ms": 2}, "concurrency": 16}]}
+JSON
+"$COREMAP" run --pipeline "$WORK/slow.json" --manifest "$WORK/files.txt" -o "$WORK/full.jsonl" -q
+"$COREMAP" run --pipeline "$WORK/slow.json" --manifest "$WORK/files.txt" -o "$WORK/cut.jsonl" -q &
+pid=$!
+sleep 0.5
+kill -9 "$pid"
+wait "$pid" || true
+n=$(wc -l <"$WORK/cut.jsonl.part")
+total=$(wc -l <"$WORK/full.jsonl")
+if [ "$n" -gt 0 ] && [ "$n" -lt "$total" ]; then pass "kill -9 kept $n of $total records"; else fail "kill -9 kept $n of $total"; fi
+cm run --pipeline "$WORK/slow.json" --manifest "$WORK/files.txt" -o "$WORK/cut.jsonl" --resume
+expect_eq "$rc" 0 "--resume of a fanned-out run: exit 0"
+cmp -s "$WORK/cut.jsonl" "$WORK/full.jsonl" && pass "--resume of a fanned-out run: byte-identical" ||
+  fail "--resume of a fanned-out run differs"
+cm run --pipeline "$WORK/top.json" --manifest "$WORK/files.txt" -o "$WORK/t.jsonl" --resume
+expect_eq "$rc" 2 "--resume with a reducing stage exits 2"
+finish
