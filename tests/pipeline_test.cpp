@@ -160,6 +160,40 @@ TEST(PipelineTest, LatencyStageKeepsItsConcurrencyInFlightBesideACpuStage) {
   }
 }
 
+TEST(PipelineTest, ConcurrencyLimitsAreRespected) {
+  // Stage "one" is serial, "two" allows 2 calls at once, "all" is unlimited; 8 threads.
+  struct Gauge {
+    std::atomic<int> now{0};
+    std::atomic<int> most{0};
+    Json enter_and_leave(const Json& item) {
+      const int n = ++now;
+      for (int seen = most.load(); n > seen && !most.compare_exchange_weak(seen, n);) {
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(300));
+      --now;
+      return item;
+    }
+  };
+  Gauge one, two, all;
+  Pipeline p;
+  p.stages.push_back(Stage{"one", Plugin::from_function([&](const Json& i, Context&) { return one.enter_and_leave(i); }, "one"),
+                           Json::object(), Concurrency::serial()});
+  p.stages.push_back(Stage{"two", Plugin::from_function([&](const Json& i, Context&) { return two.enter_and_leave(i); }, "two"),
+                           Json::object(), Concurrency::of(2)});
+  p.stages.push_back(Stage{"all", Plugin::from_function([&](const Json& i, Context&) { return all.enter_and_leave(i); }, "all"),
+                           Json::object(), Concurrency::unlimited()});
+  test::TempDir dir;
+  std::string text;
+  for (int n = 0; n < 2000; ++n) text += "{\"n\":" + std::to_string(n) + "}\n";
+  const std::string manifest = dir.write("m.jsonl", text);
+  RunStats stats;
+  run_to_text(std::move(p), manifest, {.threads = 8}, &stats);
+  EXPECT_EQ(stats.ok, 2000u);
+  EXPECT_EQ(one.most.load(), 1) << "a serial stage was entered twice at once";
+  EXPECT_LE(two.most.load(), 2);
+  EXPECT_LE(all.most.load(), 8);
+}
+
 TEST(PipelineTest, SpecErrorsNameTheStageAndTheKey) {
   const PluginLoader loader({COREMAP_BUNDLED_PLUGIN_DIR}, false, false);
   auto message = [&](const Json& spec) {
