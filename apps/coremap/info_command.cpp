@@ -34,6 +34,7 @@ int info_command(const InfoArgs& args) {
                        {"abi", d.abi_version},
                        {"fingerprint", d.fingerprint},
                        {"reentrant", plugin->reentrant()},
+                       {"reduces", plugin->reduces()},
                        {"declares_config", (d.flags & plugin_declares_config) != 0},
                        {"config", keys}};
     std::printf("%s\n", info.dump(2).c_str());
@@ -47,6 +48,7 @@ int info_command(const InfoArgs& args) {
   std::printf("abi:         %u\n", d.abi_version);
   std::printf("fingerprint: %s\n", d.fingerprint);
   std::printf("reentrant:   %s\n", plugin->reentrant() ? "yes (one shared instance)" : "no (one instance per thread)");
+  std::printf("reduces:     %s\n", plugin->reduces() ? "yes (merge() and summary(): see --summary)" : "no");
   if ((d.flags & plugin_declares_config) == 0) {
     std::printf("config:      not declared (any JSON object is passed through)\n");
     return exit_ok;

@@ -5,7 +5,7 @@ F="$COREMAP_FIXTURES"
 
 cm plugins
 expect_eq "$rc" 0 "coremap plugins exits 0"
-for p in echo exec sha256 sleep spin wordcount; do expect_contains "$WORK/out" "$p" "bundled plugin $p listed with no variable set"; done
+for p in echo exec fault lines sha256 sleep spin topkeys wordcount; do expect_contains "$WORK/out" "$p" "bundled plugin $p listed with no variable set"; done
 
 cm plugins --plugin-path "$F"
 expect_contains "$WORK/out" "guarded" "--plugin-path adds a directory"
@@ -16,7 +16,9 @@ expect_eq "$rc" 0 "coremap info exits 0"
 expect_contains "$WORK/out" "name:        sha256" "info shows the name"
 expect_contains "$WORK/out" "buffer_kib" "info lists config keys"
 cm info sha256 --json
-python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["name"]=="sha256" and d["abi"]==2' "$WORK/out" && pass "info --json is JSON"
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["name"]=="sha256" and d["abi"]==2 and d["reduces"] is False' "$WORK/out" && pass "info --json is JSON"
+cm info topkeys
+expect_contains "$WORK/out" "reduces:     yes" "info says a plugin reduces"
 
 mkdir -p "$WORK/env"
 cp "$F/fixture_guarded.so" "$WORK/env/mine.so"
