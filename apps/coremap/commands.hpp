@@ -71,6 +71,18 @@ struct RunArgs {
 CLI::App* add_run_command(CLI::App& app, RunArgs& args);
 int run_command(const RunArgs& args);
 
+struct BenchArgs {
+  PipelineArgs input;
+  std::vector<std::size_t> threads;  // empty: 1, powers of two, all cores
+  std::size_t repeat = 5;
+  std::size_t warmup = 1;
+  std::string output;  // empty: records counted, not written
+  std::string json;
+  std::string svg;
+};
+CLI::App* add_bench_command(CLI::App& app, BenchArgs& args);
+int bench_command(const BenchArgs& args);
+
 struct PluginsArgs {
   SearchOptions search;
 };
