@@ -253,12 +253,6 @@ std::string speedup_svg(const std::vector<Row>& rows, std::optional<double> fit,
   return svg.str();
 }
 
-void write_file(const std::string& path, const std::string& text) {
-  FileSink out(path);
-  out.write(text);
-  out.finish();
-}
-
 std::string join_labels(const std::vector<std::string>& labels) {
   std::string out;
   for (const std::string& label : labels) out += (out.empty() ? "" : ", ") + label;
@@ -307,9 +301,11 @@ int bench_command(const BenchArgs& args) {
   std::vector<std::size_t> counts = args.threads.empty() ? default_thread_counts(cores) : args.threads;
   std::sort(counts.begin(), counts.end());
   counts.erase(std::unique(counts.begin(), counts.end()), counts.end());
-  // Created now, so an unwritable --output fails before minutes of measuring.
-  std::optional<FileSink> kept;
+  // Created now, so an unwritable --output, --json or --svg fails before minutes of measuring.
+  std::optional<FileSink> kept, json_file, svg_file;
   if (!args.output.empty()) kept.emplace(args.output);
+  if (!args.json.empty()) json_file.emplace(args.json);
+  if (!args.svg.empty()) svg_file.emplace(args.svg);
 
   std::string what;
   for (const Stage& stage : pipeline.stages) {
@@ -515,10 +511,12 @@ int bench_command(const BenchArgs& args) {
                      {"fitted", fit ? Json(*fit) : Json(nullptr)},
                      {"method", "least squares of 1/S - 1/p = f (1 - 1/p) over the rows with threads > 1"}};
     out["warnings"] = warnings;
-    write_file(args.json, out.dump(2, ' ', false, Json::error_handler_t::replace) + "\n");
+    json_file->write(out.dump(2, ' ', false, Json::error_handler_t::replace) + "\n");
+    json_file->finish();
   }
   if (!args.svg.empty()) {
-    write_file(args.svg, speedup_svg(rows, fit, cores, "coremap bench: " + what + ", speedup over --serial"));
+    svg_file->write(speedup_svg(rows, fit, cores, "coremap bench: " + what + ", speedup over --serial"));
+    svg_file->finish();
   }
   return any_failed ? exit_items_failed : exit_ok;
 }

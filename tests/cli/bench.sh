@@ -117,4 +117,20 @@ expect_eq "$rc" 0 "a pipeline bench exits 0"
 expect_contains "$WORK/out" "bottleneck at 2 threads: stage 'burn'" "the spinning stage is the bottleneck"
 expect_eq "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(" ".join(s["name"]+":"+str(s["calls"]) for s in d["runs"][-1]["profile"]["stages"]))' "$WORK/p.json.out")" \
   "burn:60 copy:60" "per-stage calls in the JSON"
+# The commands of docs/bench.md and of the README's bench section, run as written (the binary
+# under test for build/bin/coremap, the scratch directory for /tmp).
+bindir=$(cd "$(dirname "$COREMAP")" && pwd)
+{
+  awk '/^```sh$/ {on = 1; next} /^```$/ && on {exit} on' "$COREMAP_SOURCE_DIR/docs/bench.md"
+  awk '/^## Benchmark your plugin/ {sec = 1} sec && /^```sh$/ {on = 1; next} /^```$/ && on {exit} on' "$COREMAP_SOURCE_DIR/README.md"
+} | sed "s#build/bin/coremap#$bindir/coremap#g; s#/tmp/#$WORK/#g" >"$WORK/doc-block.sh"
+expect_eq "$(grep -c ' bench ' "$WORK/doc-block.sh")" 2 "found the documented bench commands"
+set +e
+(cd "$COREMAP_SOURCE_DIR" && bash -e "$WORK/doc-block.sh") >"$WORK/out" 2>"$WORK/err"
+rc=$?
+set -e
+expect_eq "$rc" 0 "the documented bench commands exit 0"
+for f in bench.json bench.svg spin-bench.json spin-bench.svg; do
+  if [ -s "$WORK/$f" ]; then pass "documented command wrote $f"; else fail "no $WORK/$f"; fi
+done
 finish
