@@ -283,6 +283,41 @@ TEST(EngineTest, ConstructorAndConfigErrorsAreSetupErrors) {
   EXPECT_THROW(Engine(Plugin::load(test::fixture("guarded")), Json{{"nope", 1}}), ConfigError);
 }
 
+TEST(EngineTest, MeasureReportsEachStagesCallDurations) {
+  test::TempDir dir;
+  std::string text;
+  for (int i = 0; i < 40; ++i) text += "{\"us\": 300}\n";
+  const std::string manifest = dir.write("spin.jsonl", text);
+  const auto spin = Plugin::load(test::bundled("spin"));
+  const auto echo = Plugin::load(test::bundled("echo"));
+  EXPECT_TRUE(run_stream(spin, manifest, {.threads = 2}).stats.stages.empty());
+  for (bool serial : {true, false}) {
+    Pipeline pipeline{{Stage{"burn", spin, Json::object(), Concurrency::unlimited()},
+                       Stage{"copy", echo, Json::object(), Concurrency::serial()}}};
+    Engine engine(pipeline, {.threads = 2, .serial = serial, .measure = true});
+    ManifestReader reader(manifest);
+    CallbackSink sink([](std::string_view) {});
+    const RunStats stats = engine.run(reader, sink);
+    ASSERT_EQ(stats.stages.size(), 2u);
+    const StageStats& burn = stats.stages[0];
+    EXPECT_EQ(burn.name, "burn");
+    EXPECT_EQ(burn.calls, 40u);
+    EXPECT_EQ(burn.concurrency, serial ? 1u : 2u);
+    EXPECT_GE(burn.p50_ns, 300'000u);
+    EXPECT_LE(burn.p50_ns, burn.p95_ns);
+    EXPECT_LE(burn.p95_ns, burn.p99_ns);
+    EXPECT_LE(burn.p99_ns, burn.max_ns);
+    EXPECT_GE(burn.busy_ns, 40u * 300'000u);
+    EXPECT_LE(burn.busy_ns, 40u * burn.max_ns);
+    EXPECT_EQ(stats.stages[1].name, "copy");
+    EXPECT_EQ(stats.stages[1].calls, 40u);
+    EXPECT_EQ(stats.stages[1].concurrency, 1u);
+    // A second run reports that run only.
+    ManifestReader again(manifest);
+    EXPECT_EQ(engine.run(again, sink).stages[0].calls, 40u);
+  }
+}
+
 TEST(EngineTest, ThreadCountDefaultsToAllCores) {
   Engine engine(Plugin::load(test::fixture("throwing")), Json::object());
   EXPECT_EQ(engine.threads(), std::thread::hardware_concurrency());

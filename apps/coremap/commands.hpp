@@ -30,16 +30,29 @@ Json parse_config_argument(const std::string& argument);
 /// optional trailing "B" or "iB" is accepted). Throws UsageError naming `flag`.
 std::uint64_t parse_size(const std::string& text, const std::string& flag);
 
-struct RunArgs {
+/// What `run` and `bench` share: the plugin (or pipeline spec) and its config, the manifest
+/// and its format, the plugin search path.
+struct PipelineArgs {
   SearchOptions search;
   std::string plugin;
   std::string pipeline;
   std::string concurrency;
-  std::string summary;
-  std::string manifest;
-  std::string output = "-";
-  std::string format = "auto";
   std::string config;
+  std::string manifest;
+  std::string format = "auto";
+};
+/// Registers -p/--plugin, --pipeline, --concurrency, -c/--config, -m/--manifest, --format and
+/// --plugin-path on `command`.
+void add_pipeline_options(CLI::App& command, PipelineArgs& args);
+/// The one-stage pipeline of --plugin (config resolved, --concurrency applied) or the spec of
+/// --pipeline. Throws UsageError naming `command` unless exactly one is given; ConfigError or
+/// PluginError from loading.
+Pipeline make_pipeline(const PipelineArgs& args, const PluginLoader& loader, const std::string& command);
+
+struct RunArgs {
+  PipelineArgs input;
+  std::string summary;
+  std::string output = "-";
   std::size_t threads = 0;
   bool serial = false;
   bool unordered = false;
@@ -57,6 +70,18 @@ struct RunArgs {
 };
 CLI::App* add_run_command(CLI::App& app, RunArgs& args);
 int run_command(const RunArgs& args);
+
+struct BenchArgs {
+  PipelineArgs input;
+  std::vector<std::size_t> threads;  // empty: 1, powers of two, all cores
+  std::size_t repeat = 5;
+  std::size_t warmup = 1;
+  std::string output;  // empty: records counted, not written
+  std::string json;
+  std::string svg;
+};
+CLI::App* add_bench_command(CLI::App& app, BenchArgs& args);
+int bench_command(const BenchArgs& args);
 
 struct PluginsArgs {
   SearchOptions search;

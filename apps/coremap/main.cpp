@@ -12,10 +12,12 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
 
   RunArgs run_args;
+  BenchArgs bench_args;
   PluginsArgs plugins_args;
   InfoArgs info_args;
   NewPluginArgs new_plugin_args;
   CLI::App* run = add_run_command(app, run_args);
+  CLI::App* bench = add_bench_command(app, bench_args);
   CLI::App* plugins = add_plugins_command(app, plugins_args);
   CLI::App* info = add_info_command(app, info_args);
   CLI::App* new_plugin = add_new_plugin_command(app, new_plugin_args);
@@ -28,6 +30,7 @@ int main(int argc, char** argv) {
   }
   try {
     if (run->parsed()) return run_command(run_args);
+    if (bench->parsed()) return bench_command(bench_args);
     if (plugins->parsed()) return plugins_command(plugins_args);
     if (info->parsed()) return info_command(info_args);
     if (new_plugin->parsed()) return new_plugin_command(new_plugin_args);

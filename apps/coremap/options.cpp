@@ -18,6 +18,41 @@ void add_search_options(CLI::App& command, SearchOptions& options) {
 
 PluginLoader make_loader(const SearchOptions& options) { return PluginLoader(options.plugin_paths); }
 
+void add_pipeline_options(CLI::App& command, PipelineArgs& args) {
+  auto* plugin = command.add_option("-p,--plugin", args.plugin, "Plugin name (found on the search path) or path to a .so")
+                     ->type_name("NAME|PATH");
+  auto* pipeline = command.add_option("--pipeline", args.pipeline,
+                                      "Run the stages of a pipeline spec instead of one plugin (docs/pipelines.md)")
+                       ->type_name("FILE.json")
+                       ->excludes(plugin);
+  command.add_option("--concurrency", args.concurrency,
+                     "With --plugin: calls in flight at once: serial, unlimited (default: one per thread) or N; "
+                     "N above --threads runs the plugin on N threads of its own, for blocking work")
+      ->type_name("N|serial|unlimited")
+      ->excludes(pipeline);
+  command.add_option("-m,--manifest", args.manifest, "Manifest file, or - for standard input")
+      ->required()
+      ->type_name("FILE|-");
+  command.add_option("--format", args.format, "Manifest format: auto, jsonl, json (one array) or lines")
+      ->check(CLI::IsMember({"auto", "jsonl", "ndjson", "json", "array", "lines", "list", "paths"}));
+  command.add_option("-c,--config", args.config, "Plugin config: a JSON object, or @FILE holding one")
+      ->type_name("JSON|@FILE")
+      ->excludes(pipeline);
+  add_search_options(command, args.search);
+}
+
+Pipeline make_pipeline(const PipelineArgs& args, const PluginLoader& loader, const std::string& command) {
+  if (args.plugin.empty() == args.pipeline.empty()) throw UsageError(command + ": give --plugin or --pipeline (one of them)");
+  if (!args.pipeline.empty()) return load_pipeline(args.pipeline, loader);
+  Pipeline pipeline;
+  auto plugin = loader.load(args.plugin);
+  Json config = plugin->resolve_config(parse_config_argument(args.config));
+  Concurrency concurrency = Concurrency::unlimited();
+  if (!args.concurrency.empty()) concurrency = Concurrency::parse_text(args.concurrency, "--concurrency");
+  pipeline.stages.push_back(Stage{std::string(plugin->name()), std::move(plugin), std::move(config), concurrency});
+  return pipeline;
+}
+
 Json parse_config_argument(const std::string& argument) {
   if (argument.empty()) return Json::object();
   std::string text = argument;

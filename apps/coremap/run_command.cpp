@@ -77,37 +77,19 @@ bool report_summaries(const Json& summaries, const RunArgs& args) {
 
 CLI::App* add_run_command(CLI::App& app, RunArgs& args) {
   CLI::App* run = app.add_subcommand("run", "Map a plugin (or a pipeline of plugins) over every item of a manifest");
-  auto* plugin = run->add_option("-p,--plugin", args.plugin, "Plugin name (found on the search path) or path to a .so")
-                     ->type_name("NAME|PATH");
-  auto* pipeline = run->add_option("--pipeline", args.pipeline,
-                                   "Run the stages of a pipeline spec instead of one plugin (docs/pipelines.md)")
-                       ->type_name("FILE.json")
-                       ->excludes(plugin);
-  run->add_option("--concurrency", args.concurrency,
-                  "With --plugin: calls in flight at once: serial, unlimited (default: one per thread) or N; "
-                  "N above --threads runs the plugin on N threads of its own, for blocking work")
-      ->type_name("N|serial|unlimited")
-      ->excludes(pipeline);
+  add_pipeline_options(*run, args.input);
   run->add_option("--summary", args.summary,
                   "Write the aggregates of reducing stages here as JSON (default: standard error)")
       ->type_name("FILE");
-  run->add_option("-m,--manifest", args.manifest, "Manifest file, or - for standard input")
-      ->required()
-      ->type_name("FILE|-");
   run->add_option("-o,--output", args.output,
                   "Write records here (via FILE.part, renamed when done); default standard output")
       ->type_name("FILE");
-  run->add_option("--format", args.format, "Manifest format: auto, jsonl, json (one array) or lines")
-      ->check(CLI::IsMember({"auto", "jsonl", "ndjson", "json", "array", "lines", "list", "paths"}));
   auto* threads = run->add_option("-j,--threads", args.threads, "Worker threads (default: all cores)")
                       ->check(CLI::Range(std::size_t{1}, std::size_t{4096}));
   run->add_flag("--serial", args.serial,
                 "Run on one thread, in order, with no TBB in the call path (for debugging)")
       ->excludes(threads);
   run->add_flag("--unordered", args.unordered, "Write records as items finish instead of in manifest order");
-  run->add_option("-c,--config", args.config, "Plugin config: a JSON object, or @FILE holding one")
-      ->type_name("JSON|@FILE")
-      ->excludes(pipeline);
   auto* max_errors = run->add_option("--max-errors", args.max_errors,
                                      "Stop taking new items after N failed items (0: never)")
                          ->type_name("N");
@@ -143,7 +125,6 @@ CLI::App* add_run_command(CLI::App& app, RunArgs& args) {
       ->type_name("SIZE")
       ->needs(isolate);
   run->add_flag("-q,--quiet", args.quiet, "No progress line and no summary on standard error");
-  add_search_options(*run, args.search);
   return run;
 }
 
@@ -151,19 +132,12 @@ int run_command(const RunArgs& args) {
   if (args.resume && args.output == "-") {
     throw UsageError("--resume needs -o FILE: the records of the earlier run are read back from FILE.part");
   }
-  if (args.plugin.empty() == args.pipeline.empty()) throw UsageError("run: give --plugin or --pipeline (one of them)");
-  const PluginLoader loader = make_loader(args.search);
-  ManifestReader manifest(args.manifest, parse_manifest_format(args.format));
-  Pipeline pipeline;
-  if (!args.pipeline.empty()) {
-    pipeline = load_pipeline(args.pipeline, loader);
-  } else {
-    auto plugin = loader.load(args.plugin);
-    Json config = plugin->resolve_config(parse_config_argument(args.config));
-    Concurrency concurrency = Concurrency::unlimited();
-    if (!args.concurrency.empty()) concurrency = Concurrency::parse_text(args.concurrency, "--concurrency");
-    pipeline.stages.push_back(Stage{std::string(plugin->name()), std::move(plugin), std::move(config), concurrency});
+  if (args.input.plugin.empty() == args.input.pipeline.empty()) {
+    throw UsageError("run: give --plugin or --pipeline (one of them)");
   }
+  const PluginLoader loader = make_loader(args.input.search);
+  ManifestReader manifest(args.input.manifest, parse_manifest_format(args.input.format));
+  Pipeline pipeline = make_pipeline(args.input, loader, "run");
   bool reduces = false;
   for (const Stage& stage : pipeline.stages) reduces = reduces || stage.plugin->reduces();
   if (args.resume && reduces) {
@@ -194,7 +168,7 @@ int run_command(const RunArgs& args) {
   if (args.output == "-") {
     stdout_sink.emplace("-");
   } else {
-    resumable.emplace(args.output, run_fingerprint(args.manifest, manifest.format(), pipeline),
+    resumable.emplace(args.output, run_fingerprint(args.input.manifest, manifest.format(), pipeline),
                       ResumableOutput::Options{
                           .resume = args.resume,
                           .retry_failed = args.retry_failed,

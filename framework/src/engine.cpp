@@ -18,6 +18,7 @@
 #include <oneapi/tbb/task_arena.h>
 
 #include <coremap/error.hpp>
+#include <coremap/latency_histogram.hpp>
 
 #include "item_parser.hpp"
 #include "worker_process.hpp"
@@ -156,6 +157,8 @@ struct StageRuntime {
   std::mutex mutex;
   std::vector<std::unique_ptr<PluginInstance>> instances;
   std::vector<PluginInstance*> spare;
+  // RunOptions::measure: each thread's process() durations, merged after the run.
+  tbb::enumerable_thread_specific<LatencyHistogram> latency;
 
   // `in_process` is false when the plugin runs in worker processes (RunOptions::isolate).
   StageRuntime(Stage stage, bool in_process) : spec(std::move(stage)) {
@@ -260,6 +263,7 @@ struct Engine::Impl {
     }
     if (options.isolate && options.retries != 0) throw UsageError("--retries does not apply to --isolate runs yet");
     if (!options.isolate && options.memory_limit_bytes != 0) throw UsageError("a memory limit needs isolate (--isolate)");
+    if (options.isolate && options.measure) throw UsageError("measure: isolated runs time their calls in the workers; not supported");
     const auto cores = static_cast<std::size_t>(tbb::info::default_concurrency());
     threads = options.serial ? 1 : (options.threads == 0 ? cores : options.threads);
     for (Stage& stage : pipeline.stages) {
@@ -344,6 +348,37 @@ struct Engine::Impl {
     }
   }
 
+  // run_item, timed into `latency` when RunOptions::measure set it (null otherwise: one branch).
+  bool run_item_measured(LatencyHistogram* latency, PluginInstance& instance, std::uint64_t index, const Json& item,
+                         Json& result, std::string& error, std::uint32_t& attempts, CallEmitter* emitter) noexcept {
+    if (latency == nullptr) return run_item(instance, index, item, result, error, attempts, emitter);
+    const auto start = Clock::now();
+    const bool ok = run_item(instance, index, item, result, error, attempts, emitter);
+    latency->record(static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count()));
+    return ok;
+  }
+
+  // RunOptions::measure: merges each stage's per-thread histograms into stats.stages.
+  void collect_stage_stats(RunStats& stats) {
+    for (const auto& stage : stages) {
+      LatencyHistogram merged;
+      for (const LatencyHistogram& part : stage->latency) merged.merge(part);
+      const std::size_t limit = stage->spec.concurrency.limit;
+      StageStats out;
+      out.name = stage->spec.name;
+      out.own_threads = stage->pooled;
+      out.concurrency = options.serial ? 1 : (stage->pooled ? limit : (limit == 0 ? threads : std::min(limit, threads)));
+      out.calls = merged.count();
+      out.busy_ns = merged.sum();
+      out.p50_ns = merged.percentile(0.50);
+      out.p95_ns = merged.percentile(0.95);
+      out.p99_ns = merged.percentile(0.99);
+      out.max_ns = merged.max();
+      stats.stages.push_back(std::move(out));
+    }
+  }
+
   std::string timed_out_message(std::int64_t took_ns) const {
     char text[128];
     std::snprintf(text, sizeof text, "timed out: ran %.3f s, over --timeout %g s (its result was discarded)",
@@ -389,12 +424,13 @@ struct Engine::Impl {
     std::uint32_t attempts = 1;
     std::vector<Json> emitted;
     CallEmitter emitter(emitted);
+    LatencyHistogram* const latency = options.measure ? &stages[s]->latency.local() : nullptr;
     auto where = [&](std::uint64_t line) {
       return manifest_name + ":" + std::to_string(line) + ": " + (name_stage ? "stage '" + stage_name + "': " : "");
     };
     // Processes one input and hands on its outputs: the emitted values, or the result.
     auto apply = [&](std::uint64_t index, std::uint64_t line, bool fanned, const Json& input) {
-      if (!run_item(instance, index, input, result, error, attempts, &emitter)) {
+      if (!run_item_measured(latency, instance, index, input, result, error, attempts, &emitter)) {
         output_error(batch, last, index, line, fanned, attempts, where(line) + error);
       } else if (!emitter.used) {
         output_ok(batch, last, index, line, fanned, attempts, result);
@@ -487,6 +523,7 @@ struct Engine::Impl {
     progress.total_bytes = 0;
     progress.total_items = 0;
     if (options.cancel.cancelled()) stop_with(StopReason::cancelled);
+    for (const auto& stage : stages) stage->latency.clear();
   }
 
   void summarize(RunStats& stats) {
@@ -705,6 +742,7 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
   summarize(stats);
   stats.wall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   stats.stopped = stop_reason.load();
+  if (options.measure) collect_stage_stats(stats);
   return stats;
 }
 
@@ -737,7 +775,9 @@ RunStats Engine::Impl::map_items(std::span<const Json> items, OnDone&& on_done) 
     if (should_stop()) {
       record.error = "not processed: the run was stopped before this item started";
     } else {
-      record.ok = run_item(instance, record.index, item, record.result, record.error, record.attempts, nullptr);
+      LatencyHistogram* const latency = options.measure ? &stage.latency.local() : nullptr;
+      record.ok = run_item_measured(latency, instance, record.index, item, record.result, record.error, record.attempts,
+                                    nullptr);
     }
     if (!record.ok) note_failure();
     on_done(std::move(record));
@@ -764,6 +804,7 @@ RunStats Engine::Impl::map_items(std::span<const Json> items, OnDone&& on_done) 
   summarize(stats);
   stats.wall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   stats.stopped = stop_reason.load();
+  if (options.measure) collect_stage_stats(stats);
   return stats;
 }
 

@@ -200,6 +200,8 @@ std::string describe_difference(const Json& earlier, const Json& now) {
 
 }  // namespace
 
+std::string file_sha256(const std::string& path) { return sha256_of_file<Error>(path, "file"); }
+
 Json run_fingerprint(const std::string& manifest_path, ManifestFormat format, const Pipeline& pipeline) {
   Json manifest = {{"path", manifest_path}, {"format", std::string(to_string(format))}};
   if (manifest_path != "-") {

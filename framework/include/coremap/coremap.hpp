@@ -8,6 +8,7 @@
 #include <coremap/engine.hpp>
 #include <coremap/error.hpp>
 #include <coremap/journal.hpp>
+#include <coremap/latency_histogram.hpp>
 #include <coremap/manifest.hpp>
 #include <coremap/pipeline.hpp>
 #include <coremap/plugin.hpp>

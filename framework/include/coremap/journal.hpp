@@ -43,6 +43,10 @@ namespace coremap {
 /// ManifestError when the manifest cannot be read.
 COREMAP_EXPORT Json run_fingerprint(const std::string& manifest_path, ManifestFormat format, const Pipeline& pipeline);
 
+/// The SHA-256 of the file at `path`, as 64 hex digits, read in 1 MiB chunks. Throws Error
+/// ("cannot read file 'PATH': <OS reason>").
+COREMAP_EXPORT std::string file_sha256(const std::string& path);
+
 /// The same for one plugin.
 COREMAP_EXPORT Json run_fingerprint(const std::string& manifest_path, ManifestFormat format,
                                     const Plugin& plugin, const Json& resolved_config);

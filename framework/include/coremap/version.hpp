@@ -14,6 +14,10 @@ namespace coremap {
 COREMAP_EXPORT const char* version() noexcept;
 /// The git revision the library was built from, or "unknown".
 COREMAP_EXPORT const char* git_revision() noexcept;
+/// The oneTBB the library was built with and runs with: "2021.8.0 (runtime 2021.8.0)".
+COREMAP_EXPORT std::string tbb_version();
+/// The compiler that built the library: "g++ 12.2.0", "clang 16.0.6".
+COREMAP_EXPORT std::string compiler();
 /// One line: version, revision, TBB (headers and runtime), nlohmann_json, compiler, plugin ABI.
 COREMAP_EXPORT std::string build_description();
 
