@@ -160,6 +160,37 @@ TEST(PipelineTest, LatencyStageKeepsItsConcurrencyInFlightBesideACpuStage) {
   }
 }
 
+TEST(PipelineTest, FannedOutValuesSpreadOverALatencyBoundStage) {
+  // One item fans out into 64 values; the next stage (16 wide, on 2 threads) blocks 20 ms per
+  // call: its 16 threads share the batch's values instead of one thread taking them all.
+  std::atomic<int> in_flight{0};
+  std::atomic<int> most{0};
+  auto blocking = [&](const Json& value, Context&) -> Json {
+    const int now = ++in_flight;
+    for (int seen = most.load(); now > seen && !most.compare_exchange_weak(seen, now);) {
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    --in_flight;
+    return value.at("k");
+  };
+  auto sixty_four = [](const Json&, Context& context) -> Json {
+    for (int k = 0; k < 64; ++k) context.emit({{"k", k}});
+    return nullptr;
+  };
+  test::TempDir dir;
+  const std::string manifest = dir.write("m.jsonl", "{}\n");
+  Pipeline p;
+  p.stages.push_back(Stage{"fan", Plugin::from_function(sixty_four, "fan"), Json::object(), Concurrency::unlimited()});
+  p.stages.push_back(Stage{"wait", Plugin::from_function(blocking, "wait"), Json::object(), Concurrency::of(16)});
+  RunStats stats;
+  const std::string out = run_to_text(std::move(p), manifest, {.threads = 2}, &stats);
+  EXPECT_EQ(stats.ok, 64u);
+  EXPECT_EQ(most.load(), 16);
+  std::string expected;
+  for (int k = 0; k < 64; ++k) expected += "{\"index\":0,\"sub\":" + std::to_string(k) + ",\"ok\":true,\"result\":" + std::to_string(k) + "}\n";
+  EXPECT_EQ(out, expected);
+}
+
 TEST(PipelineTest, ConcurrencyLimitsAreRespected) {
   // Stage "one" is serial, "two" allows 2 calls at once, "all" is unlimited; 8 threads.
   struct Gauge {

@@ -13,6 +13,7 @@
 #include <oneapi/tbb/enumerable_thread_specific.h>
 #include <oneapi/tbb/global_control.h>
 #include <oneapi/tbb/info.h>
+#include <oneapi/tbb/parallel_for.h>
 #include <oneapi/tbb/parallel_for_each.h>
 #include <oneapi/tbb/flow_graph.h>
 #include <oneapi/tbb/task_arena.h>
@@ -416,6 +417,12 @@ struct Engine::Impl {
                  ManifestFormat format) {
     const auto start = Clock::now();
     const bool last = s + 1 == stages.size();
+    if (s > 0) {
+      run_values(batch, s, instance, 0, batch.values.size(), batch.next, manifest_name);
+      finish_stage(batch, s);
+      batch.work_ns += elapsed_ns(start);
+      return;
+    }
     const std::string& stage_name = stages[s]->spec.name;
     const bool name_stage = stages.size() > 1;
     Json item;
@@ -438,33 +445,103 @@ struct Engine::Impl {
         for (Json& value : emitted) output_ok(batch, last, index, line, true, attempts, value);
       }
     };
-    if (s == 0) {
-      for (const RawItem& raw : batch.raw.items) {
-        if (stop.load(std::memory_order_relaxed)) break;
-        ++batch.items;
-        const std::string_view text = batch.raw.text(raw);
-        if (raw.malformed) {
-          output_error(batch, last, raw.index, raw.line, false, 1,
-                       manifest_name + ":" + std::to_string(raw.line) + ": " + std::string(text));
-        } else if (!detail::parse_item(text, raw.line, format, manifest_name, item, error)) {
-          output_error(batch, last, raw.index, raw.line, false, 1, error);
-        } else {
-          apply(raw.index, raw.line, false, item);
-        }
-      }
-    } else {
-      for (Value& value : batch.values) {
-        if (value.failed) {
-          output_error(batch, last, value.index, value.line, value.fanned, value.attempts, std::move(value.error));
-        } else {
-          apply(value.index, value.line, value.fanned, value.data);
-        }
+    for (const RawItem& raw : batch.raw.items) {
+      if (stop.load(std::memory_order_relaxed)) break;
+      ++batch.items;
+      const std::string_view text = batch.raw.text(raw);
+      if (raw.malformed) {
+        output_error(batch, last, raw.index, raw.line, false, 1,
+                     manifest_name + ":" + std::to_string(raw.line) + ": " + std::string(text));
+      } else if (!detail::parse_item(text, raw.line, format, manifest_name, item, error)) {
+        output_error(batch, last, raw.index, raw.line, false, 1, error);
+      } else {
+        apply(raw.index, raw.line, false, item);
       }
     }
     batch.values.clear();
     if (!last) std::swap(batch.values, batch.next);
-    batch.work_ns += static_cast<std::uint64_t>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
+    batch.work_ns += elapsed_ns(start);
+  }
+
+  static std::uint64_t elapsed_ns(Clock::time_point start) noexcept {
+    return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
+  }
+
+  // Stage s > 0 over the previous stage's outputs [first, end): its own outputs are appended to
+  // `out` as values (records are written by finish_stage). Chunks of one batch may run on
+  // several threads at once, each with its own instance and its own `out`.
+  void run_values(Batch& batch, std::size_t s, PluginInstance& instance, std::size_t first, std::size_t end,
+                  std::vector<Value>& out, const std::string& manifest_name) {
+    const std::string& stage_name = stages[s]->spec.name;
+    Json result;
+    std::string error;
+    std::uint32_t attempts = 1;
+    std::vector<Json> emitted;
+    CallEmitter emitter(emitted);
+    LatencyHistogram* const latency = options.measure ? &stages[s]->latency.local() : nullptr;
+    for (std::size_t i = first; i < end; ++i) {
+      Value& value = batch.values[i];
+      if (value.failed) {
+        out.push_back(std::move(value));
+      } else if (!run_item_measured(latency, instance, value.index, value.data, result, error, attempts, &emitter)) {
+        out.push_back(Value{value.index, value.line, value.fanned, true, attempts, Json(),
+                            manifest_name + ":" + std::to_string(value.line) + ": stage '" + stage_name + "': " + error});
+      } else if (!emitter.used) {
+        out.push_back(Value{value.index, value.line, value.fanned, false, attempts, std::move(result), {}});
+      } else {
+        for (Json& emitted_value : emitted) {
+          out.push_back(Value{value.index, value.line, true, false, attempts, std::move(emitted_value), {}});
+        }
+      }
+    }
+  }
+
+  // After stage s > 0 ran over the whole batch (its outputs in batch.next): hands them to the
+  // next stage, or, after the last stage, writes them as records in order.
+  void finish_stage(Batch& batch, std::size_t s) {
+    batch.values.clear();
+    if (s + 1 < stages.size()) {
+      std::swap(batch.values, batch.next);
+      return;
+    }
+    for (Value& value : batch.next) {
+      if (value.failed) {
+        output_error(batch, true, value.index, value.line, value.fanned, value.attempts, std::move(value.error));
+      } else {
+        output_ok(batch, true, value.index, value.line, value.fanned, value.attempts, value.data);
+      }
+    }
+    batch.next.clear();
+  }
+
+  // Whether stage s may spread one batch's values over several calls at once: a later stage
+  // (its input may be many values fanned out of one item) whose concurrency is unlimited or
+  // latency-bound. A serial or N-wide CPU stage takes a batch whole, so its limit holds.
+  bool splits(std::size_t s) const noexcept {
+    return s > 0 && !options.serial && (stages[s]->pooled || stages[s]->spec.concurrency.is_unlimited());
+  }
+
+  // Stage s over a batch's values in chunks on the arena's threads (splits(s)), each chunk with
+  // the calling thread's instance; outputs joined in order.
+  void run_stage_split(Batch& batch, std::size_t s, const std::string& manifest_name) {
+    const auto start = Clock::now();
+    const std::size_t n = batch.values.size();
+    const std::size_t chunks = std::min(n, 4 * threads);
+    std::vector<std::vector<Value>> outs(chunks);
+    tbb::parallel_for(std::size_t{0}, chunks, [&](std::size_t c) {
+      StageRuntime::Lease lease(*stages[s]);
+      run_values(batch, s, *lease, n * c / chunks, n * (c + 1) / chunks, outs[c], manifest_name);
+    });
+    join_chunks(batch, outs);
+    finish_stage(batch, s);
+    batch.work_ns += elapsed_ns(start);
+  }
+
+  static void join_chunks(Batch& batch, std::vector<std::vector<Value>>& outs) {
+    batch.next.clear();
+    for (auto& chunk : outs) {
+      for (Value& value : chunk) batch.next.push_back(std::move(value));
+    }
   }
 
   std::size_t next_batch_size() const noexcept {
@@ -553,7 +630,13 @@ class StagePool {
  public:
   using Node = tbb::flow::async_node<Batch*, Batch*>;
   using Gateway = Node::gateway_type;
-  using Work = std::function<void(Batch&, PluginInstance&)>;
+  struct Work {
+    std::function<void(Batch&, PluginInstance&)> whole;  // the stage over a whole batch
+    // When set, a batch of several values is spread over the stage's threads in chunks: each
+    // runs `chunk` over values [first, end) into its own vector, the last to finish runs `done`.
+    std::function<void(Batch&, PluginInstance&, std::size_t, std::size_t, std::vector<Value>&)> chunk;
+    std::function<void(Batch&, std::vector<std::vector<Value>>&, std::uint64_t)> done;
+  };
 
   StagePool(StageRuntime& stage, Work work) : stage_(stage), work_(std::move(work)) {
     const std::size_t n = stage.spec.concurrency.limit;
@@ -561,7 +644,7 @@ class StagePool {
     for (std::size_t i = 0; i < n; ++i) threads_.emplace_back([this] { serve(); });
   }
   ~StagePool() {
-    for (std::size_t i = 0; i < threads_.size(); ++i) queue_.push(Job{nullptr, nullptr});
+    for (std::size_t i = 0; i < threads_.size(); ++i) queue_.push(Job{});
     for (std::thread& thread : threads_) thread.join();
   }
   StagePool(const StagePool&) = delete;
@@ -570,23 +653,48 @@ class StagePool {
   // The async_node's body: hand the batch over and return at once.
   void submit(Batch* batch, Gateway& gateway) {
     gateway.reserve_wait();
-    queue_.push(Job{batch, &gateway});
+    const std::size_t n = batch->values.size();
+    if (!work_.chunk || n < 2) {
+      queue_.push(Job{batch, &gateway, nullptr, 0, 0, 0});
+      return;
+    }
+    const std::size_t chunks = std::min(n, threads_.size());
+    auto group = std::make_shared<Group>(chunks);
+    for (std::size_t c = 0; c < chunks; ++c) queue_.push(Job{batch, &gateway, group, c, n * c / chunks, n * (c + 1) / chunks});
   }
 
  private:
+  // The chunks of one batch in flight.
+  struct Group {
+    explicit Group(std::size_t chunks) : outs(chunks), remaining(chunks) {}
+    std::vector<std::vector<Value>> outs;
+    std::atomic<std::size_t> remaining;
+    std::atomic<std::uint64_t> work_ns{0};
+  };
   struct Job {
-    Batch* batch;
-    Gateway* gateway;
+    Batch* batch = nullptr;
+    Gateway* gateway = nullptr;
+    std::shared_ptr<Group> group;
+    std::size_t chunk = 0, first = 0, end = 0;
   };
 
   void serve() {
     PluginInstance* instance = nullptr;
     for (;;) {
-      Job job{};
+      Job job;
       queue_.pop(job);
       if (job.batch == nullptr) break;
       if (instance == nullptr) instance = stage_.take_instance();
-      work_(*job.batch, *instance);
+      if (!job.group) {
+        work_.whole(*job.batch, *instance);
+      } else {
+        const auto start = std::chrono::steady_clock::now();
+        work_.chunk(*job.batch, *instance, job.first, job.end, job.group->outs[job.chunk]);
+        job.group->work_ns += static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count());
+        if (job.group->remaining.fetch_sub(1) != 1) continue;  // another chunk hands the batch on
+        work_.done(*job.batch, job.group->outs, job.group->work_ns.load());
+      }
       job.gateway->try_put(job.batch);
       job.gateway->release_wait();
     }
@@ -689,9 +797,20 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
         flow::receiver<Batch*>* node = nullptr;
         flow::sender<Batch*>* out = nullptr;
         if (stage.pooled) {
-          pools.push_back(std::make_unique<StagePool>(stage, [this, s, &name, format](Batch& batch, PluginInstance& instance) {
+          StagePool::Work work;
+          work.whole = [this, s, &name, format](Batch& batch, PluginInstance& instance) {
             run_stage(batch, s, instance, name, format);
-          }));
+          };
+          if (splits(s)) {
+            work.chunk = [this, s, &name](Batch& batch, PluginInstance& instance, std::size_t first, std::size_t end,
+                                          std::vector<Value>& outputs) { run_values(batch, s, instance, first, end, outputs, name); };
+            work.done = [this, s](Batch& batch, std::vector<std::vector<Value>>& outs, std::uint64_t work_ns) {
+              join_chunks(batch, outs);
+              finish_stage(batch, s);
+              batch.work_ns += work_ns;
+            };
+          }
+          pools.push_back(std::make_unique<StagePool>(stage, std::move(work)));
           StagePool* pool = pools.back().get();
           async_nodes.push_back(std::make_unique<StagePool::Node>(
               graph, flow::unlimited,
@@ -707,6 +826,10 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
                 if (workers) {
                   detail::WorkerPool::Lease worker(*workers);
                   run_stage_isolated(*batch, *worker, name, format);
+                  return batch;
+                }
+                if (splits(s) && batch->values.size() > 1) {
+                  run_stage_split(*batch, s, name);
                   return batch;
                 }
                 StageRuntime::Lease lease(stage);

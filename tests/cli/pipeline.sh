@@ -107,12 +107,12 @@ expect_contains "$WORK/err" "give --plugin or --pipeline" "neither: message"
 # Resuming a fanned-out run after kill -9: the last item's records may be incomplete, so it
 # runs again whole; the result is byte-identical to an uninterrupted run.
 cat >"$WORK/slow.json" <<'JSON'
-{"stages": [{"plugin": "lines"}, {"plugin": "sleep", "config": {"ms": 2}, "concurrency": 16}]}
+{"stages": [{"plugin": "lines"}, {"plugin": "sleep", "config": {"ms": 10}, "concurrency": 16}]}
 JSON
 "$COREMAP" run --pipeline "$WORK/slow.json" --manifest "$WORK/files.txt" -o "$WORK/full.jsonl" -q
 "$COREMAP" run --pipeline "$WORK/slow.json" --manifest "$WORK/files.txt" -o "$WORK/cut.jsonl" -q &
 pid=$!
-sleep 0.5
+sleep 1  # the run takes about 3745 lines x 10 ms / 16 = 2.3 s
 kill -9 "$pid"
 wait "$pid" || true
 n=$(wc -l <"$WORK/cut.jsonl.part")
