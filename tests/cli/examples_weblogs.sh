@@ -99,6 +99,15 @@ expect_contains "$WORK/err" "clf_parse" "the error names the plugin not found"
 cm plugins
 if grep -q 'clf_' "$WORK/out"; then fail "coremap plugins lists an example plugin"; else pass "coremap plugins lists no example plugin"; fi
 
+# docs/pipelines.md quotes the spec: it must be this one.
+if python3 - "$src/docs/pipelines.md" "$spec" <<'PY'
+import json, re, sys
+page = open(sys.argv[1]).read()
+block = re.search(r"## Example: web logs\n.*?```json\n(.*?)```", page, re.S).group(1)
+sys.exit(json.loads(block) != json.load(open(sys.argv[2])))
+PY
+then pass "docs/pipelines.md shows weblogs.json as it is"; else fail "docs/pipelines.md's web logs spec differs from $spec"; fi
+
 # The README's commands, run as written from the repository root (build/ being the build under
 # test, /tmp/ a scratch directory); its pasted summary must be what they print.
 cd "$src"
