@@ -49,7 +49,7 @@ class ClfParse {
   static std::string where(const coremap::Json& item) {
     const auto line = item.find("line");
     const auto path = item.find("path");
-    if (line == item.end() || path == item.end() || !path->is_string()) return {};
+    if (line == item.end() || path == item.end() || !path->is_string()) return "malformed log line: ";
     return "log line " + line->dump() + " of " + path->get<std::string>() + ": ";
   }
 
