@@ -13,9 +13,11 @@ Layout of OUTDIR (the default options give about 16 MB):
   app/mixed/mixed.log    plain, Common and Combined line by line, several time zones, no final newline
   edge.log               plain Combined, lots of ties, escaped quotes, CRLF lines, blank lines
   empty.log              0 bytes
-  rotated/access.1.log.gz, rotated/access.2.log.gz   gzip (made with `gzip -n`)
+  rotated/access.1.log.gz, rotated/access.2.log.gz   gzip (made with `gzip -n`); with --plain
+                         they stay uncompressed as rotated/access.1.log, rotated/access.2.log
+                         (same lines), for readers of plain files only
 
-Usage: gen_logs.py OUTDIR [--seed N] [--big-files N] [--big-mib M] [--small-lines N] [--gz-lines N]
+Usage: gen_logs.py OUTDIR [--seed N] [--big-files N] [--big-mib M] [--small-lines N] [--gz-lines N] [--plain]
 """
 import argparse
 import datetime
@@ -201,6 +203,7 @@ def main():
     parser.add_argument("--big-mib", type=float, default=11)
     parser.add_argument("--small-lines", type=int, default=4000)
     parser.add_argument("--gz-lines", type=int, default=8000)
+    parser.add_argument("--plain", action="store_true", help="do not gzip the rotated logs")
     args = parser.parse_args()
 
     rng = random.Random(args.seed)
@@ -224,7 +227,8 @@ def main():
         plain = os.path.join(out, "rotated", "access.%d.log" % i)
         write_log(plain, rng, pools, Clock(rng, start - datetime.timedelta(days=i), ZONES[i], 15000),
                   args.gz_lines, combined=combined)
-        subprocess.run(["gzip", "-n", "-f", plain], check=True)
+        if not args.plain:
+            subprocess.run(["gzip", "-n", "-f", plain], check=True)
     return 0
 
 

@@ -4,8 +4,8 @@
 # find, gzip -dc, awk, sort and uniq only (no logstats, no python). Prints one figure per line,
 # tab-separated, in the layout tests/logstats/to_oracle_layout.py turns logstats' JSON into.
 #
-# Definitions (the same as apps/logstats/README.md, written independently here as one regular
-# expression per line):
+# Definitions (the same as apps/logstats/README.md, written independently in clf.awk as one
+# regular expression per line):
 #   line      every line; a trailing CR is dropped; empty lines are skipped
 #   valid     host ident authuser [dd/Mon/yyyy:HH:MM:SS +zzzz] "request" status size
 #             optionally followed by ` "referer" "user-agent"` and then nothing or a space and
@@ -22,63 +22,25 @@
 # Usage: oracle.sh DIR [TOP]
 set -euo pipefail
 export LC_ALL=C
+here=$(cd "$(dirname "$0")" && pwd)
 dir=$1
 top=${2:-10}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# One record per non-empty line: R <class> <size> <path> <client> <hour>, or M <file>:<line>.
-parse='
-BEGIN {
-  split("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec", names, " ")
-  for (m = 1; m <= 12; m++) month[names[m]] = sprintf("%02d", m)
-  d = "[0-9]"
-  q = "\"([^\"\\\\]|\\\\.)*\""
-  valid = "^[^ ]+ [^ ]+ [^ ]+ \\[" d d "/(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)/" d d d d ":" d d ":" d d ":" d d " [-+]" d d d d "\\] " q " [1-5]" d d " (-|" d "+)( " q " " q "( .*)?)?$"
-}
-{
-  line = $0
-  sub(/\r$/, "", line)
-  if (line == "") next
-  if (line !~ valid) { print "M\t" file ":" FNR; next }
-  s = line
-  i = index(s, " "); client = substr(s, 1, i - 1); s = substr(s, i + 1)
-  i = index(s, " "); s = substr(s, i + 1)
-  i = index(s, " "); s = substr(s, i + 1)
-  # s is now "[dd/Mon/yyyy:HH:MM:SS +zzzz] \"request\" status size ..."
-  day = substr(s, 2, 2) + 0; hh = substr(s, 14, 2) + 0; mm = substr(s, 17, 2) + 0; ss = substr(s, 20, 2) + 0
-  if (day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60) { print "M\t" file ":" FNR; next }
-  hour = substr(s, 9, 4) "-" month[substr(s, 5, 3)] "-" substr(s, 2, 2) " " substr(s, 14, 2)
-  s = substr(s, 30)
-  match(s, /^"([^"\\]|\\.)*"/)
-  request = substr(s, 2, RLENGTH - 2)
-  s = substr(s, RLENGTH + 2)
-  class = substr(s, 1, 1)
-  s = substr(s, 5)
-  i = index(s, " ")
-  size = i ? substr(s, 1, i - 1) : s
-  if (length(size) > 18) { print "M\t" file ":" FNR; next }
-  if (size != "-") { sub(/^0+/, "", size); if (size == "") size = "0" }
-  i = index(request, " ")
-  if (i == 0) path = request
-  else { path = substr(request, i + 1); j = index(path, " "); if (j) path = substr(path, 1, j - 1) }
-  j = index(path, "?")
-  if (j) path = substr(path, 1, j - 1)
-  print "R\t" class "\t" size "\t" path "\t" client "\t" hour
-}'
-
+# One record per non-empty line (clf.awk): R <status> <size> <path> <client> <hour>, or M <file>:<line>.
 find "$dir" -type f | sort >"$tmp/files"
 while IFS= read -r f; do
   if [ "$(head -c 2 "$f" | od -An -tx1 | tr -d ' \n')" = "1f8b" ]; then
     gzip -dc "$f"
   else
     cat "$f"
-  fi | awk -v file="$f" "$parse"
+  fi | awk -v file="$f" -f "$here/clf.awk"
 done <"$tmp/files" >"$tmp/records"
 
 # Totals and status classes; sizes "-" count as 0 bytes.
 awk -F'\t' '
-  $1 == "R" { n++; b += $3; r[$2]++; by[$2] += $3 }
+  $1 == "R" { n++; b += $3; c = substr($2, 1, 1); r[c]++; by[c] += $3 }
   $1 == "M" { m++ }
   END {
     printf "requests\t%d\nbytes\t%.0f\n", n, b
