@@ -123,7 +123,7 @@ bindir=$(cd "$(dirname "$COREMAP")" && pwd)
 {
   awk '/^```sh$/ {on = 1; next} /^```$/ && on {exit} on' "$COREMAP_SOURCE_DIR/docs/bench.md"
   awk '/^## Benchmark your plugin/ {sec = 1} sec && /^```sh$/ {on = 1; next} /^```$/ && on {exit} on' "$COREMAP_SOURCE_DIR/README.md"
-} | sed "s#build/bin/coremap#$bindir/coremap#g; s#/tmp/#$WORK/#g" >"$WORK/doc-block.sh"
+} | sed "s#/tmp/#$WORK/#g; s#build/bin/coremap#$bindir/coremap#g" >"$WORK/doc-block.sh"
 expect_eq "$(grep -c ' bench ' "$WORK/doc-block.sh")" 2 "found the documented bench commands"
 set +e
 (cd "$COREMAP_SOURCE_DIR" && bash -e "$WORK/doc-block.sh") >"$WORK/out" 2>"$WORK/err"

@@ -113,7 +113,7 @@ then pass "docs/pipelines.md shows weblogs.json as it is"; else fail "docs/pipel
 cd "$src"
 readme=examples/weblogs/README.md
 awk '/^```sh$/ {on = 1; next} /^```$/ {on = 0} on' "$readme" |
-  sed "s#build/#$COREMAP_BUILD_DIR/#g; s#/tmp/#$WORK/readme-#g" >"$WORK/readme.sh"
+  sed "s#/tmp/#$WORK/readme-#g; s#build/#$COREMAP_BUILD_DIR/#g" >"$WORK/readme.sh"
 grep -q 'weblogs.json' "$WORK/readme.sh" && pass "found the README's commands" || fail "no commands in $readme"
 # Not bash -e: the run exits 1 by design and the next command prints that; a command that fails
 # otherwise shows as output missing below.

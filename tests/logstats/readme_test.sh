@@ -16,7 +16,7 @@ fail() {
 }
 
 awk '/^```sh$/ {on = 1; next} /^```$/ {on = 0} on' "$readme" |
-  sed "s#build/bin/logstats#$logstats#g; s#/tmp/#$work/#g" >"$work/blocks.sh"
+  sed "s#/tmp/#$work/#g; s#build/bin/logstats#$logstats#g" >"$work/blocks.sh"
 [ "$(grep -c logstats "$work/blocks.sh")" -ge 5 ] || fail "found no logstats commands in the README"
 (cd "$root" && bash -e "$work/blocks.sh") >"$work/out" 2>"$work/err" || { cat "$work/err" >&2; fail "a README command failed"; }
 [ "$(tail -n 1 "$work/out")" = same ] || fail "the README's oracle comparison did not print 'same'"
