@@ -1,45 +1,124 @@
 #!/usr/bin/env bash
-# SHA-256 of ~2000 real files: coremap's sha256 plugin against `xargs -P$(nproc) -n 64 sha256sum`
-# and serial `sha256sum`, alternating, ROUNDS rounds (default 7), medians and ratios.
-# Every tool's digests are checked to agree before any figure is printed.
-# Usage: bench/compare/sha256.sh [build/bin/coremap] [ROUNDS]
-default_rounds=7
-source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
-
-# The data set: the first 2000 non-empty regular files under /usr/share/doc and
-# /usr/share/common-licenses, in sorted order (the same on any machine with the same packages).
-find /usr/share/doc /usr/share/common-licenses -type f -size +0 2>/dev/null | LC_ALL=C sort >"$work/all.txt" || true
-head -n 2000 "$work/all.txt" >"$work/files.txt"
-n=$(wc -l <"$work/files.txt")
-bytes=$(tr '\n' '\0' <"$work/files.txt" | xargs -0 cat | wc -c)
+# coremap against the tools people already use to run a job over many files, on files already on
+# every Debian machine: the first FILES (default 3000) non-empty files under /usr/share/doc and
+# /usr/share/common-licenses that are not .gz, in sorted order, copied into a scratch directory.
+#   SHA-256 of every file: coremap sha256; sha256sum (one process); xargs -P$(nproc) -n 64
+#     sha256sum; GNU parallel, one sha256sum per file and with -X (as many files per sha256sum
+#     as fit); Python multiprocessing.Pool.map with hashlib.
+#   Word counts: coremap wordcount; LC_ALL=C wc through xargs -P$(nproc) -n 64; Pool.map.
+#   No-op overhead per item: 1,000,000 one-line items through coremap echo and through
+#     Pool.map of the identity (default chunksize and CHUNK); 2,000 `true` jobs through GNU
+#     parallel and through xargs -P -n 1 (a process per item, for scale).
+# Every tool's digests and counts are checked to agree, file by file, before any time is taken;
+# then the tools of each job run in turn, ROUNDS rounds (default 5), and the script prints
+# medians and ratios to coremap.
+# Needs GNU parallel (Debian package `parallel`, in scripts/install-deps.sh) and python3.
+# Usage: bench/compare/peers.sh [build/bin/coremap] [ROUNDS]   (env: FILES=3000 CHUNK=10000)
+default_rounds=5
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/lib.sh"
+export LC_ALL=C
+command -v parallel >/dev/null || { echo "GNU parallel not found: apt-get install parallel" >&2; exit 2; }
+files=${FILES:-3000}
+chunk=${CHUNK:-10000}
 threads=$(nproc)
+peers=("python3" "$here/peers.py")
+load_start=$(load)
 
-run_coremap() { "$coremap" run --plugin sha256 --manifest "$work/files.txt" --quiet; }
-run_xargs() { tr '\n' '\0' <"$work/files.txt" | xargs -0 -P "$threads" -n 64 sha256sum; }
-run_serial() { tr '\n' '\0' <"$work/files.txt" | xargs -0 sha256sum; }
+# The data set, copied so that its paths (and their order) are the same wherever it is run.
+find /usr/share/doc /usr/share/common-licenses -type f -size +0 ! -name '*.gz' -print0 2>/dev/null >"$work/all.list0" || true
+sort -z -o "$work/all.list0" "$work/all.list0"
+head -z -n "$files" "$work/all.list0" >"$work/source.list0"
+mkdir "$work/data"
+tar -C / --null -T <(sed -z 's|^/||' "$work/source.list0") -cf - | tar -C "$work/data" -xf -
+find "$work/data" -type f | sort >"$work/files.txt"
+tr '\n' '\0' <"$work/files.txt" >"$work/files.list0"
+n=$(wc -l <"$work/files.txt")
+bytes=$(xargs -0 cat <"$work/files.list0" | wc -c)
 
-# Agreement first (this also warms the page cache for every tool).
-run_coremap | python3 -c '
-import json, sys
-paths = [l.rstrip("\n") for l in open(sys.argv[1])]
-for line in sys.stdin:
-    r = json.loads(line)
-    print(r["result"]["sha256"] + "  " + paths[r["index"]])' "$work/files.txt" | sort >"$work/coremap.txt"
-run_xargs | sort >"$work/xargs.txt"
-run_serial | sort >"$work/serial.txt"
-cmp "$work/coremap.txt" "$work/xargs.txt" && cmp "$work/coremap.txt" "$work/serial.txt" ||
-  { echo "digests disagree; no figures" >&2; exit 1; }
+sha_coremap() { "$coremap" run --plugin sha256 --manifest "$work/files.txt" --quiet; }
+sha_serial() { xargs -0 sha256sum <"$work/files.list0"; }
+sha_xargs() { xargs -0 -P "$threads" -n 64 sha256sum <"$work/files.list0"; }
+sha_parallel() { parallel -0 -j "$threads" sha256sum <"$work/files.list0"; }
+sha_parallel_x() { parallel -0 -X -j "$threads" sha256sum <"$work/files.list0"; }
+sha_pool() { "${peers[@]}" sha256 "$work/files.txt" "$threads"; }
+wc_coremap() { "$coremap" run --plugin wordcount --manifest "$work/files.txt" --quiet; }
+wc_xargs() { xargs -0 -P "$threads" -n 64 wc -l -w -c <"$work/files.list0"; }
+wc_pool() { "${peers[@]}" wordcount "$work/files.txt" "$threads"; }
+noop_coremap() { "$coremap" run --plugin echo --manifest "$work/noop.jsonl" --quiet; }
+noop_pool() { "${peers[@]}" echo "$work/noop.jsonl" "$threads"; }
+noop_pool_chunk() { "${peers[@]}" echo "$work/noop.jsonl" "$threads" "$chunk"; }
+noop_parallel() { seq 2000 | parallel -j "$threads" true; }
+noop_xargs() { seq 2000 | xargs -P "$threads" -n 1 true; }
+seq 0 999999 | sed 's/.*/{"i":&}/' >"$work/noop.jsonl"
 
-declare -a tc tx ts
-for ((r = 0; r < rounds; r++)); do
-  tc+=("$(seconds run_coremap)")
-  tx+=("$(seconds run_xargs)")
-  ts+=("$(seconds run_serial)")
-done
-mc=$(median "${tc[@]}"); mx=$(median "${tx[@]}"); ms=$(median "${ts[@]}")
+# agree REFERENCE NAME...: each NAME's output, sorted, must equal REFERENCE's; wc's "total"
+# lines (one per wc process) are dropped and its columns put in the layout peers.py prints.
+agree() {
+  local ref=$1 name
+  shift
+  for name in "$ref" "$@"; do
+    [ "$name" = "$ref" ] && [ -e "$work/$ref.out" ] && continue
+    "$name" | case $name in
+      sha_coremap) "${peers[@]}" records "$work/files.txt" sha256 ;;
+      wc_coremap) "${peers[@]}" records "$work/files.txt" wordcount ;;
+      wc_xargs) awk '{l = $1; w = $2; c = $3; sub(/^ *[0-9]+ +[0-9]+ +[0-9]+ /, ""); if ($0 != "total") print l, w, c, $0}' ;;
+      *) cat ;;
+    esac | sort >"$work/$name.out"
+    [ "$(wc -l <"$work/$name.out")" -eq "$n" ] || { echo "$name: $(wc -l <"$work/$name.out") results for $n files; no figures" >&2; exit 1; }
+    cmp -s "$work/$ref.out" "$work/$name.out" ||
+      { echo "$name disagrees with $ref; no figures" >&2; diff "$work/$ref.out" "$work/$name.out" | head >&2; exit 1; }
+  done
+}
+# This pass also puts every file in the page cache for all tools.
+sha_tools=(sha_coremap sha_serial sha_xargs sha_parallel sha_parallel_x sha_pool)
+wc_tools=(wc_coremap wc_xargs wc_pool)
+agree sha_serial "${sha_tools[@]}"
+agree wc_xargs "${wc_tools[@]}"
+# coremap's records, {"index":N,"ok":true,"result":ITEM}, must hold every item, in order.
+noop_coremap | sed 's/^{"index":[0-9]*,"ok":true,"result":\(.*\)}$/\1/' | cmp -s - "$work/noop.jsonl" &&
+  noop_pool | cmp -s - "$work/noop.jsonl" || { echo "a no-op run changed its items; no figures" >&2; exit 1; }
+
+declare -A med
+noop_tools=(noop_coremap noop_pool noop_pool_chunk noop_parallel noop_xargs)
+alternate "${sha_tools[@]}" "${wc_tools[@]}" "${noop_tools[@]}"
+
+declare -A label=(
+  [sha_coremap]="coremap run --plugin sha256 ($threads thr)"
+  [sha_serial]="sha256sum (one process)"
+  [sha_xargs]="xargs -P$threads -n 64 sha256sum"
+  [sha_parallel]="parallel -j$threads sha256sum (one per file)"
+  [sha_parallel_x]="parallel -X -j$threads sha256sum"
+  [sha_pool]="Python Pool($threads).map, hashlib"
+  [wc_coremap]="coremap run --plugin wordcount ($threads thr)"
+  [wc_xargs]="xargs -P$threads -n 64 wc -l -w -c"
+  [wc_pool]="Python Pool($threads).map, bytes.split"
+  [noop_coremap]="coremap run --plugin echo"
+  [noop_pool]="Python Pool($threads).map, default chunksize"
+  [noop_pool_chunk]="Python Pool($threads).map, chunksize $chunk"
+  [noop_parallel]="parallel -j$threads true"
+  [noop_xargs]="xargs -P$threads -n 1 true"
+)
+table() {
+  local base=${med[$1]} t
+  printf '%-46s %10s %12s\n' "tool" "median s" "vs coremap"
+  for t in "$@"; do printf '%-46s %10.3f %12.2f\n' "${label[$t]}" "${med[$t]}" "$(calc "${med[$t]} / $base")"; done
+}
 machine
-echo "data: $n files, $bytes bytes; $rounds rounds, alternating; digests agree across all tools"
-printf '%-40s %10s %12s\n' "tool" "median s" "vs coremap"
-printf '%-40s %10.3f %12s\n' "coremap run --plugin sha256 ($threads thr)" "$mc" "1.00"
-printf '%-40s %10.3f %12.2f\n' "xargs -P$threads -n 64 sha256sum" "$mx" "$(calc "$mx / $mc")"
-printf '%-40s %10.3f %12.2f\n' "sha256sum (serial)" "$ms" "$(calc "$ms / $mc")"
+echo "python: $(python3 --version 2>&1 | cut -d' ' -f2), GNU parallel $(parallel --version | head -n 1 | awk '{print $3}'), $(sha256sum --version | head -n 1)"
+echo "load average (1, 5, 15 min) at start and end: $load_start; $(load) (other processes share the cores)"
+echo "data: $n files, $bytes bytes; $rounds rounds, alternating; digests and counts agree across all tools"
+echo
+echo "SHA-256 of every file"
+table "${sha_tools[@]}"
+echo
+echo "word counts of every file"
+table "${wc_tools[@]}"
+echo
+echo "no-op overhead per item: 1,000,000 items {\"i\":N} (coremap reads, parses, echoes and writes each as a record; Pool.map pickles each line to a worker and back), 2,000 jobs for the process-per-item tools"
+printf '%-46s %10s %12s %12s\n' "tool" "median s" "us per item" "vs coremap"
+per_item() { case $1 in noop_parallel | noop_xargs) calc "${med[$1]} * 1e6 / 2000" ;; *) calc "${med[$1]} * 1e6 / 1000000" ;; esac; }
+base=$(per_item noop_coremap)
+for t in "${noop_tools[@]}"; do
+  printf '%-46s %10.3f %12.3f %12.1f\n' "${label[$t]}" "${med[$t]}" "$(per_item "$t")" "$(calc "$(per_item "$t") / $base")"
+done
