@@ -2,7 +2,7 @@
 # coremap against the tools people already use to run a job over many files, on files already on
 # every Debian machine: the first FILES (default 3000) non-empty files under /usr/share/doc and
 # /usr/share/common-licenses that are not .gz, in sorted order, copied into a scratch directory.
-#   SHA-256 of every file: coremap sha256; sha256sum (one process); xargs -P$(nproc) -n 64
+#   SHA-256 of every file: coremap sha256; xargs sha256sum (serial); xargs -P$(nproc) -n 64
 #     sha256sum; GNU parallel, one sha256sum per file and with -X (as many files per sha256sum
 #     as fit); Python multiprocessing.Pool.map with hashlib.
 #   Word counts: coremap wordcount; LC_ALL=C wc through xargs -P$(nproc) -n 64; Pool.map.
@@ -85,7 +85,7 @@ alternate "${sha_tools[@]}" "${wc_tools[@]}" "${noop_tools[@]}"
 
 declare -A label=(
   [sha_coremap]="coremap run --plugin sha256 ($threads thr)"
-  [sha_serial]="sha256sum (one process)"
+  [sha_serial]="xargs sha256sum (serial)"
   [sha_xargs]="xargs -P$threads -n 64 sha256sum"
   [sha_parallel]="parallel -j$threads sha256sum (one per file)"
   [sha_parallel_x]="parallel -X -j$threads sha256sum"
