@@ -76,8 +76,11 @@ wc_tools=(wc_coremap wc_xargs wc_pool)
 agree sha_serial "${sha_tools[@]}"
 agree wc_xargs "${wc_tools[@]}"
 # coremap's records, {"index":N,"ok":true,"result":ITEM}, must hold every item, in order.
-noop_coremap | sed 's/^{"index":[0-9]*,"ok":true,"result":\(.*\)}$/\1/' | cmp -s - "$work/noop.jsonl" &&
-  noop_pool | cmp -s - "$work/noop.jsonl" || { echo "a no-op run changed its items; no figures" >&2; exit 1; }
+if ! noop_coremap | sed 's/^{"index":[0-9]*,"ok":true,"result":\(.*\)}$/\1/' | cmp -s - "$work/noop.jsonl" ||
+  ! noop_pool | cmp -s - "$work/noop.jsonl"; then
+  echo "a no-op run changed its items; no figures" >&2
+  exit 1
+fi
 
 declare -A med
 noop_tools=(noop_coremap noop_pool noop_pool_chunk noop_parallel noop_xargs)
