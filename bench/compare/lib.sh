@@ -29,3 +29,18 @@ median() {
 machine() {
   echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(uname -sr)"
 }
+
+# alternate NAME...: runs the functions (or commands) NAME in turn, once each per round, $rounds
+# rounds, and sets med[NAME] to the median of its wall seconds. `declare -A med` first.
+alternate() {
+  local -A times=()
+  local r name
+  for ((r = 0; r < rounds; r++)); do
+    for name in "$@"; do times[$name]+="$(seconds "$name") "; done
+  done
+  # shellcheck disable=SC2086
+  for name in "$@"; do med[$name]=$(median ${times[$name]}); done
+}
+
+# load: the 1, 5 and 15 minute load averages.
+load() { cut -d' ' -f1-3 /proc/loadavg; }
