@@ -14,11 +14,7 @@
 namespace coremap {
 namespace {
 
-std::vector<Json> numbers(int n) {
-  std::vector<Json> items;
-  for (int i = 0; i < n; ++i) items.push_back({{"n", i}});
-  return items;
-}
+using test::numbers;
 
 TEST(EmbeddingTest, CallableRunsAsAPluginAndErrorsBecomeRecords) {
   Engine engine([](const Json& item, Context&) -> Json {

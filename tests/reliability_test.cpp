@@ -15,11 +15,7 @@
 namespace coremap {
 namespace {
 
-std::vector<Json> numbers(int n) {
-  std::vector<Json> items;
-  for (int i = 0; i < n; ++i) items.push_back({{"n", i}});
-  return items;
-}
+using test::numbers;
 
 std::string read_file(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);

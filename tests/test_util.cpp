@@ -59,4 +59,10 @@ std::string bundled(const std::string& name) {
   return std::string(COREMAP_BUNDLED_PLUGIN_DIR) + "/" + name + ".so";
 }
 
+std::vector<Json> numbers(int n) {
+  std::vector<Json> items;
+  for (int i = 0; i < n; ++i) items.push_back({{"n", i}});
+  return items;
+}
+
 }  // namespace coremap::test

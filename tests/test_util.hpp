@@ -6,6 +6,9 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include <coremap/plugin.hpp>
 
 namespace coremap::test {
 
@@ -29,6 +32,9 @@ std::string shell(const std::string& command);
 
 /// The whole contents of a file.
 std::string read_file(const std::string& path);
+
+/// Items {"n": 0} ... {"n": n - 1}.
+std::vector<Json> numbers(int n);
 
 /// Path of a fixture plugin (tests/fixtures) or a bundled plugin.
 std::string fixture(const std::string& name);

@@ -65,6 +65,19 @@ struct CallEmitter final : Emitter {
   bool used = false;
 };
 
+// What one call of a stage's plugin needs, reused from call to call within a batch.
+struct CallScratch {
+  explicit CallScratch(LatencyHistogram* timing) : emitter(emitted), latency(timing) {}
+  CallScratch(const CallScratch&) = delete;
+  CallScratch& operator=(const CallScratch&) = delete;
+  Json result;
+  std::string error;
+  std::uint32_t attempts = 1;
+  std::vector<Json> emitted;
+  CallEmitter emitter;
+  LatencyHistogram* latency;  // RunOptions::measure, else null
+};
+
 // Items of a batch, the values between its stages, and its records. Batches travel between
 // threads; in a one-stage run they hold no JSON values (memory allocated for an item is freed
 // by the thread that allocated it: with glibc malloc, values left in a migrating batch made
@@ -426,12 +439,8 @@ struct Engine::Impl {
     const std::string& stage_name = stages[s]->spec.name;
     const bool name_stage = stages.size() > 1;
     Json item;
-    Json result;
-    std::string error;
-    std::uint32_t attempts = 1;
-    std::vector<Json> emitted;
-    CallEmitter emitter(emitted);
-    LatencyHistogram* const latency = options.measure ? &stages[s]->latency.local() : nullptr;
+    CallScratch call(options.measure ? &stages[s]->latency.local() : nullptr);
+    auto& [result, error, attempts, emitted, emitter, latency] = call;
     auto where = [&](std::uint64_t line) {
       return manifest_name + ":" + std::to_string(line) + ": " + (name_stage ? "stage '" + stage_name + "': " : "");
     };
@@ -473,12 +482,8 @@ struct Engine::Impl {
   void run_values(Batch& batch, std::size_t s, PluginInstance& instance, std::size_t first, std::size_t end,
                   std::vector<Value>& out, const std::string& manifest_name) {
     const std::string& stage_name = stages[s]->spec.name;
-    Json result;
-    std::string error;
-    std::uint32_t attempts = 1;
-    std::vector<Json> emitted;
-    CallEmitter emitter(emitted);
-    LatencyHistogram* const latency = options.measure ? &stages[s]->latency.local() : nullptr;
+    CallScratch call(options.measure ? &stages[s]->latency.local() : nullptr);
+    auto& [result, error, attempts, emitted, emitter, latency] = call;
     for (std::size_t i = first; i < end; ++i) {
       Value& value = batch.values[i];
       if (value.failed) {
