@@ -20,6 +20,7 @@
 #include <coremap/error.hpp>
 
 #include "item_parser.hpp"
+#include "tsan_handoff.hpp"
 #include "worker_process.hpp"
 
 namespace coremap {
@@ -503,7 +504,13 @@ struct Engine::Impl {
       widen.emplace(tbb::global_control::max_allowed_parallelism, threads);
     }
     tbb::task_arena arena(static_cast<int>(threads));
-    arena.execute(std::forward<F>(body));
+    // The arena may run `body` on one of its own threads.
+    detail::handed_over(&detail::run_start_key);
+    arena.execute([&] {
+      detail::TbbBody tbb_body(&detail::run_start_key);
+      body();
+    });
+    detail::taken_over(&detail::run_end_key);
   }
 };
 
@@ -533,6 +540,7 @@ class StagePool {
   // The async_node's body: hand the batch over and return at once.
   void submit(Batch* batch, Gateway& gateway) {
     gateway.reserve_wait();
+    detail::handed_over(batch);
     queue_.push(Job{batch, &gateway});
   }
 
@@ -623,8 +631,12 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
       flow::graph graph;
       std::uint64_t next_seq = 0;
       flow::input_node<Batch*> source(graph, [&](tbb::flow_control& control) -> Batch* {
+        // A serial node: its state (next_seq, the manifest, `owned`) passes from call to call.
+        detail::TbbBody tbb_body(&next_seq);
         Batch* batch = nullptr;
-        if (!free_batches.try_pop(batch)) {
+        if (free_batches.try_pop(batch)) {
+          detail::taken_over(batch);
+        } else {
           owned.push_back(std::make_unique<Batch>());
           batch = owned.back().get();
           batch->as_records = as_records;
@@ -632,11 +644,13 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
         }
         batch->start();
         if (!read_batch(manifest, *batch, stats.skipped)) {
+          detail::handed_over(batch);
           free_batches.push(batch);
           control.stop();
           return nullptr;
         }
         batch->seq = next_seq++;
+        detail::handed_over(batch);
         return batch;
       });
       flow::limiter_node<Batch*> limiter(graph, tokens);
@@ -653,6 +667,7 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
         flow::sender<Batch*>* out = nullptr;
         if (stage.pooled) {
           pools.push_back(std::make_unique<StagePool>(stage, [this, s, &name, format](Batch& batch, PluginInstance& instance) {
+            detail::TbbBody tbb_body(&batch);
             run_stage(batch, s, instance, name, format);
           }));
           StagePool* pool = pools.back().get();
@@ -667,6 +682,7 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
                                                                                 : stage.spec.concurrency.limit;
           cpu_nodes.push_back(std::make_unique<flow::function_node<Batch*, Batch*>>(
               graph, concurrency, [this, s, &stage, &name, format](Batch* batch) {
+                detail::TbbBody tbb_body(batch);
                 if (workers) {
                   detail::WorkerPool::Lease worker(*workers);
                   run_stage_isolated(*batch, *worker, name, format);
@@ -684,7 +700,11 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
       }
 
       flow::function_node<Batch*, flow::continue_msg> writer(graph, flow::serial, [&](Batch* batch) {
+        // A serial node: `stats` and the sink pass from call to call.
+        detail::TbbBody tbb_body(&stats);
+        detail::taken_over(batch);
         finish(*batch);
+        detail::handed_over(batch);
         free_batches.push(batch);
         return flow::continue_msg();
       });
@@ -697,8 +717,12 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
         flow::make_edge(*previous, writer);
       }
       flow::make_edge(writer, limiter.decrementer());
+      // The nodes and their bodies were built on this thread; TBB's threads run them.
+      detail::handed_over(&detail::run_start_key);
       source.activate();
       graph.wait_for_all();
+      // The nodes and their bodies are destroyed here, after the last body ran on another thread.
+      detail::taken_over(&detail::run_end_key);
     });
   }
   reporter.stop();
@@ -748,10 +772,14 @@ RunStats Engine::Impl::map_items(std::span<const Json> items, OnDone&& on_done) 
     for (const Json& item : items) one(*stage.primary, item);
   } else {
     in_arena([&] {
-      tbb::parallel_for_each(items.begin(), items.end(), [&](const Json& item) {
+      auto body = [&](const Json& item) {
+        detail::TbbBody tbb_body(&item);
         StageRuntime::Lease lease(stage);
         one(*lease, item);
-      });
+      };
+      // TBB's threads read `body` (taken by reference) where this thread built it.
+      detail::handed_over(&detail::run_start_key);
+      tbb::parallel_for_each(items.begin(), items.end(), body);
     });
   }
   reporter.stop();
