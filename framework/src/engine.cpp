@@ -632,7 +632,8 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
       std::uint64_t next_seq = 0;
       flow::input_node<Batch*> source(graph, [&](tbb::flow_control& control) -> Batch* {
         // A serial node: its state (next_seq, the manifest, `owned`) passes from call to call.
-        detail::TbbBody tbb_body(&next_seq);
+        detail::TbbBody tbb_body;
+        detail::SerialBody serial(&next_seq);
         Batch* batch = nullptr;
         if (free_batches.try_pop(batch)) {
           detail::taken_over(batch);
@@ -701,8 +702,8 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
 
       flow::function_node<Batch*, flow::continue_msg> writer(graph, flow::serial, [&](Batch* batch) {
         // A serial node: `stats` and the sink pass from call to call.
-        detail::TbbBody tbb_body(&stats);
-        detail::taken_over(batch);
+        detail::TbbBody tbb_body(batch);
+        detail::SerialBody serial(&stats);
         finish(*batch);
         detail::handed_over(batch);
         free_batches.push(batch);

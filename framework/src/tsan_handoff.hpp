@@ -45,6 +45,7 @@ inline char run_end_key = 0;
 // that bodies get no edge between each other from them.
 class TbbBody {
  public:
+  TbbBody() noexcept : TbbBody(&run_start_key) {}
   explicit TbbBody(const void* input) noexcept : input_(input) {
     taken_over(&run_start_key);
     taken_over(input);
@@ -58,6 +59,19 @@ class TbbBody {
 
  private:
   const void* input_;
+};
+
+// Marks the calls of a serial node, which pass its state (`key`) from one call to the next.
+// Declared after the call's TbbBody: reading `key` from the body's closure needs the run's setup.
+class SerialBody {
+ public:
+  explicit SerialBody(const void* key) noexcept : key_(key) { taken_over(key); }
+  ~SerialBody() { handed_over(key_); }
+  SerialBody(const SerialBody&) = delete;
+  SerialBody& operator=(const SerialBody&) = delete;
+
+ private:
+  const void* key_;
 };
 
 }  // namespace coremap::detail
