@@ -368,6 +368,9 @@ TEST(EngineTest, MemoryDoesNotGrowWithManifestLength) {
 #if defined(__SANITIZE_ADDRESS__)
   GTEST_SKIP() << "AddressSanitizer's quarantine grows with the number of frees";
 #endif
+#if defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "ThreadSanitizer's shadow memory and allocator make peak RSS meaningless";
+#endif
   // Peak RSS in MiB: 2 million items (~100 MB of manifest) must need no more than 200 thousand
   // items do, give or take allocator noise.
   const long small = child_peak_rss_kib(200'000);

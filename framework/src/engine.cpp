@@ -22,6 +22,7 @@
 #include <coremap/latency_histogram.hpp>
 
 #include "item_parser.hpp"
+#include "tsan_handoff.hpp"
 #include "worker_process.hpp"
 
 namespace coremap {
@@ -534,9 +535,11 @@ struct Engine::Impl {
     const std::size_t chunks = std::min(n, 4 * threads);
     std::vector<std::vector<Value>> outs(chunks);
     tbb::parallel_for(std::size_t{0}, chunks, [&](std::size_t c) {
+      detail::TbbBody tbb_body(&batch);
       StageRuntime::Lease lease(*stages[s]);
       run_values(batch, s, *lease, n * c / chunks, n * (c + 1) / chunks, outs[c], manifest_name);
     });
+    detail::taken_over(&batch);  // the chunks' outputs, written on other threads
     join_chunks(batch, outs);
     finish_stage(batch, s);
     batch.work_ns += elapsed_ns(start);
@@ -622,7 +625,13 @@ struct Engine::Impl {
       widen.emplace(tbb::global_control::max_allowed_parallelism, threads);
     }
     tbb::task_arena arena(static_cast<int>(threads));
-    arena.execute(std::forward<F>(body));
+    // The arena may run `body` on one of its own threads.
+    detail::handed_over(&detail::run_start_key);
+    arena.execute([&] {
+      detail::TbbBody tbb_body(&detail::run_start_key);
+      body();
+    });
+    detail::taken_over(&detail::run_end_key);
   }
 };
 
@@ -658,6 +667,7 @@ class StagePool {
   // The async_node's body: hand the batch over and return at once.
   void submit(Batch* batch, Gateway& gateway) {
     gateway.reserve_wait();
+    detail::handed_over(batch);
     const std::size_t n = batch->values.size();
     if (!work_.chunk || n < 2) {
       queue_.push(Job{batch, &gateway, nullptr, 0, 0, 0});
@@ -773,8 +783,13 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
       flow::graph graph;
       std::uint64_t next_seq = 0;
       flow::input_node<Batch*> source(graph, [&](tbb::flow_control& control) -> Batch* {
+        // A serial node: its state (next_seq, the manifest, `owned`) passes from call to call.
+        detail::TbbBody tbb_body;
+        detail::SerialBody serial(&next_seq);
         Batch* batch = nullptr;
-        if (!free_batches.try_pop(batch)) {
+        if (free_batches.try_pop(batch)) {
+          detail::taken_over(batch);
+        } else {
           owned.push_back(std::make_unique<Batch>());
           batch = owned.back().get();
           batch->as_records = as_records;
@@ -782,11 +797,13 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
         }
         batch->start();
         if (!read_batch(manifest, *batch, stats.skipped)) {
+          detail::handed_over(batch);
           free_batches.push(batch);
           control.stop();
           return nullptr;
         }
         batch->seq = next_seq++;
+        detail::handed_over(batch);
         return batch;
       });
       flow::limiter_node<Batch*> limiter(graph, tokens);
@@ -804,12 +821,17 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
         if (stage.pooled) {
           StagePool::Work work;
           work.whole = [this, s, &name, format](Batch& batch, PluginInstance& instance) {
+            detail::TbbBody tbb_body(&batch);
             run_stage(batch, s, instance, name, format);
           };
           if (splits(s)) {
             work.chunk = [this, s, &name](Batch& batch, PluginInstance& instance, std::size_t first, std::size_t end,
-                                          std::vector<Value>& outputs) { run_values(batch, s, instance, first, end, outputs, name); };
+                                          std::vector<Value>& outputs) {
+              detail::TbbBody tbb_body(&batch);
+              run_values(batch, s, instance, first, end, outputs, name);
+            };
             work.done = [this, s](Batch& batch, std::vector<std::vector<Value>>& outs, std::uint64_t work_ns) {
+              detail::TbbBody tbb_body(&batch);
               join_chunks(batch, outs);
               finish_stage(batch, s);
               batch.work_ns += work_ns;
@@ -828,6 +850,7 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
                                                                                 : stage.spec.concurrency.limit;
           cpu_nodes.push_back(std::make_unique<flow::function_node<Batch*, Batch*>>(
               graph, concurrency, [this, s, &stage, &name, format](Batch* batch) {
+                detail::TbbBody tbb_body(batch);
                 if (workers) {
                   detail::WorkerPool::Lease worker(*workers);
                   run_stage_isolated(*batch, *worker, name, format);
@@ -849,7 +872,11 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
       }
 
       flow::function_node<Batch*, flow::continue_msg> writer(graph, flow::serial, [&](Batch* batch) {
+        // A serial node: `stats` and the sink pass from call to call.
+        detail::TbbBody tbb_body(batch);
+        detail::SerialBody serial(&stats);
         finish(*batch);
+        detail::handed_over(batch);
         free_batches.push(batch);
         return flow::continue_msg();
       });
@@ -862,8 +889,12 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
         flow::make_edge(*previous, writer);
       }
       flow::make_edge(writer, limiter.decrementer());
+      // The nodes and their bodies were built on this thread; TBB's threads run them.
+      detail::handed_over(&detail::run_start_key);
       source.activate();
       graph.wait_for_all();
+      // The nodes and their bodies are destroyed here, after the last body ran on another thread.
+      detail::taken_over(&detail::run_end_key);
     });
   }
   reporter.stop();
@@ -916,10 +947,14 @@ RunStats Engine::Impl::map_items(std::span<const Json> items, OnDone&& on_done) 
     for (const Json& item : items) one(*stage.primary, item);
   } else {
     in_arena([&] {
-      tbb::parallel_for_each(items.begin(), items.end(), [&](const Json& item) {
+      auto body = [&](const Json& item) {
+        detail::TbbBody tbb_body(&item);
         StageRuntime::Lease lease(stage);
         one(*lease, item);
-      });
+      };
+      // TBB's threads read `body` (taken by reference) where this thread built it.
+      detail::handed_over(&detail::run_start_key);
+      tbb::parallel_for_each(items.begin(), items.end(), body);
     });
   }
   reporter.stop();
