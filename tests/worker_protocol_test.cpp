@@ -65,7 +65,7 @@ TEST(WorkerProtocolTest, BatchRoundTripsFromAnyItem) {
   batch.bytes = "{\"a\":1}plain line{bad";
   batch.items = {{10, 3, 0, 7, false}, {11, 4, 7, 10, false}, {12, 6, 17, 4, true}};
   FrameWriter out;
-  encode_batch(out, batch, 1, "m.jsonl", ManifestFormat::lines);
+  encode_batch(out, batch, 1, "m.jsonl", ManifestFormat::lines, 3);
   FrameReader in;
   in.feed(out.data());
   const auto frame = in.next();
@@ -80,10 +80,12 @@ TEST(WorkerProtocolTest, BatchRoundTripsFromAnyItem) {
   EXPECT_EQ(first.index, 11u);
   EXPECT_EQ(first.line, 4u);
   EXPECT_FALSE(first.malformed);
+  EXPECT_EQ(first.first_attempt, 3u);  // resent after two crashes
   EXPECT_EQ(first.text, "plain line");
   const WireItem second = decode_batch_item(payload);
   EXPECT_EQ(second.index, 12u);
   EXPECT_TRUE(second.malformed);
+  EXPECT_EQ(second.first_attempt, 1u);
   EXPECT_EQ(second.text, "{bad");
   EXPECT_TRUE(payload.empty());
 }
@@ -116,8 +118,6 @@ TEST(IsolateTest, CrashesBecomeRecordsThroughTheCallback) {
 TEST(IsolateTest, RefusesWhatItCannotIsolate) {
   EXPECT_THROW(Engine([](const Json& item, Context&) { return item; }, {.isolate = true}), UsageError);
   EXPECT_THROW(Engine(Plugin::load(test::fixture("crashy")), Json::object(), {.memory_limit_bytes = 1 << 30}),
-               UsageError);
-  EXPECT_THROW(Engine(Plugin::load(test::fixture("crashy")), Json::object(), {.retries = 1, .isolate = true}),
                UsageError);
   Engine engine(Plugin::load(test::fixture("crashy")), Json::object(), {.isolate = true});
   const std::vector<Json> items = {Json{{"n", 1}}};

@@ -135,10 +135,11 @@ struct Batch {
       return is_ok;
     }
     Json parsed = Json::parse(line);
+    const auto attempts = parsed.value("attempts", std::uint32_t{1});
     if (is_ok) {
-      records.push_back(Record{index, true, std::move(parsed["result"]), {}});
+      records.push_back(Record{index, true, std::move(parsed["result"]), {}, attempts});
     } else {
-      records.push_back(Record{index, false, Json(), parsed["error"].get<std::string>()});
+      records.push_back(Record{index, false, Json(), parsed["error"].get<std::string>(), attempts});
     }
     return is_ok;
   }
@@ -276,7 +277,6 @@ struct Engine::Impl {
       throw UsageError("isolate (--isolate) runs one plugin, not a pipeline of " + std::to_string(pipeline.stages.size()) +
                        " stages");
     }
-    if (options.isolate && options.retries != 0) throw UsageError("--retries does not apply to --isolate runs yet");
     if (!options.isolate && options.memory_limit_bytes != 0) throw UsageError("a memory limit needs isolate (--isolate)");
     if (options.isolate && options.measure) throw UsageError("measure: isolated runs time their calls in the workers; not supported");
     const auto cores = static_cast<std::size_t>(tbb::info::default_concurrency());
@@ -302,11 +302,12 @@ struct Engine::Impl {
       Impl& impl;
       Batch& batch;
       Collect(Impl& i, Batch& b) : impl(i), batch(b) {}
-      void on_result(const RawItem& raw, detail::ItemOutcome outcome, std::string_view text) override {
+      void on_result(const RawItem& raw, detail::ItemOutcome outcome, std::string_view text,
+                     std::uint32_t attempts) override {
         bool ok = false;
         ++batch.items;
         if (outcome == detail::ItemOutcome::error_message) {
-          batch.record_error(raw.index, std::string(text), 1, false);
+          batch.record_error(raw.index, std::string(text), attempts, false);
         } else {
           ok = batch.record_line(raw.index, outcome == detail::ItemOutcome::ok_record, text);
         }

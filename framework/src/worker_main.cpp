@@ -98,11 +98,14 @@ int fail(const char* what) {
 
 int worker_main(int argc, char** argv) {
   std::uint64_t memory_limit = 0;
+  std::uint32_t retries = 0;
   const char* plugin_path = nullptr;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     if (arg == "--memory-limit" && i + 1 < argc) {
       memory_limit = std::strtoull(argv[++i], nullptr, 10);
+    } else if (arg == "--retries" && i + 1 < argc) {
+      retries = static_cast<std::uint32_t>(std::strtoul(argv[++i], nullptr, 10));
     } else if (plugin_path == nullptr && !arg.starts_with("-")) {
       plugin_path = argv[i];
     } else {
@@ -112,7 +115,7 @@ int worker_main(int argc, char** argv) {
   }
   if (plugin_path == nullptr) {
     std::fprintf(stderr,
-                 "usage: coremap-worker [--memory-limit BYTES] PLUGIN.so\n"
+                 "usage: coremap-worker [--memory-limit BYTES] [--retries N] PLUGIN.so\n"
                  "started by `coremap run --isolate`; speaks a framed protocol on standard input and output\n");
     return 2;
   }
@@ -191,17 +194,31 @@ int worker_main(int argc, char** argv) {
         } else if (!parse_item(wire.text, wire.line, header.format, manifest_name, item, error)) {
           text = error;
         } else {
-          Context context(wire.index, &never_cancelled);
-          error.clear();
-          if (instance->process(item, context, result, error)) {
+          // --retries: an exception is retried here; a crash is retried by the engine, which
+          // then starts the item at a later attempt (wire.first_attempt).
+          for (std::uint32_t attempt = wire.first_attempt;; ++attempt) {
+            allocation_failed.store(false, std::memory_order_relaxed);
+            Context context(wire.index, &never_cancelled, 0, attempt);
+            error.clear();
             record.clear();
-            outcome = writer.ok(wire.index, result, 1, -1, manifest_name, wire.line) ? ItemOutcome::ok_record : ItemOutcome::error_record;
-            text = record;
-          } else {
+            if (instance->process(item, context, result, error)) {
+              outcome = writer.ok(wire.index, result, attempt, -1, manifest_name, wire.line) ? ItemOutcome::ok_record
+                                                                                               : ItemOutcome::error_record;
+              text = record;
+              break;
+            }
+            if (attempt <= retries) continue;
             message = manifest_name + ":" + std::to_string(wire.line) + ": ";
             if (memory_limit != 0 && allocation_failed.load(std::memory_order_relaxed)) message += oom_note;
             message += error;
-            text = message;
+            if (attempt == 1) {
+              text = message;
+            } else {
+              writer.error(wire.index, message, attempt);
+              outcome = ItemOutcome::error_record;
+              text = record;
+            }
+            break;
           }
         }
         out.clear();

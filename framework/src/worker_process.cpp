@@ -71,6 +71,7 @@ WorkerSettings worker_settings(const Plugin& plugin, const Json& resolved_config
   settings.config = resolved_config.dump();
   settings.memory_limit_bytes = options.memory_limit_bytes;
   settings.timeout = options.timeout;
+  settings.retries = options.retries;
   return settings;
 }
 
@@ -133,6 +134,11 @@ void WorkerProcess::start() {
   if (settings_.memory_limit_bytes != 0) {
     argv.push_back(const_cast<char*>("--memory-limit"));
     argv.push_back(const_cast<char*>(limit.c_str()));
+  }
+  const std::string retries = std::to_string(settings_.retries);
+  if (settings_.retries != 0) {
+    argv.push_back(const_cast<char*>("--retries"));
+    argv.push_back(const_cast<char*>(retries.c_str()));
   }
   argv.push_back(const_cast<char*>(settings_.plugin_path.c_str()));
   argv.push_back(nullptr);
@@ -261,10 +267,21 @@ void WorkerProcess::run(const ItemBatch& batch, const std::string& manifest_name
                         ResultSink& sink) {
   std::size_t next = 0;
   const std::size_t count = batch.items.size();
+  // Calls batch.items[next] has had in workers that crashed or timed out running it.
+  std::uint32_t crashed_attempts = 0;
+  // The item a worker died on: retried in a new worker while --retries allows, else its error.
+  auto died = [&](const std::string& what) {
+    const RawItem& item = batch.items[next];
+    if (++crashed_attempts <= settings_.retries) return;
+    sink.on_result(item, ItemOutcome::error_message, manifest_name + ":" + std::to_string(item.line) + ": " + what,
+                   crashed_attempts);
+    crashed_attempts = 0;
+    ++next;
+  };
   while (next < count) {
     if (pid_ < 0) start();
     out_.clear();
-    encode_batch(out_, batch, next, manifest_name, format);
+    encode_batch(out_, batch, next, manifest_name, format, crashed_attempts + 1);
     // A worker reads a whole batch before running any of it, so if it dies before taking it
     // all (the send fails), it died running nothing of ours: the receive below sees the end of
     // its channel and blames the first item all the same, so a worker that keeps dying cannot
@@ -279,32 +296,28 @@ void WorkerProcess::run(const ItemBatch& batch, const std::string& manifest_name
       const Wait wait = receive(frame, deadline);
       if (wait == Wait::timed_out) {
         kill_and_reap();
-        const RawItem& item = batch.items[next++];
-        const std::string message = manifest_name + ":" + std::to_string(item.line) + ": timed out after " +
-                                    seconds_text(settings_.timeout) + " s (the worker was killed and replaced)";
-        sink.on_result(item, ItemOutcome::error_message, message);
+        died("timed out after " + seconds_text(settings_.timeout) + " s (the worker was killed and replaced)");
         alive = false;
       } else if (wait == Wait::closed) {
         alive = false;
+        if (pid_ >= 0) died(reap_and_describe(saw_out_of_memory));
       } else if (frame.kind == FrameKind::out_of_memory) {
         saw_out_of_memory = true;
       } else if (frame.kind == FrameKind::result && !frame.payload.empty()) {
         PayloadReader payload(frame.payload);
         const auto outcome = static_cast<ItemOutcome>(payload.u8());
-        sink.on_result(batch.items[next++], outcome, payload.rest());
+        sink.on_result(batch.items[next++], outcome, payload.rest(), crashed_attempts + 1);
+        crashed_attempts = 0;
         started = Clock::now();
       } else {
         kill_and_reap();
         const RawItem& item = batch.items[next++];
+        crashed_attempts = 0;
         sink.on_result(item, ItemOutcome::error_message,
                        manifest_name + ":" + std::to_string(item.line) +
-                           ": the worker sent an unexpected frame (it was killed and replaced)");
+                           ": the worker sent an unexpected frame (it was killed and replaced)",
+                       1);
       }
-    }
-    if (!alive && pid_ >= 0) {
-      const RawItem& item = batch.items[next++];
-      sink.on_result(item, ItemOutcome::error_message,
-                     manifest_name + ":" + std::to_string(item.line) + ": " + reap_and_describe(saw_out_of_memory));
     }
   }
 }

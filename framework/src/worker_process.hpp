@@ -34,6 +34,7 @@ struct WorkerSettings {
   std::string config;                ///< the resolved config, as JSON text
   std::uint64_t memory_limit_bytes = 0;
   std::chrono::milliseconds timeout{0};
+  std::uint32_t retries = 0;  ///< RunOptions::retries: exceptions retried in the worker, crashes here
 };
 
 /// The coremap-worker executable: $COREMAP_WORKER when set, else lib/coremap/coremap-worker
@@ -48,7 +49,8 @@ WorkerSettings worker_settings(const Plugin& plugin, const Json& resolved_config
 /// Receives each item's outcome, in batch order.
 class ResultSink {
  public:
-  virtual void on_result(const RawItem& item, ItemOutcome outcome, std::string_view text) = 0;
+  /// `attempts`: the calls an error_message outcome took (a crash retried with --retries).
+  virtual void on_result(const RawItem& item, ItemOutcome outcome, std::string_view text, std::uint32_t attempts) = 0;
 
  protected:
   ~ResultSink() = default;

@@ -174,7 +174,7 @@ class PayloadReader {
 /// u8 malformed, text bytes. Items [from, end) of `batch` are sent: after a crash the engine
 /// resends the rest of a batch to the replacement worker.
 inline void encode_batch(FrameWriter& out, const ItemBatch& batch, std::size_t from, std::string_view manifest_name,
-                         ManifestFormat format) {
+                         ManifestFormat format, std::uint32_t first_attempt = 1) {
   out.begin(FrameKind::batch);
   out.u8(static_cast<std::uint8_t>(format));
   out.text(manifest_name);
@@ -184,6 +184,8 @@ inline void encode_batch(FrameWriter& out, const ItemBatch& batch, std::size_t f
     out.u64(item.index);
     out.u64(item.line);
     out.u8(item.malformed ? 1 : 0);
+    // The attempt the worker starts this item at: above 1 when earlier attempts crashed it.
+    out.u32(i == from ? first_attempt : 1);
     out.text(batch.text(item));
   }
   out.end();
@@ -209,6 +211,7 @@ struct WireItem {
   std::uint64_t index;
   std::uint64_t line;
   bool malformed;
+  std::uint32_t first_attempt;
   std::string_view text;
 };
 
@@ -217,6 +220,7 @@ inline WireItem decode_batch_item(PayloadReader& in) {
   item.index = in.u64();
   item.line = in.u64();
   item.malformed = in.u8() != 0;
+  item.first_attempt = in.u32();
   item.text = in.text();
   return item;
 }

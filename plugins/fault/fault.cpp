@@ -37,6 +37,11 @@ class Fault {
     const auto it = item.find("fault");
     if (it == item.end() || !it->is_string()) return item;
     const std::string& fault = it->get_ref<const std::string&>();
+    // {"fault": ..., "until_attempt": N}: fail only on attempts before N (--retries), then echo.
+    if (const auto until = item.find("until_attempt"); until != item.end() && until->is_number_unsigned() &&
+        context.attempt() >= until->get<std::uint64_t>()) {
+      return item;
+    }
     if (fault == "segv") segv();
     if (fault == "abort") std::abort();
     if (fault == "exit") std::_Exit(static_cast<int>(exit_code(item)));
