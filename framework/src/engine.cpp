@@ -13,7 +13,6 @@
 #include <oneapi/tbb/enumerable_thread_specific.h>
 #include <oneapi/tbb/global_control.h>
 #include <oneapi/tbb/info.h>
-#include <oneapi/tbb/parallel_for.h>
 #include <oneapi/tbb/parallel_for_each.h>
 #include <oneapi/tbb/flow_graph.h>
 #include <oneapi/tbb/task_arena.h>
@@ -535,11 +534,15 @@ struct Engine::Impl {
     const std::size_t n = batch.values.size();
     const std::size_t chunks = std::min(n, 4 * threads);
     std::vector<std::vector<Value>> outs(chunks);
-    tbb::parallel_for(std::size_t{0}, chunks, [&](std::size_t c) {
+    auto body = [&](std::vector<Value>& out) {
       detail::TbbBody tbb_body(&batch);
+      const auto c = static_cast<std::size_t>(&out - outs.data());
       StageRuntime::Lease lease(*stages[s]);
-      run_values(batch, s, *lease, n * c / chunks, n * (c + 1) / chunks, outs[c], manifest_name);
-    });
+      run_values(batch, s, *lease, n * c / chunks, n * (c + 1) / chunks, out, manifest_name);
+    };
+    // TBB's threads read `body` (taken by reference) where this thread built it.
+    detail::handed_over(&detail::run_start_key);
+    tbb::parallel_for_each(outs.begin(), outs.end(), body);
     detail::taken_over(&batch);  // the chunks' outputs, written on other threads
     join_chunks(batch, outs);
     finish_stage(batch, s);
