@@ -535,6 +535,7 @@ struct Engine::Impl {
     const std::size_t chunks = std::min(n, 4 * threads);
     std::vector<std::vector<Value>> outs(chunks);
     auto body = [&](std::vector<Value>& out) {
+      detail::taken_over(&detail::run_start_key);  // before anything reads the closure
       detail::TbbBody tbb_body(&batch);
       const auto c = static_cast<std::size_t>(&out - outs.data());
       StageRuntime::Lease lease(*stages[s]);
