@@ -716,6 +716,8 @@ class StagePool {
         work_.done(*job.batch, job.group->outs, job.group->work_ns.load());
       }
       job.gateway->try_put(job.batch);
+      // try_put walked the node's successor list, which the graph frees after wait_for_all().
+      detail::handed_over(&detail::run_end_key);
       job.gateway->release_wait();
     }
     if (instance != nullptr) stage_.give_back(instance);
