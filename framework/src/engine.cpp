@@ -818,8 +818,11 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
 
       // One node per stage, chained; latency-bound stages hand batches to their own threads.
       std::vector<std::unique_ptr<flow::function_node<Batch*, Batch*>>> cpu_nodes;
-      std::vector<std::unique_ptr<StagePool>> pools;
+      // Declared before the pools, so destroyed after them: a pool's threads are joined before
+      // the async_node whose gateway they called last (release_wait ends after the graph's wait
+      // may already have returned).
       std::vector<std::unique_ptr<StagePool::Node>> async_nodes;
+      std::vector<std::unique_ptr<StagePool>> pools;
       flow::sender<Batch*>* previous = &limiter;
       for (std::size_t s = 0; s < stages.size(); ++s) {
         StageRuntime& stage = *stages[s];
