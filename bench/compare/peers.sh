@@ -12,13 +12,19 @@
 # Every tool's digests and counts are checked to agree, file by file, before any time is taken;
 # then the tools of each job run in turn, ROUNDS rounds (default 5), and the script prints
 # medians and ratios to coremap.
-# Needs GNU parallel (Debian package `parallel`, in scripts/install-deps.sh) and python3.
+# Needs GNU parallel (Debian package `parallel`, in scripts/install-deps.sh; installed here when
+# missing and run as root) and python3.
 # Usage: bench/compare/peers.sh [build/bin/coremap] [ROUNDS]   (env: FILES=3000 CHUNK=10000)
 default_rounds=5
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
 export LC_ALL=C
-command -v parallel >/dev/null || { echo "GNU parallel not found: apt-get install parallel" >&2; exit 2; }
+# GNU parallel is installed when missing (as root, from Debian's archive), else asked for.
+if ! command -v parallel >/dev/null && [ "$(id -u)" -eq 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends parallel >&2 ||
+    { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends parallel >&2; }
+fi
+command -v parallel >/dev/null || { echo "GNU parallel not found: apt-get install parallel (as root)" >&2; exit 2; }
 files=${FILES:-3000}
 chunk=${CHUNK:-10000}
 threads=$(nproc)
