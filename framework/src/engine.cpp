@@ -441,7 +441,14 @@ struct Engine::Impl {
     const bool name_stage = stages.size() > 1;
     Json item;
     CallScratch call(options.measure ? &stages[s]->latency.local() : nullptr);
-    auto& [result, error, attempts, emitted, emitter, latency] = call;
+    // References, not a structured binding: lambdas below capture them (clang 14 cannot
+    // capture a binding).
+    Json& result = call.result;
+    std::string& error = call.error;
+    std::uint32_t& attempts = call.attempts;
+    std::vector<Json>& emitted = call.emitted;
+    CallEmitter& emitter = call.emitter;
+    LatencyHistogram* const latency = call.latency;
     auto where = [&](std::uint64_t line) {
       return manifest_name + ":" + std::to_string(line) + ": " + (name_stage ? "stage '" + stage_name + "': " : "");
     };
@@ -484,7 +491,14 @@ struct Engine::Impl {
                   std::vector<Value>& out, const std::string& manifest_name) {
     const std::string& stage_name = stages[s]->spec.name;
     CallScratch call(options.measure ? &stages[s]->latency.local() : nullptr);
-    auto& [result, error, attempts, emitted, emitter, latency] = call;
+    // References, not a structured binding: lambdas below capture them (clang 14 cannot
+    // capture a binding).
+    Json& result = call.result;
+    std::string& error = call.error;
+    std::uint32_t& attempts = call.attempts;
+    std::vector<Json>& emitted = call.emitted;
+    CallEmitter& emitter = call.emitter;
+    LatencyHistogram* const latency = call.latency;
     for (std::size_t i = first; i < end; ++i) {
       Value& value = batch.values[i];
       if (value.failed) {
