@@ -491,26 +491,19 @@ struct Engine::Impl {
                   std::vector<Value>& out, const std::string& manifest_name) {
     const std::string& stage_name = stages[s]->spec.name;
     CallScratch call(options.measure ? &stages[s]->latency.local() : nullptr);
-    // References, not a structured binding: lambdas below capture them (clang 14 cannot
-    // capture a binding).
-    Json& result = call.result;
-    std::string& error = call.error;
-    std::uint32_t& attempts = call.attempts;
-    std::vector<Json>& emitted = call.emitted;
-    CallEmitter& emitter = call.emitter;
-    LatencyHistogram* const latency = call.latency;
     for (std::size_t i = first; i < end; ++i) {
       Value& value = batch.values[i];
       if (value.failed) {
         out.push_back(std::move(value));
-      } else if (!run_item_measured(latency, instance, value.index, value.data, result, error, attempts, &emitter)) {
-        out.push_back(Value{value.index, value.line, value.fanned, true, attempts, Json(),
-                            manifest_name + ":" + std::to_string(value.line) + ": stage '" + stage_name + "': " + error});
-      } else if (!emitter.used) {
-        out.push_back(Value{value.index, value.line, value.fanned, false, attempts, std::move(result), {}});
+      } else if (!run_item_measured(call.latency, instance, value.index, value.data, call.result, call.error,
+                                    call.attempts, &call.emitter)) {
+        out.push_back(Value{value.index, value.line, value.fanned, true, call.attempts, Json(),
+                            manifest_name + ":" + std::to_string(value.line) + ": stage '" + stage_name + "': " + call.error});
+      } else if (!call.emitter.used) {
+        out.push_back(Value{value.index, value.line, value.fanned, false, call.attempts, std::move(call.result), {}});
       } else {
-        for (Json& emitted_value : emitted) {
-          out.push_back(Value{value.index, value.line, true, false, attempts, std::move(emitted_value), {}});
+        for (Json& emitted_value : call.emitted) {
+          out.push_back(Value{value.index, value.line, true, false, call.attempts, std::move(emitted_value), {}});
         }
       }
     }
