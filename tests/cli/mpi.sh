@@ -51,6 +51,26 @@ if cmp -s "$WORK/sha.local.jsonl" "$WORK/out"; then pass "standard output, fixed
 mpi 3 run --plugin sha256 --manifest "$WORK/files.txt" --unordered -o "$WORK/sha.unordered.jsonl" -q
 if cmp -s <(sort "$WORK/sha.local.jsonl") <(sort "$WORK/sha.unordered.jsonl"); then pass "--unordered: the same records"; else fail "--unordered: records differ"; fi
 
+# The command of README.md and docs/distributed.md, as written, where the page has it (build/ is
+# the build tree under test; root's consent by environment, so the line stays as written).
+mkdir "$WORK/doc"
+ln -s "$(cd "$(dirname "$COREMAP")/.." && pwd)" "$WORK/doc/build"
+cp "$WORK/files.txt" "$WORK/doc/files.txt"
+[ "$(id -u)" -eq 0 ] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+for page in README.md docs/distributed.md; do
+  line=$(grep -m1 '^mpirun -n 3 --bind-to none build/bin/coremap run --plugin sha256 --manifest files.txt -o hashes.jsonl$' \
+    "$COREMAP_SOURCE_DIR/$page" || true)
+  [ -n "$line" ] && pass "$page: found the mpirun command" || fail "$page: the mpirun command is gone"
+  rm -f "$WORK/doc/hashes.jsonl"*
+  set +e
+  (cd "$WORK/doc" && timeout 300 bash -c "$line" >/dev/null 2>&1)
+  rc=$?
+  set -e
+  expect_eq "$rc" 1 "$page: the documented command runs (exit 1: two files are missing)"
+  (cd "$WORK/doc" && "$COREMAP" run --plugin sha256 --manifest files.txt -q) >"$WORK/doc/local.jsonl" || true
+  if cmp -s "$WORK/doc/local.jsonl" "$WORK/doc/hashes.jsonl"; then pass "$page: its output equals a local run's"; else fail "$page: output differs"; fi
+done
+
 # Setup errors exit 2 on every rank, one message.
 mpi 3 run --plugin no-such-plugin --manifest "$WORK/files.txt" -o "$WORK/x.jsonl"
 expect_eq "$rc" 2 "an unknown plugin under mpirun: exit 2"
