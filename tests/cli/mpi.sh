@@ -80,6 +80,10 @@ mpi 2 run --plugin sha256 --manifest "$WORK/missing.txt" -o "$WORK/x.jsonl"
 expect_eq "$rc" 2 "a missing manifest under mpirun: exit 2"
 expect_contains "$WORK/err" "missing.txt" "the error names the manifest"
 
+mpi 2 bench --plugin sha256 --manifest "$WORK/files.txt" --threads 1
+expect_eq "$rc" 2 "bench under mpirun -n 2 refuses: exit 2"
+expect_contains "$WORK/err" "bench does not run across MPI ranks" "bench says why"
+
 # Skewed costs: 1000 spin items, 25 of them (spread over the first 80 %) 50x the others.
 python3 -c '
 import json
