@@ -98,13 +98,22 @@ if cmp -s "$WORK/spin.local.jsonl" "$WORK/spin.3.jsonl"; then pass "mpirun -n 3 
 # the worker ranks. A rank whose share ran out early would idle while another still works. Not
 # the CPU time: two ranks sharing two busy cores get what the OS scheduler gives them, which is
 # unequal whatever the chunks.
-grep '^coremap: rank ' "$WORK/err" | sed 's/^/    /'
-if python3 -c '
+busy_ratio() {  # busy_ratio STDERR: max/min of the worker ranks' busy spans
+  python3 -c '
 import re, sys
 busy = [float(m.group(1)) for m in re.finditer(r"rank \d+: .* busy ([0-9.]+) s", open(sys.argv[1]).read())]
 assert len(busy) == 2, busy
-print("    busy max/min over the workers: %.3f" % (max(busy) / min(busy)))
-sys.exit(0 if max(busy) / min(busy) <= 1.2 else 1)' "$WORK/err"; then pass "skewed costs: worker busy spans within 1.2x"; else fail "skewed costs: workers unbalanced"; fi
+print("%.3f" % (max(busy) / min(busy)))' "$1"
+}
+grep '^coremap: rank ' "$WORK/err" | sed 's/^/    /'
+ratio=$(busy_ratio "$WORK/err")
+echo "    busy max/min over the workers: $ratio"
+if python3 -c "import sys; sys.exit(0 if $ratio <= 1.2 else 1)"; then pass "skewed costs: worker busy spans within 1.2x"; else fail "skewed costs: workers unbalanced ($ratio)"; fi
+# For comparison only, not checked: the same workload in two fixed halves. On the 2-core
+# development machine, shared with other jobs, this measured 1.01 to 1.23, so there the check
+# above is a bound, not a proof of balancing; it needs dedicated cores per rank for that.
+mpi 3 run --plugin spin --manifest "$WORK/spin.jsonl" -o "$WORK/spin.halves.jsonl" --mpi-chunk 500
+echo "    two fixed halves (--mpi-chunk 500) instead: busy max/min $(busy_ratio "$WORK/err")"
 
 # A worker killed mid-run: mpirun ends the job; --resume finishes it.
 "$MPIEXEC" "${mpi_flags[@]}" -n 3 "$COREMAP" run --plugin spin --manifest "$WORK/spin.jsonl" -o "$WORK/spin.kill.jsonl" -q \
