@@ -8,4 +8,5 @@ apt-get install -y -q --no-install-recommends \
   build-essential cmake git ca-certificates \
   libtbb-dev nlohmann-json3-dev libcli11-dev libssl-dev zlib1g-dev \
   libgtest-dev libbenchmark-dev clang libclang-rt-14-dev \
-  coreutils findutils bsdutils time python3 pkg-config binutils parallel
+  coreutils findutils bsdutils time python3 pkg-config binutils parallel \
+  libopenmpi-dev openmpi-bin

@@ -90,6 +90,49 @@ TEST(EngineTest, SerialRunMatchesAnIndependentOracle) {
   EXPECT_EQ(run_stream(plugin, dir.write("m.jsonl", text), {.threads = 2}).text, expected);
 }
 
+// Hands out a manifest's items in small batches of at most three, under another name: the
+// shape of any other BatchSource (an MPI worker's chunks).
+class SmallBatches final : public BatchSource {
+ public:
+  SmallBatches(const std::string& path, std::string name) : reader_(path), name_(std::move(name)) {}
+  bool next_batch(ItemBatch& batch, std::size_t max_items, std::size_t max_bytes) override {
+    return reader_.next_batch(batch, std::min<std::size_t>(max_items, 1 + calls_++ % 3), max_bytes);
+  }
+  const std::string& name() const noexcept override { return name_; }
+  ManifestFormat format() const noexcept override { return reader_.format(); }
+
+ private:
+  ManifestReader reader_;
+  std::string name_;
+  std::size_t calls_ = 0;
+};
+
+TEST(EngineTest, AnyBatchSourceGivesTheManifestReadersRecords) {
+  test::TempDir dir;
+  const std::string manifest = dir.write("m.jsonl", mixed_manifest(1000));
+  const auto plugin = Plugin::load(test::fixture("throwing"));
+  const Output direct = run_stream(plugin, manifest, {.serial = true});
+  for (std::size_t threads : {1u, 2u, 8u}) {
+    Engine engine(plugin, Json::object(), {.threads = threads});
+    SmallBatches source(manifest, manifest);
+    std::string text;
+    CallbackSink sink([&](std::string_view records) { text.append(records); });
+    const RunStats stats = engine.run(source, sink);
+    EXPECT_EQ(text, direct.text) << threads << " threads";
+    EXPECT_EQ(stats.items, 1000u);
+    EXPECT_EQ(stats.failed, direct.stats.failed);
+  }
+  // Errors name the source by its name().
+  Engine engine(plugin, Json::object(), {.threads = 2});
+  SmallBatches source(manifest, "elsewhere.jsonl");
+  std::string text;
+  CallbackSink sink([&](std::string_view records) { text.append(records); });
+  engine.run(source, sink);
+  const auto records = lines_of(text);
+  ASSERT_EQ(records.size(), 1000u);
+  EXPECT_EQ(records[13]["error"].get<std::string>().rfind("elsewhere.jsonl:", 0), 0u) << records[13];
+}
+
 TEST(EngineTest, ErrorsStayWithTheirItems) {
   test::TempDir dir;
   const std::string manifest = dir.write(

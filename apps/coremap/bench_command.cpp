@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -289,6 +290,14 @@ CLI::App* add_bench_command(CLI::App& app, BenchArgs& args) {
 }
 
 int bench_command(const BenchArgs& args) {
+  // Each rank would run the whole sweep on its own and write the same files.
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}) {
+    const char* value = std::getenv(name);
+    if (value != nullptr && std::string(value) != "1") {
+      throw UsageError(std::string("bench: started by an MPI launcher (") + name + "=" + value +
+                       "); bench does not run across MPI ranks: run it without mpirun (docs/distributed.md)");
+    }
+  }
   if (args.input.manifest == "-") {
     throw UsageError("bench: the manifest is read again for every run, so it must be a file, not - (standard input)");
   }

@@ -67,9 +67,28 @@ struct RunArgs {
   double sync_interval_seconds = 1;
   bool isolate = false;
   std::string memory_limit;
+  bool mpi = false;             // --mpi (or started by an MPI launcher): docs/distributed.md
+  std::size_t mpi_chunk = 0;    // --mpi-chunk: items per chunk; 0 adapts to item cost
 };
 CLI::App* add_run_command(CLI::App& app, RunArgs& args);
 int run_command(const RunArgs& args);
+
+/// What a run does with the plugin, from the run's flags (threads, ordering, retries ...).
+RunOptions make_run_options(const RunArgs& args);
+/// Prints the summary line(s) of a finished run to standard error (not with --quiet).
+void print_run_summary(const RunArgs& args, const RunOptions& options, const RunStats& stats,
+                       const ResumableOutput* resumable);
+/// Writes the reducing stages' aggregates to --summary FILE or standard error; true when one
+/// failed.
+bool report_summaries(const Json& summaries, const RunArgs& args);
+
+/// True when an MPI launcher (mpirun, srun) started this process: its environment says so.
+bool started_by_mpi_launcher();
+/// `coremap run` across the ranks of an MPI job (docs/distributed.md); with one rank, the
+/// ordinary run. Only in builds with MPI.
+int mpi_run_command(const RunArgs& args);
+/// The ordinary, single-process `coremap run`.
+int local_run_command(const RunArgs& args);
 
 struct BenchArgs {
   PipelineArgs input;

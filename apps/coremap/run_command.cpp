@@ -8,6 +8,7 @@
 #include <optional>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "commands.hpp"
@@ -50,6 +51,8 @@ class InterruptScope {
   struct sigaction old_term_ {};
 };
 
+}  // namespace
+
 // Writes the reducing stages' aggregates to --summary FILE, or to standard error. Returns true
 // when a stage's merge or summary failed (the run then exits 1).
 bool report_summaries(const Json& summaries, const RunArgs& args) {
@@ -72,8 +75,6 @@ bool report_summaries(const Json& summaries, const RunArgs& args) {
   out.finish();
   return failed;
 }
-
-}  // namespace
 
 CLI::App* add_run_command(CLI::App& app, RunArgs& args) {
   CLI::App* run = app.add_subcommand("run", "Map a plugin (or a pipeline of plugins) over every item of a manifest");
@@ -125,10 +126,93 @@ CLI::App* add_run_command(CLI::App& app, RunArgs& args) {
       ->type_name("SIZE")
       ->needs(isolate);
   run->add_flag("-q,--quiet", args.quiet, "No progress line and no summary on standard error");
+  run->add_flag("--mpi", args.mpi,
+                "Run across the ranks of an MPI job (implied when mpirun or srun started coremap): rank 0 "
+                "reads the manifest and writes the output, the other ranks process items (docs/distributed.md)");
+  run->add_option("--mpi-chunk", args.mpi_chunk,
+                  "In an MPI run: items per chunk handed to a rank (default: sized to about 50 ms of the rank's "
+                  "work, from measured item cost)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20))
+      ->type_name("N");
   return run;
 }
 
+bool started_by_mpi_launcher() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"}) {
+    if (std::getenv(name) != nullptr) return true;
+  }
+  return false;
+}
+
 int run_command(const RunArgs& args) {
+  if (args.mpi || started_by_mpi_launcher()) return mpi_run_command(args);
+  if (args.mpi_chunk != 0) throw UsageError("--mpi-chunk applies to MPI runs (mpirun ... or --mpi) only");
+  return local_run_command(args);
+}
+
+#ifndef COREMAP_WITH_MPI
+int mpi_run_command(const RunArgs& args) {
+  // Without MPI each rank would process the whole manifest into the same file: refuse, unless
+  // this is the only rank.
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}) {
+    const char* value = std::getenv(name);
+    if (value != nullptr && std::string(value) != "1") {
+      throw UsageError(std::string("started by an MPI launcher (") + name + "=" + value +
+                       ") but this coremap was built without MPI: every rank would process the whole manifest; "
+                       "rebuild with MPI (libopenmpi-dev) or run coremap without mpirun");
+    }
+  }
+  if (const char* rank = std::getenv("PMIX_RANK"); rank != nullptr && std::string(rank) != "0") {
+    throw UsageError(std::string("started by an MPI launcher as rank ") + rank +
+                     " but this coremap was built without MPI; rebuild with MPI (libopenmpi-dev)");
+  }
+  if (args.mpi) throw UsageError("--mpi: this coremap was built without MPI (install libopenmpi-dev and rebuild)");
+  if (args.mpi_chunk != 0) throw UsageError("--mpi-chunk: this coremap was built without MPI");
+  return local_run_command(args);
+}
+#endif
+
+RunOptions make_run_options(const RunArgs& args) {
+  RunOptions options;
+  options.retries = args.retries;
+  options.threads = args.threads;
+  options.serial = args.serial;
+  options.ordered = !args.unordered;
+  options.max_errors = args.fail_fast ? 1 : args.max_errors;
+  options.max_in_flight = args.max_in_flight;
+  options.isolate = args.isolate;
+  if (!args.memory_limit.empty()) options.memory_limit_bytes = parse_size(args.memory_limit, "--memory-limit");
+  if (args.timeout_seconds > 0) {
+    // Rounded up, so that a tiny positive timeout is never 0 (no limit).
+    options.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(args.timeout_seconds * 1000)));
+  }
+  return options;
+}
+
+void print_run_summary(const RunArgs& args, const RunOptions& options, const RunStats& stats,
+                       const ResumableOutput* resumable) {
+  if (args.quiet) return;
+  const std::uint64_t earlier_ok = resumable ? resumable->earlier_ok() : 0;
+  const std::uint64_t earlier_failed = resumable ? resumable->earlier_failed() : 0;
+  // Fan-out and filtering make records differ from items; say both then.
+  const std::string records = stats.records == stats.items ? "" : ", " + std::to_string(stats.records) + " records";
+  std::fprintf(stderr, "coremap: %llu items%s: %llu ok, %llu failed in %.3f s (%.0f items/s, %zu thread%s%s)\n",
+               static_cast<unsigned long long>(stats.items), records.c_str(), static_cast<unsigned long long>(stats.ok),
+               static_cast<unsigned long long>(stats.failed), stats.wall_seconds, stats.items_per_second(),
+               stats.threads, stats.threads == 1 ? "" : "s", args.serial ? ", serial" : "");
+  if (resumable && resumable->resumed()) {
+    std::fprintf(stderr, "coremap: with the earlier run's records, %s holds %llu items: %llu ok, %llu failed\n",
+                 args.output.c_str(), static_cast<unsigned long long>(stats.items + earlier_ok + earlier_failed),
+                 static_cast<unsigned long long>(stats.ok + earlier_ok),
+                 static_cast<unsigned long long>(stats.failed + earlier_failed));
+  }
+  if (stats.stopped == StopReason::max_errors) {
+    std::fprintf(stderr, "coremap: stopped early: %llu failed items reached --max-errors %llu\n",
+                 static_cast<unsigned long long>(stats.failed), static_cast<unsigned long long>(options.max_errors));
+  }
+}
+
+int local_run_command(const RunArgs& args) {
   if (args.resume && args.output == "-") {
     throw UsageError("--resume needs -o FILE: the records of the earlier run are read back from FILE.part");
   }
@@ -144,19 +228,7 @@ int run_command(const RunArgs& args) {
     throw UsageError("--resume: a stage reduces, and its summary would cover only the items the resumed run "
                      "processes; rerun without --resume");
   }
-  RunOptions options;
-  options.retries = args.retries;
-  options.threads = args.threads;
-  options.serial = args.serial;
-  options.ordered = !args.unordered;
-  options.max_errors = args.fail_fast ? 1 : args.max_errors;
-  options.max_in_flight = args.max_in_flight;
-  options.isolate = args.isolate;
-  if (!args.memory_limit.empty()) options.memory_limit_bytes = parse_size(args.memory_limit, "--memory-limit");
-  if (args.timeout_seconds > 0) {
-    // Rounded up, so that a tiny positive timeout is never 0 (no limit).
-    options.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(args.timeout_seconds * 1000)));
-  }
+  RunOptions options = make_run_options(args);
   // The live line goes to a terminal only: logs and pipes get the summary alone.
   const bool draw_progress = !args.quiet && ::isatty(STDERR_FILENO) == 1;
   if (draw_progress) options.on_progress = terminal_progress(stderr);
@@ -195,30 +267,8 @@ int run_command(const RunArgs& args) {
   } else {
     stdout_sink->finish();
   }
-  const std::uint64_t earlier_ok = resumable ? resumable->earlier_ok() : 0;
+  print_run_summary(args, options, stats, resumable ? &*resumable : nullptr);
   const std::uint64_t earlier_failed = resumable ? resumable->earlier_failed() : 0;
-
-  if (!args.quiet) {
-    // Fan-out and filtering make records differ from items; say both then.
-    const std::string records =
-        stats.records == stats.items ? "" : ", " + std::to_string(stats.records) + " records";
-    std::fprintf(stderr,
-                 "coremap: %llu items%s: %llu ok, %llu failed in %.3f s (%.0f items/s, %zu thread%s%s)\n",
-                 static_cast<unsigned long long>(stats.items), records.c_str(), static_cast<unsigned long long>(stats.ok),
-                 static_cast<unsigned long long>(stats.failed), stats.wall_seconds, stats.items_per_second(),
-                 stats.threads, stats.threads == 1 ? "" : "s", args.serial ? ", serial" : "");
-    if (resumable && resumable->resumed()) {
-      std::fprintf(stderr, "coremap: with the earlier run's records, %s holds %llu items: %llu ok, %llu failed\n",
-                   args.output.c_str(), static_cast<unsigned long long>(stats.items + earlier_ok + earlier_failed),
-                   static_cast<unsigned long long>(stats.ok + earlier_ok),
-                   static_cast<unsigned long long>(stats.failed + earlier_failed));
-    }
-    if (stats.stopped == StopReason::max_errors) {
-      std::fprintf(stderr, "coremap: stopped early: %llu failed items reached --max-errors %llu\n",
-                   static_cast<unsigned long long>(stats.failed),
-                   static_cast<unsigned long long>(options.max_errors));
-    }
-  }
   const bool summary_failed = report_summaries(stats.summaries, args);
   if (signal_number != 0) {
     std::fprintf(stderr, "coremap: interrupted by %s: items in progress finished, %llu records written%s%s%s\n",

@@ -573,7 +573,7 @@ struct Engine::Impl {
 
   // Cuts the next batch, leaving out items an earlier run recorded (RunOptions::skip). False
   // at the manifest's end or when the run is stopping. Runs in the serial input stage.
-  bool read_batch(ManifestReader& manifest, Batch& batch, std::uint64_t& skipped) {
+  bool read_batch(BatchSource& manifest, Batch& batch, std::uint64_t& skipped) {
     const IndexSet* const skip = options.skip.get();
     for (;;) {
       if (should_stop() || !manifest.next_batch(batch.raw, next_batch_size(), max_batch_bytes)) return false;
@@ -607,7 +607,7 @@ struct Engine::Impl {
   }
 
   template <class Deliver>
-  RunStats run_stream(ManifestReader& manifest, bool as_records, Deliver&& deliver);
+  RunStats run_stream(BatchSource& manifest, bool as_records, Deliver&& deliver);
   template <class OnDone>
   RunStats map_items(std::span<const Json> items, OnDone&& on_done);
 
@@ -754,7 +754,7 @@ const Progress& Engine::progress() const noexcept { return impl_->progress; }
 std::size_t Engine::threads() const noexcept { return impl_->threads; }
 
 template <class Deliver>
-RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Deliver&& deliver) {
+RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Deliver&& deliver) {
   reset_for_run();
   progress.total_bytes = manifest.size().value_or(0);
   RunStats stats;
@@ -925,11 +925,11 @@ RunStats Engine::Impl::run_stream(ManifestReader& manifest, bool as_records, Del
 Engine::Engine(ItemFunction function, RunOptions options)
     : Engine(Plugin::from_function(std::move(function)), Json::object(), std::move(options)) {}
 
-RunStats Engine::run(ManifestReader& manifest, Sink& sink) {
+RunStats Engine::run(BatchSource& manifest, Sink& sink) {
   return impl_->run_stream(manifest, false, [&](Batch& batch) { sink.write(batch.out); });
 }
 
-RunStats Engine::run(ManifestReader& manifest, const RecordCallback& on_record) {
+RunStats Engine::run(BatchSource& manifest, const RecordCallback& on_record) {
   return impl_->run_stream(manifest, true, [&](Batch& batch) {
     for (const Record& record : batch.records) on_record(record);
   });

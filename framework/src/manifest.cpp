@@ -95,6 +95,8 @@ ManifestReader::ManifestReader(const std::string& path, ManifestFormat format) {
   }
 }
 
+BatchSource::~BatchSource() = default;
+
 ManifestReader::~ManifestReader() {
   if (owns_fd_) ::close(fd_);
 }

@@ -169,13 +169,14 @@ class COREMAP_EXPORT Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  /// Streams `manifest` through the plugin into `sink`, with a bounded number of items in
-  /// flight. Throws what the manifest or the sink throws (ManifestError, OutputError); item
-  /// failures are records, not exceptions. Does not call sink.finish().
-  RunStats run(ManifestReader& manifest, Sink& sink);
+  /// Streams the items of `manifest` (a ManifestReader, or any other BatchSource) through the
+  /// plugin into `sink`, with a bounded number of items in flight. Throws what the source or
+  /// the sink throws (ManifestError, OutputError); item failures are records, not exceptions.
+  /// Does not call sink.finish().
+  RunStats run(BatchSource& manifest, Sink& sink);
 
   /// The same run, handing each record to `on_record` instead of writing JSON Lines.
-  RunStats run(ManifestReader& manifest, const RecordCallback& on_record);
+  RunStats run(BatchSource& manifest, const RecordCallback& on_record);
 
   /// Maps the plugin over items already in memory (tbb::parallel_for_each); returns one record
   /// per item, in index order. Items not started because the run was stopped get an error

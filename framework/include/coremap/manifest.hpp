@@ -58,6 +58,27 @@ struct ItemBatch {
   }
 };
 
+/// Where the engine takes its items from: a manifest file (ManifestReader), or anything else
+/// that hands out raw items in batches, e.g. chunks received from another process.
+///
+/// Thread safety: one thread at a time (the engine calls it from its serial input stage).
+class COREMAP_EXPORT BatchSource {
+ public:
+  virtual ~BatchSource();
+  /// Clears `batch` and fills it with the next items: at most `max_items`, and stops adding
+  /// once `max_bytes` are stored (a batch always takes at least one item, however long).
+  /// Returns false when there are no more items.
+  virtual bool next_batch(ItemBatch& batch, std::size_t max_items, std::size_t max_bytes) = 0;
+  /// The name used in error messages (a record's error names `name():line`).
+  virtual const std::string& name() const noexcept = 0;
+  /// How the items' text is to be parsed (never `automatic`).
+  virtual ManifestFormat format() const noexcept = 0;
+  /// Bytes consumed so far, for progress (0 when unknown).
+  virtual std::uint64_t bytes_read() const noexcept { return 0; }
+  /// Total bytes when known, for progress.
+  virtual std::optional<std::uint64_t> size() const noexcept { return std::nullopt; }
+};
+
 /// Reads a manifest file (or standard input for "-") and cuts it into items.
 ///
 /// \code
@@ -69,31 +90,31 @@ struct ItemBatch {
 /// \endcode
 ///
 /// Thread safety: one thread at a time (the engine calls it from its serial input stage).
-class COREMAP_EXPORT ManifestReader {
+class COREMAP_EXPORT ManifestReader final : public BatchSource {
  public:
   /// Opens `path` ("-" is standard input) and decides the format; throws ManifestError when the
   /// file cannot be opened or read, is a directory, or does not start the way `format` needs.
   explicit ManifestReader(const std::string& path, ManifestFormat format = ManifestFormat::automatic);
-  ~ManifestReader();
+  ~ManifestReader() override;
   ManifestReader(const ManifestReader&) = delete;
   ManifestReader& operator=(const ManifestReader&) = delete;
 
   /// The name used in error messages: the path, or "<stdin>".
-  const std::string& name() const noexcept { return name_; }
+  const std::string& name() const noexcept override { return name_; }
   /// The format in use (never `automatic`).
-  ManifestFormat format() const noexcept { return format_; }
+  ManifestFormat format() const noexcept override { return format_; }
 
   /// Clears `batch` and fills it with the next items: at most `max_items`, and stops adding
   /// once `max_bytes` are stored (a batch always takes at least one item, however long).
   /// Returns false when the manifest has no more items. Throws ManifestError on a read error.
-  bool next_batch(ItemBatch& batch, std::size_t max_items, std::size_t max_bytes);
+  bool next_batch(ItemBatch& batch, std::size_t max_items, std::size_t max_bytes) override;
 
   /// Items cut so far.
   std::uint64_t items_read() const noexcept { return next_index_; }
   /// Bytes consumed so far.
-  std::uint64_t bytes_read() const noexcept { return consumed_; }
+  std::uint64_t bytes_read() const noexcept override { return consumed_; }
   /// Size of the manifest when it is a regular file.
-  std::optional<std::uint64_t> size() const noexcept { return size_; }
+  std::optional<std::uint64_t> size() const noexcept override { return size_; }
 
  private:
   bool fill();  // reads more input; false at end of file
