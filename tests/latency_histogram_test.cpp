@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <span>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -79,6 +80,32 @@ TEST(LatencyHistogramTest, MergeEqualsRecordingEverythingInOne) {
   EXPECT_EQ(a.count(), all.count());
   EXPECT_EQ(a.sum(), all.sum());
   EXPECT_EQ(a.max(), all.max());
+}
+
+TEST(LatencyHistogramTest, FromPartsRebuildsTheSameHistogram) {
+  std::mt19937_64 random(11);
+  std::uniform_int_distribution<std::uint64_t> duration(1, 50'000'000);
+  LatencyHistogram h;
+  std::vector<std::uint64_t> values;
+  for (int i = 0; i < 3000; ++i) {
+    values.push_back(duration(random));
+    h.record(values.back());
+  }
+  // As another process would rebuild it: the bucket counts and the totals, copied out.
+  const std::vector<std::uint64_t> counts(h.buckets().begin(), h.buckets().end());
+  const LatencyHistogram copy = LatencyHistogram::from_parts(
+      std::span<const std::uint64_t, LatencyHistogram::bucket_count>(counts.data(), counts.size()), h.sum(), h.min(),
+      h.max());
+  EXPECT_EQ(copy.count(), values.size());
+  EXPECT_EQ(copy.min(), *std::min_element(values.begin(), values.end()));
+  EXPECT_EQ(copy.max(), *std::max_element(values.begin(), values.end()));
+  for (double q : {0.5, 0.95, 0.99}) expect_close(copy, values, q);
+  const LatencyHistogram empty = LatencyHistogram::from_parts(LatencyHistogram().buckets(), 0, 0, 0);
+  EXPECT_EQ(empty.count(), 0u);
+  EXPECT_EQ(empty.min(), 0u);
+  LatencyHistogram merged = empty;
+  merged.merge(copy);
+  EXPECT_EQ(merged.min(), copy.min());
 }
 
 TEST(LatencyHistogramTest, ExtremesAndEmpty) {

@@ -14,9 +14,10 @@
 #include <string>
 #include <vector>
 
-#include "commands.hpp"
+#include "bench.hpp"
 
 namespace coremap::cli {
+namespace bench {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -34,10 +35,12 @@ class CountingSink final : public Sink {
   std::uint64_t bytes_ = 0;
 };
 
-// One line of the table: --serial or a thread count, its timed repeats and its measured run.
+// One line of the table: --serial or a thread count (per rank), its timed repeats and its
+// measured run.
 struct Row {
   bool serial = false;
   std::size_t threads = 1;
+  std::size_t ranks = 1;  // processes running the items: worker ranks under MPI
   std::vector<double> walls;
   double median = 0, min = 0, max = 0, spread = 0;
   std::uint64_t items = 0, failed = 0, output_bytes = 0;
@@ -49,22 +52,33 @@ struct Row {
   double overhead = 0;
   std::size_t bottleneck = 0;
   double bottleneck_load = 0;
+  // Under MPI: each timed run's shares per worker rank, and the median over the runs of the
+  // busiest rank's busy time over the least busy one's.
+  std::vector<std::vector<RankShare>> shares;
+  double balance = 0;
 
-  std::string label() const { return serial ? "serial" : std::to_string(threads); }
+  // Threads running items at once, over every rank.
+  std::size_t parallelism() const { return serial ? 1 : threads * ranks; }
+  std::string label() const {
+    if (serial) return "serial";
+    return ranks > 1 ? std::to_string(ranks) + "x" + std::to_string(threads) : std::to_string(threads);
+  }
 };
+
+// The busiest rank's busy time over the least busy one's.
+double busy_ratio(const std::vector<RankShare>& shares) {
+  double most = 0, least = 0;
+  for (const RankShare& share : shares) {
+    most = std::max(most, share.busy_seconds);
+    least = least == 0 ? share.busy_seconds : std::min(least, share.busy_seconds);
+  }
+  return least > 0 ? most / least : 0;
+}
 
 double median_of(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   const std::size_t n = values.size();
   return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-}
-
-// Cores this process may run on (what tbb::info::default_concurrency() also counts).
-std::size_t available_cores() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (::sched_getaffinity(0, sizeof set, &set) == 0) return static_cast<std::size_t>(std::max(1, CPU_COUNT(&set)));
-  return 1;
 }
 
 // 1, then powers of two below the core count, then the core count.
@@ -136,8 +150,8 @@ double tick_step(double span, int ticks) {
 std::optional<double> fit_serial_fraction(const std::vector<Row>& rows) {
   double xy = 0, xx = 0;
   for (const Row& row : rows) {
-    if (row.serial || row.threads < 2 || row.speedup <= 0) continue;
-    const double p = static_cast<double>(row.threads);
+    if (row.serial || row.parallelism() < 2 || row.speedup <= 0) continue;
+    const double p = static_cast<double>(row.parallelism());
     const double x = 1 - 1 / p;
     const double y = 1 / row.speedup - 1 / p;
     xy += x * y;
@@ -150,13 +164,13 @@ std::optional<double> fit_serial_fraction(const std::vector<Row>& rows) {
 double amdahl(double f, double p) { return 1 / (f + (1 - f) / p); }
 
 std::string speedup_svg(const std::vector<Row>& rows, std::optional<double> fit, std::size_t cores,
-                        const std::string& title) {
+                        const std::string& title, const std::string& x_label) {
   constexpr double width = 640, height = 440, left = 64, right = 24, top = 52, bottom = 64;
   std::size_t max_threads = 2;
   double max_speedup = 0;
   for (const Row& row : rows) {
     if (row.serial) continue;
-    max_threads = std::max(max_threads, row.threads);
+    max_threads = std::max(max_threads, row.parallelism());
     max_speedup = std::max(max_speedup, row.speedup);
   }
   const double xmax = static_cast<double>(max_threads);
@@ -194,13 +208,13 @@ std::string speedup_svg(const std::vector<Row>& rows, std::optional<double> fit,
         << "</text>\n";
   }
   svg << "<text x=\"" << (px(0) + px(xmax)) / 2 << "\" y=\"" << height - 18
-      << "\" text-anchor=\"middle\">threads</text>\n"
+      << "\" text-anchor=\"middle\">" << xml_escape(x_label) << "</text>\n"
       << "<text transform=\"translate(18," << (py(0) + py(ymax)) / 2
       << ") rotate(-90)\" text-anchor=\"middle\">speedup over --serial (median wall time)</text>\n</g>\n";
   svg << "<g stroke=\"#333\" stroke-width=\"1\"><line id=\"x-axis\" x1=\"" << px(0) << "\" y1=\"" << py(0)
       << "\" x2=\"" << px(xmax) << "\" y2=\"" << py(0) << "\"/><line id=\"y-axis\" x1=\"" << px(0) << "\" y1=\""
       << py(0) << "\" x2=\"" << px(0) << "\" y2=\"" << py(ymax) << "\"/></g>\n";
-  if (static_cast<double>(cores) < xmax) {
+  if (cores != 0 && static_cast<double>(cores) < xmax) {
     svg << "<line id=\"cores\" x1=\"" << format_fixed(px(static_cast<double>(cores)), 1) << "\" y1=\"" << py(0)
         << "\" x2=\"" << format_fixed(px(static_cast<double>(cores)), 1) << "\" y2=\"" << py(ymax)
         << "\" stroke=\"#999\" stroke-dasharray=\"2,3\"/>\n"
@@ -224,14 +238,14 @@ std::string speedup_svg(const std::vector<Row>& rows, std::optional<double> fit,
   bool first = true;
   for (const Row& row : rows) {
     if (row.serial) continue;
-    svg << (first ? "" : " ") << point(static_cast<double>(row.threads), row.speedup);
+    svg << (first ? "" : " ") << point(static_cast<double>(row.parallelism()), row.speedup);
     first = false;
   }
   svg << "\"/>\n<g fill=\"#1f77b4\">\n";
   for (const Row& row : rows) {
     if (row.serial) continue;
-    svg << "<circle cx=\"" << format_fixed(px(static_cast<double>(row.threads)), 1) << "\" cy=\""
-        << format_fixed(py(row.speedup), 1) << "\" r=\"3.5\"><title>" << row.threads << " threads: speedup "
+    svg << "<circle cx=\"" << format_fixed(px(static_cast<double>(row.parallelism())), 1) << "\" cy=\""
+        << format_fixed(py(row.speedup), 1) << "\" r=\"3.5\"><title>" << row.label() << " threads: speedup "
         << format_fixed(row.speedup, 3) << "</title></circle>\n";
   }
   svg << "</g>\n";
@@ -254,6 +268,25 @@ std::string speedup_svg(const std::vector<Row>& rows, std::optional<double> fit,
   return svg.str();
 }
 
+// Each timed run's shares per worker rank (MPI).
+Json shares_json(const std::vector<std::vector<RankShare>>& runs) {
+  Json out = Json::array();
+  for (const auto& run : runs) {
+    Json shares = Json::array();
+    for (const RankShare& share : run) {
+      shares.push_back({{"rank", share.rank},
+                        {"host", share.host},
+                        {"items", share.items},
+                        {"chunks", share.chunks},
+                        {"threads", share.threads},
+                        {"busy_seconds", share.busy_seconds},
+                        {"cpu_seconds", share.cpu_seconds}});
+    }
+    out.push_back(std::move(shares));
+  }
+  return out;
+}
+
 std::string join_labels(const std::vector<std::string>& labels) {
   std::string out;
   for (const std::string& label : labels) out += (out.empty() ? "" : ", ") + label;
@@ -261,6 +294,31 @@ std::string join_labels(const std::vector<std::string>& labels) {
 }
 
 }  // namespace
+
+Timed LocalRunner::run(bool serial, std::size_t threads, bool measure, Sink& sink) {
+  if (!engine_ || serial != serial_ || threads != threads_ || measure != measure_) {
+    engine_.reset();
+    engine_.emplace(pipeline_, RunOptions{.threads = threads, .serial = serial, .measure = measure});
+    serial_ = serial;
+    threads_ = threads;
+    measure_ = measure;
+  }
+  Timed timed;
+  const auto start = Clock::now();
+  ManifestReader manifest(manifest_, format_);
+  timed.stats = engine_->run(manifest, sink);
+  timed.wall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  return timed;
+}
+
+std::size_t available_cores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) == 0) return static_cast<std::size_t>(std::max(1, CPU_COUNT(&set)));
+  return 1;
+}
+
+}  // namespace bench
 
 CLI::App* add_bench_command(CLI::App& app, BenchArgs& args) {
   CLI::App* bench = app.add_subcommand(
@@ -286,27 +344,50 @@ CLI::App* add_bench_command(CLI::App& app, BenchArgs& args) {
       ->type_name("FILE");
   bench->add_option("--svg", args.svg, "Draw speedup against threads, with the ideal and Amdahl's curve, here")
       ->type_name("FILE");
+  bench->add_flag("--mpi", args.mpi,
+                  "Run the rows across the ranks of an MPI job (implied when mpirun or srun started coremap): "
+                  "--serial on rank 0, then each thread count on every other rank; adds load balance per rank");
+  bench->add_option("--mpi-chunk", args.mpi_chunk,
+                    "Under MPI: items per chunk handed to a rank (default: sized to about 50 ms of the rank's work)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20))
+      ->type_name("N");
   return bench;
 }
 
 int bench_command(const BenchArgs& args) {
+  if (args.mpi || started_by_mpi_launcher()) return mpi_bench_command(args);
+  if (args.mpi_chunk != 0) throw UsageError("--mpi-chunk applies to MPI runs (mpirun ... or --mpi) only");
+  bench::check_args(args);
+  const PluginLoader loader = make_loader(args.input.search);
+  const Pipeline pipeline = make_pipeline(args.input, loader, "bench");
+  bench::LocalRunner runner(pipeline, parse_manifest_format(args.input.format), args.input.manifest);
+  return bench::sweep(args, pipeline, runner);
+}
+
+#ifndef COREMAP_WITH_MPI
+int mpi_bench_command(const BenchArgs& args) {
   // Each rank would run the whole sweep on its own and write the same files.
-  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}) {
-    const char* value = std::getenv(name);
-    if (value != nullptr && std::string(value) != "1") {
-      throw UsageError(std::string("bench: started by an MPI launcher (") + name + "=" + value +
-                       "); bench does not run across MPI ranks: run it without mpirun (docs/distributed.md)");
-    }
-  }
+  if (args.mpi) throw UsageError("bench --mpi: this coremap was built without MPI (install libopenmpi-dev and rebuild)");
+  throw UsageError("bench: started by an MPI launcher, but this coremap was built without MPI: every rank would run "
+                   "the whole sweep; rebuild with MPI (libopenmpi-dev) or run it without mpirun");
+}
+#endif
+
+namespace bench {
+
+void check_args(const BenchArgs& args) {
   if (args.input.manifest == "-") {
     throw UsageError("bench: the manifest is read again for every run, so it must be a file, not - (standard input)");
   }
   if (args.output == "-") throw UsageError("bench: --output needs a file: standard output carries the table");
-  const PluginLoader loader = make_loader(args.input.search);
+  // A missing manifest fails before anything runs.
+  ManifestReader check(args.input.manifest, parse_manifest_format(args.input.format));
+}
+
+int sweep(const BenchArgs& args, const Pipeline& pipeline, Runner& runner) {
   const ManifestFormat format = parse_manifest_format(args.input.format);
-  { ManifestReader check(args.input.manifest, format); }  // a missing manifest fails before anything runs
-  const Pipeline pipeline = make_pipeline(args.input, loader, "bench");
   const std::size_t cores = available_cores();
+  const std::size_t ranks = runner.ranks();
   std::vector<std::size_t> counts = args.threads.empty() ? default_thread_counts(cores) : args.threads;
   std::sort(counts.begin(), counts.end());
   counts.erase(std::unique(counts.begin(), counts.end()), counts.end());
@@ -324,44 +405,48 @@ int bench_command(const BenchArgs& args) {
   std::printf("coremap bench: %s over %s (%llu bytes); %zu timed run%s per row after %zu warm-up; %zu cores\n",
               what.c_str(), args.input.manifest.c_str(), static_cast<unsigned long long>(manifest_bytes), args.repeat,
               args.repeat == 1 ? "" : "s", args.warmup, cores);
-  std::printf("%-8s %10s  %-21s %12s %8s %10s %10s\n", "threads", "median s", "(min - max)", "items/s", "speedup",
+  if (ranks > 1) {
+    std::printf("MPI: --serial on rank 0; each other row is %zu worker ranks x N threads (rows RxN), rank 0 "
+                "coordinating\n",
+                ranks);
+  }
+  std::printf("%-8s %10s  %-21s %12s %8s %10s %10s\n", ranks > 1 ? "ranksxN" : "threads", "median s", "(min - max)", "items/s", "speedup",
               "efficiency", "Karp-Flatt");
   std::fflush(stdout);
 
   std::vector<Row> rows;
   rows.emplace_back().serial = true;
-  for (std::size_t p : counts) rows.emplace_back().threads = p;
+  for (std::size_t p : counts) {
+    Row& row = rows.emplace_back();
+    row.threads = p;
+    row.ranks = ranks;
+  }
   bool any_failed = false;
   for (std::size_t r = 0; r < rows.size(); ++r) {
     Row& row = rows[r];
     const bool last_row = r + 1 == rows.size();
-    auto run_once = [&](Engine& engine, Sink& sink, double& wall) {
-      const auto start = Clock::now();
-      ManifestReader manifest(args.input.manifest, format);
-      RunStats stats = engine.run(manifest, sink);
-      wall = std::chrono::duration<double>(Clock::now() - start).count();
-      return stats;
-    };
-    {
-      Engine engine(pipeline, RunOptions{.threads = row.threads, .serial = row.serial});
-      for (std::size_t i = 0; i < args.warmup + args.repeat; ++i) {
-        CountingSink sink;
-        double wall = 0;
-        const RunStats stats = run_once(engine, sink, wall);
-        if (i < args.warmup) continue;
-        row.walls.push_back(wall);
-        row.items = stats.items;
-        row.failed = stats.failed;
-        row.output_bytes = sink.bytes();
-      }
+    for (std::size_t i = 0; i < args.warmup + args.repeat; ++i) {
+      CountingSink sink;
+      const Timed timed = runner.run(row.serial, row.threads, false, sink);
+      if (i < args.warmup) continue;
+      row.walls.push_back(timed.wall_seconds);
+      row.items = timed.stats.items;
+      row.failed = timed.stats.failed;
+      row.output_bytes = sink.bytes();
+      if (!timed.ranks.empty()) row.shares.push_back(timed.ranks);
     }
     // One more run, timing each process() call: it is not among the timed repeats, so the
     // clock reads never weigh on the table's wall times.
-    Engine profiled(pipeline, RunOptions{.threads = row.threads, .serial = row.serial, .measure = true});
     CountingSink counting;
     Sink& sink = last_row && kept ? static_cast<Sink&>(*kept) : counting;
-    const RunStats profile = run_once(profiled, sink, row.profile_wall);
-    row.stages = profile.stages;
+    const Timed profile = runner.run(row.serial, row.threads, true, sink);
+    row.profile_wall = profile.wall_seconds;
+    row.stages = profile.stats.stages;
+    if (!row.shares.empty()) {
+      std::vector<double> ratios;
+      for (const auto& shares : row.shares) ratios.push_back(busy_ratio(shares));
+      row.balance = median_of(ratios);
+    }
     any_failed = any_failed || row.failed != 0;
 
     row.median = median_of(row.walls);
@@ -369,13 +454,13 @@ int bench_command(const BenchArgs& args) {
     row.max = *std::max_element(row.walls.begin(), row.walls.end());
     row.spread = row.median > 0 ? (row.max - row.min) / row.median : 0;
     row.speedup = row.median > 0 ? rows.front().median / row.median : 0;
-    row.efficiency = row.speedup / static_cast<double>(row.threads);
-    if (!row.serial && row.threads > 1 && row.speedup > 0) {
-      const double p = static_cast<double>(row.threads);
+    row.efficiency = row.speedup / static_cast<double>(row.parallelism());
+    if (row.parallelism() > 1 && row.speedup > 0) {
+      const double p = static_cast<double>(row.parallelism());
       row.karp_flatt = (1 / row.speedup - 1 / p) / (1 - 1 / p);
     }
     // Framework overhead: the share of the run's thread time not spent inside process().
-    double busy = 0, capacity = static_cast<double>(row.threads);
+    double busy = 0, capacity = static_cast<double>(row.parallelism());
     for (std::size_t s = 0; s < row.stages.size(); ++s) {
       const StageStats& stage = row.stages[s];
       busy += static_cast<double>(stage.busy_ns) / 1e9;
@@ -419,6 +504,24 @@ int bench_command(const BenchArgs& args) {
                   row.stages[row.bottleneck].concurrency == 1 ? "" : "s");
     }
   }
+  if (ranks > 1) {
+    std::printf("\nload balance over the worker ranks (last timed run; busy = from the run's start until the rank's "
+                "last records reached rank 0):\n");
+    std::printf("%-8s %5s %-24s %9s %7s %9s %9s %10s\n", "ranksxN", "rank", "host", "items", "chunks", "busy s",
+                "CPU s", "max/min");
+    for (const Row& row : rows) {
+      if (row.shares.empty()) continue;
+      const std::vector<RankShare>& last = row.shares.back();
+      for (std::size_t i = 0; i < last.size(); ++i) {
+        const RankShare& share = last[i];
+        std::printf("%-8s %5d %-24s %9llu %7llu %9.4f %9.4f %10s\n", i == 0 ? row.label().c_str() : "", share.rank,
+                    share.host.c_str(), static_cast<unsigned long long>(share.items),
+                    static_cast<unsigned long long>(share.chunks), share.busy_seconds, share.cpu_seconds,
+                    i == 0 ? format_fixed(row.balance, 3).c_str() : "");
+      }
+    }
+    std::printf("max/min: the busiest rank's busy time over the least busy one's, median over the timed runs\n");
+  }
   const std::optional<double> fit = fit_serial_fraction(rows);
   if (fit) {
     std::printf("Amdahl fit (least squares on 1/speedup over rows with threads > 1): serial fraction f = %.4f\n", *fit);
@@ -437,7 +540,8 @@ int bench_command(const BenchArgs& args) {
     }
     std::vector<std::string> over;
     for (std::size_t p : counts) {
-      if (p > cores) over.push_back(std::to_string(p));
+      if (ranks == 1 && p > cores) over.push_back(std::to_string(p));
+      for (std::string& warning : runner.warnings(p)) warnings.push_back(std::move(warning));
     }
     if (!over.empty()) {
       warnings.push_back("threads " + join_labels(over) + " exceed the " + std::to_string(cores) +
@@ -508,6 +612,10 @@ int bench_command(const BenchArgs& args) {
                       {"speedup", row.speedup},
                       {"efficiency", row.efficiency},
                       {"karp_flatt", row.karp_flatt ? Json(*row.karp_flatt) : Json(nullptr)},
+                      {"ranks", row.serial ? 1 : row.ranks},
+                      {"parallelism", row.parallelism()},
+                      {"rank_shares", shares_json(row.shares)},
+                      {"balance", row.shares.empty() ? Json(nullptr) : Json(row.balance)},
                       {"profile",
                        {{"wall_seconds", row.profile_wall},
                         {"framework_overhead", row.overhead},
@@ -516,6 +624,7 @@ int bench_command(const BenchArgs& args) {
                         {"stages", stages}}}});
     }
     out["runs"] = runs;
+    out["mpi"] = runner.describe();
     out["amdahl"] = {{"serial_fraction", fit ? Json(std::clamp(*fit, 0.0, 1.0)) : Json(nullptr)},
                      {"fitted", fit ? Json(*fit) : Json(nullptr)},
                      {"method", "least squares of 1/S - 1/p = f (1 - 1/p) over the rows with threads > 1"}};
@@ -524,10 +633,12 @@ int bench_command(const BenchArgs& args) {
     json_file->finish();
   }
   if (!args.svg.empty()) {
-    svg_file->write(speedup_svg(rows, fit, cores, "coremap bench: " + what + ", speedup over --serial"));
+    svg_file->write(speedup_svg(rows, fit, ranks > 1 ? 0 : cores, "coremap bench: " + what + ", speedup over --serial",
+                                ranks > 1 ? "threads over " + std::to_string(ranks) + " worker ranks" : "threads"));
     svg_file->finish();
   }
   return any_failed ? exit_items_failed : exit_ok;
 }
 
+}  // namespace bench
 }  // namespace coremap::cli

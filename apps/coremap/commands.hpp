@@ -98,9 +98,14 @@ struct BenchArgs {
   std::string output;  // empty: records counted, not written
   std::string json;
   std::string svg;
+  bool mpi = false;           // --mpi (or started by an MPI launcher): the rows run across the ranks
+  std::size_t mpi_chunk = 0;  // --mpi-chunk, as for run
 };
 CLI::App* add_bench_command(CLI::App& app, BenchArgs& args);
 int bench_command(const BenchArgs& args);
+/// `coremap bench` across the ranks of an MPI job (docs/distributed.md); with one rank, the
+/// ordinary bench. Refuses (UsageError) in builds without MPI.
+int mpi_bench_command(const BenchArgs& args);
 
 struct PluginsArgs {
   SearchOptions search;

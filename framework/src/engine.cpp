@@ -390,6 +390,7 @@ struct Engine::Impl {
       out.p95_ns = merged.percentile(0.95);
       out.p99_ns = merged.percentile(0.99);
       out.max_ns = merged.max();
+      out.latency = merged;
       stats.stages.push_back(std::move(out));
     }
   }

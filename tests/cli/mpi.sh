@@ -32,8 +32,8 @@ for i in range(300):
     print(os.path.join(d, "f%03d" % i))
     if i in (50, 250):
         print(os.path.join(d, "missing%d" % i))' "$WORK/files" >"$WORK/files.txt"
-cm run --plugin sha256 --manifest "$WORK/files.txt" -o "$WORK/sha.local.jsonl" -q
-expect_eq "$rc" 1 "local sha256 run: the two missing files fail, exit 1"
+cm run --plugin sha256 --manifest "$WORK/files.txt" -o "$WORK/sha.local.jsonl" -q --serial
+expect_eq "$rc" 1 "the serial sha256 run (the oracle of every MPI run below): the two missing files fail, exit 1"
 for k in 2 3; do
   mpi "$k" run --plugin sha256 --manifest "$WORK/files.txt" -o "$WORK/sha.$k.jsonl"
   expect_eq "$rc" 1 "mpirun -n $k sha256: exit 1 as the local run"
@@ -80,9 +80,47 @@ mpi 2 run --plugin sha256 --manifest "$WORK/missing.txt" -o "$WORK/x.jsonl"
 expect_eq "$rc" 2 "a missing manifest under mpirun: exit 2"
 expect_contains "$WORK/err" "missing.txt" "the error names the manifest"
 
-mpi 2 bench --plugin sha256 --manifest "$WORK/files.txt" --threads 1
-expect_eq "$rc" 2 "bench under mpirun -n 2 refuses: exit 2"
-expect_contains "$WORK/err" "bench does not run across MPI ranks" "bench says why"
+# bench under mpirun: --serial on rank 0, then rows of 2 worker ranks x N threads. The figures
+# are recomputed from the JSON's raw numbers; the item count is wc's, the records kept with -o
+# are the local run's (cmp), and the per-rank items add up to the manifest.
+mpi 3 bench --plugin sha256 --manifest "$WORK/files.txt" --threads 1,2 --repeat 2 --warmup 0 \
+  --json "$WORK/bench.json" --svg "$WORK/bench.svg" -o "$WORK/bench.records"
+expect_eq "$rc" 1 "mpirun -n 3 bench: exit 1 (the two missing files fail in every run)"
+expect_contains "$WORK/out" "2x2" "the table has a row of 2 ranks x 2 threads"
+expect_contains "$WORK/out" "load balance over the worker ranks" "the table shows the balance per rank"
+if cmp -s "$WORK/sha.local.jsonl" "$WORK/bench.records"; then pass "bench -o under mpirun: the local run's records"; else fail "bench -o under mpirun: records differ"; fi
+if python3 - "$WORK/bench.json" "$(wc -l <"$WORK/files.txt")" <<'PY'
+import json, statistics, sys
+d = json.load(open(sys.argv[1]))
+items = int(sys.argv[2])
+assert d["mpi"]["ranks"] == 3 and d["mpi"]["worker_ranks"] == 2, d["mpi"]
+runs = {r["label"]: r for r in d["runs"]}
+assert list(runs) == ["serial", "2x1", "2x2"], list(runs)
+serial = runs["serial"]
+assert serial["items"] == items and serial["rank_shares"] == [], serial
+for label, p in (("2x1", 2), ("2x2", 4)):
+    r = runs[label]
+    assert r["items"] == items and r["ranks"] == 2 and r["parallelism"] == p, r
+    assert abs(r["median_seconds"] - statistics.median(r["wall_seconds"])) < 1e-9
+    assert abs(r["speedup"] - serial["median_seconds"] / r["median_seconds"]) < 1e-9
+    assert abs(r["efficiency"] - r["speedup"] / p) < 1e-9
+    assert len(r["rank_shares"]) == 2, r["rank_shares"]
+    ratios = []
+    for shares in r["rank_shares"]:
+        assert [s["rank"] for s in shares] == [1, 2]
+        assert sum(s["items"] for s in shares) == items, shares
+        busy = [s["busy_seconds"] for s in shares]
+        ratios.append(max(busy) / min(busy))
+    assert abs(r["balance"] - statistics.median(ratios)) < 1e-9, (r["balance"], ratios)
+    # The measured run's calls, merged over the ranks, are one per item.
+    assert r["profile"]["stages"][0]["calls"] == items, r["profile"]
+PY
+then pass "bench --json under mpirun: speedup, efficiency, balance recomputed; items add up"; else fail "bench --json under mpirun"; fi
+python3 -c 'import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])' "$WORK/bench.svg" &&
+  pass "bench --svg under mpirun: well-formed" || fail "bench --svg under mpirun"
+mpi 3 bench --plugin wordcount --manifest "$WORK/files.txt" --threads 1
+expect_eq "$rc" 2 "bench of a reducing plugin under mpirun: exit 2"
+expect_contains "$WORK/err" "cannot merge the partial aggregates" "bench says why"
 
 # Skewed costs: 1000 spin items, 25 of them (spread over the first 80 %) 50x the others.
 python3 -c '

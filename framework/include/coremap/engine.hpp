@@ -19,6 +19,7 @@
 #include <vector>
 
 #include <coremap/export.hpp>
+#include <coremap/latency_histogram.hpp>
 #include <coremap/index_set.hpp>
 #include <coremap/manifest.hpp>
 #include <coremap/pipeline.hpp>
@@ -110,6 +111,9 @@ struct StageStats {
   std::uint64_t p95_ns = 0;
   std::uint64_t p99_ns = 0;
   std::uint64_t max_ns = 0;
+  /// Every call's duration, bucketed: the figures above come from it, and histograms of
+  /// several runs or processes merge (LatencyHistogram::merge) into exact totals.
+  LatencyHistogram latency;
 };
 
 /// Why a run ended before the manifest's end.

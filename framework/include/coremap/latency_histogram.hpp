@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <span>
 
 namespace coremap {
 
@@ -63,6 +64,21 @@ class LatencyHistogram {
     sum_ += other.sum_;
     max_ = std::max(max_, other.max_);
     min_ = std::min(min_, other.min_);
+  }
+
+  /// The count of every bucket: with sum(), min() and max(), all a histogram holds, so that
+  /// from_parts() rebuilds it elsewhere (in another process, say).
+  std::span<const std::uint64_t, bucket_count> buckets() const noexcept { return counts_; }
+  /// The histogram whose buckets(), sum(), min() and max() these are.
+  static LatencyHistogram from_parts(std::span<const std::uint64_t, bucket_count> buckets, std::uint64_t sum,
+                                     std::uint64_t min, std::uint64_t max) noexcept {
+    LatencyHistogram h;
+    std::copy(buckets.begin(), buckets.end(), h.counts_.begin());
+    for (std::uint64_t c : buckets) h.count_ += c;
+    h.sum_ = sum;
+    h.max_ = max;
+    h.min_ = h.count_ == 0 ? std::numeric_limits<std::uint64_t>::max() : min;
+    return h;
   }
 
   std::uint64_t count() const noexcept { return count_; }
