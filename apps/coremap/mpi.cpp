@@ -456,9 +456,23 @@ class Coordinator {
 
   std::size_t chunk_items(const WorkerState& worker) const {
     if (fixed_chunk_ != 0) return fixed_chunk_;
-    if (worker.done == 0 || worker.elapsed_ns == 0) return std::max<std::size_t>(1, worker.threads);
-    const double per_second = static_cast<double>(worker.done) * 1e9 / static_cast<double>(worker.elapsed_ns);
-    return std::clamp<std::size_t>(static_cast<std::size_t>(per_second * chunk_target_seconds), 1, max_chunk_items);
+    const std::size_t threads = std::max<std::size_t>(1, worker.threads);
+    std::size_t want = threads;
+    if (worker.done != 0 && worker.elapsed_ns != 0) {
+      const double per_second = static_cast<double>(worker.done) * 1e9 / static_cast<double>(worker.elapsed_ns);
+      want = std::clamp<std::size_t>(static_cast<std::size_t>(per_second * chunk_target_seconds), 1, max_chunk_items);
+    }
+    // Guided self-scheduling near the end: no chunk takes more than 1 / (2 x workers) of the
+    // items left, so the last items spread over every rank instead of queueing at one while the
+    // others run dry. Items left are estimated from the bytes left of a manifest of known size.
+    const std::optional<std::uint64_t> size = manifest_.size();
+    const std::uint64_t read = manifest_.bytes_read();
+    if (size && cut_ > 0 && read > 0 && *size > read) {
+      const double left = static_cast<double>(*size - read) * static_cast<double>(cut_) / static_cast<double>(read);
+      const auto share = static_cast<std::size_t>(std::ceil(left / (2.0 * static_cast<double>(workers_.size() - 1))));
+      want = std::min(want, std::max(threads, share));
+    }
+    return want;
   }
 
   void send_chunk(int to, WorkerState& worker) {
@@ -472,6 +486,7 @@ class Coordinator {
         manifest_done_ = true;
         break;
       }
+      cut_ += batch_.items.size();
       for (const RawItem& item : batch_.items) {
         if (skip_ != nullptr && skip_->contains(item.index)) {
           ++skipped_;
@@ -561,6 +576,7 @@ class Coordinator {
   bool stopped_ = false;
   std::uint64_t next_seq_ = 0;
   std::uint64_t skipped_ = 0;
+  std::uint64_t cut_ = 0;  // items cut from the manifest so far, skipped ones included
   std::uint64_t handling_ns_ = 0;
   std::map<std::uint64_t, OpenChunk> open_;
   std::list<PendingSend> sends_;

@@ -71,6 +71,21 @@ for page in README.md docs/distributed.md; do
   if cmp -s "$WORK/doc/local.jsonl" "$WORK/doc/hashes.jsonl"; then pass "$page: its output equals a local run's"; else fail "$page: output differs"; fi
 done
 
+# docs/distributed.md's bench example, as written: the first sh block of its bench section.
+python3 - "$COREMAP_SOURCE_DIR/docs/distributed.md" >"$WORK/doc/bench.sh" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+section = text.split("## Benchmarking across ranks", 1)[1]
+print(re.search(r"```sh\n(.*?)```", section, re.S).group(1))
+PY
+set +e
+(cd "$WORK/doc" && timeout 300 bash -e bench.sh >bench.out 2>&1)
+rc=$?
+set -e
+expect_eq "$rc" 0 "docs/distributed.md: the bench example runs"
+expect_contains "$WORK/doc/bench.out" "2x4 " "the bench example has its 2x4 row"
+expect_contains "$WORK/doc/bench.out" "max/min: the busiest rank" "the bench example reports the balance"
+
 # Setup errors exit 2 on every rank, one message.
 mpi 3 run --plugin no-such-plugin --manifest "$WORK/files.txt" -o "$WORK/x.jsonl"
 expect_eq "$rc" 2 "an unknown plugin under mpirun: exit 2"
