@@ -71,6 +71,26 @@ for page in README.md docs/distributed.md; do
   if cmp -s "$WORK/doc/local.jsonl" "$WORK/doc/hashes.jsonl"; then pass "$page: its output equals a local run's"; else fail "$page: output differs"; fi
 done
 
+# docs/distributed.md's hostfile launch: its mpirun line as written, with a hostfile of this
+# machine (the page's node names are an example) and the build's binary.
+python3 - "$COREMAP_SOURCE_DIR/docs/distributed.md" >"$WORK/doc/hostfile.sh" <<'PY'
+import re, sys
+section = open(sys.argv[1]).read().split("## Launching", 1)[1]
+block = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+command = block.split("\nEOF\n", 1)[1]  # after the here-document that writes `hosts`
+assert command.startswith("mpirun --hostfile hosts"), command
+print(command.replace(" coremap run", " build/bin/coremap run").replace("/shared/", ""))
+PY
+echo "localhost slots=4" >"$WORK/doc/hosts"
+rm -f "$WORK/doc/hashes.jsonl"*
+set +e
+(cd "$WORK/doc" && timeout 300 bash hostfile.sh >/dev/null 2>"$WORK/doc/hostfile.err")
+rc=$?
+set -e
+expect_eq "$rc" 1 "docs/distributed.md: the hostfile launch runs (exit 1: two files are missing)"
+if cmp -s "$WORK/doc/local.jsonl" "$WORK/doc/hashes.jsonl"; then pass "the hostfile launch: output equals a local run's"; else fail "the hostfile launch: output differs"; fi
+expect_contains "$WORK/doc/hostfile.err" "rank 3:" "the hostfile launch ran 4 ranks"
+
 # docs/distributed.md's bench example, as written: the first sh block of its bench section.
 python3 - "$COREMAP_SOURCE_DIR/docs/distributed.md" >"$WORK/doc/bench.sh" <<'PY'
 import re, sys
