@@ -106,6 +106,18 @@ expect_eq "$rc" 0 "docs/distributed.md: the bench example runs"
 expect_contains "$WORK/doc/bench.out" "2x4 " "the bench example has its 2x4 row"
 expect_contains "$WORK/doc/bench.out" "max/min: the busiest rank" "the bench example reports the balance"
 
+# --isolate on the worker ranks: a segfaulting item costs its own record only, as locally.
+python3 -c '
+import json
+for i in range(60):
+    print(json.dumps({"fault": "segv"} if i % 20 == 5 else {"fault": "none"}))' >"$WORK/fault.jsonl"
+cm run --plugin fault --isolate --manifest "$WORK/fault.jsonl" -o "$WORK/fault.local.jsonl" -q
+expect_eq "$rc" 1 "local --isolate run with 3 segfaulting items: exit 1"
+mpi 3 run --plugin fault --isolate --manifest "$WORK/fault.jsonl" -o "$WORK/fault.3.jsonl"
+expect_eq "$rc" 1 "mpirun -n 3 --isolate: exit 1"
+if cmp -s "$WORK/fault.local.jsonl" "$WORK/fault.3.jsonl"; then pass "mpirun -n 3 --isolate: byte-identical to the local run"; else fail "mpirun -n 3 --isolate: output differs"; fi
+expect_eq "$(grep -c 'crashed: SIGSEGV' "$WORK/fault.3.jsonl")" 3 "the three segfaults are the three error records"
+
 # Setup errors exit 2 on every rank, one message.
 mpi 3 run --plugin no-such-plugin --manifest "$WORK/files.txt" -o "$WORK/x.jsonl"
 expect_eq "$rc" 2 "an unknown plugin under mpirun: exit 2"
