@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -121,6 +122,68 @@ TEST(PipelineTest, ReductionsDoNotDependOnTheThreadCount) {
     ManifestReader again(manifest);
     EXPECT_EQ(engine.run(again, sink).summaries, expected);
   }
+}
+
+// A reduction whose partial state crosses processes (save/load), as MPI ranks need.
+class Totals {
+ public:
+  explicit Totals(const Json&) {}
+  Json process(const Json& item) {
+    sum_ += item.at("n").get<std::uint64_t>();
+    ++count_;
+    return nullptr;
+  }
+  void merge(Totals& other) {
+    sum_ += other.sum_;
+    count_ += other.count_;
+  }
+  Json summary() const { return {{"sum", sum_}, {"count", count_}}; }
+  Json save() const { return {{"s", sum_}, {"c", count_}}; }
+  void load(const Json& state) {
+    sum_ = state.at("s").get<std::uint64_t>();
+    count_ = state.at("c").get<std::uint64_t>();
+  }
+
+ private:
+  std::uint64_t sum_ = 0;
+  std::uint64_t count_ = 0;
+};
+
+// Splits the manifest in parts, runs each on its own engine with save_states (as the ranks of
+// an MPI job would), merges the saved states: the closed-form sum, as one run gives.
+TEST(PipelineTest, SavedStatesOfSeveralRunsMergeIntoTheWholeRunsSummary) {
+  test::TempDir dir;
+  const auto sum = Plugin::from_descriptor(detail::descriptor_of<Sum>("sum", "1", "sums n"), "builtin:sum");
+  EXPECT_FALSE(sum->saves_state());
+  EXPECT_THROW(summarize_states(Stage{"sum", sum, Json::object(), {}}, {}), PluginError);
+
+  const auto saved = Plugin::from_descriptor(detail::descriptor_of<Totals>("totals", "1", "sums n"), "builtin:totals");
+  ASSERT_TRUE(saved->saves_state());
+  const Stage stage{"totals", saved, Json::object(), {}};
+  std::vector<Json> states;
+  std::uint64_t first = 0;
+  for (const std::uint64_t end : {7000u, 7001u, 20000u}) {
+    std::string text;
+    for (std::uint64_t n = first; n < end; ++n) text += "{\"n\":" + std::to_string(n) + "}\n";
+    first = end;
+    const std::string manifest = dir.write("part" + std::to_string(end) + ".jsonl", text);
+    Engine engine(saved, Json::object(), RunOptions{.threads = 2, .save_states = true});
+    ManifestReader reader(manifest);
+    CallbackSink sink([](std::string_view) {});
+    const RunStats stats = engine.run(reader, sink);
+    ASSERT_TRUE(stats.states.contains("totals")) << stats.states.dump();
+    states.push_back(stats.states["totals"]);
+  }
+  const Json expected = {{"count", 20000}, {"sum", 20000ull * 19999 / 2}};
+  EXPECT_EQ(summarize_states(stage, states), expected);
+  // Without save_states a run keeps no state.
+  Engine plain(saved, Json::object(), RunOptions{.threads = 2});
+  ManifestReader reader(dir.write("one.jsonl", "{\"n\":1}\n"));
+  CallbackSink sink([](std::string_view) {});
+  EXPECT_TRUE(plain.run(reader, sink).states.empty());
+  // A part whose state is an error makes the merged summary that error.
+  states.push_back(Json{{"error", "merge threw"}});
+  EXPECT_EQ(summarize_states(stage, states), (Json{{"error", "merge threw"}}));
 }
 
 TEST(PipelineTest, LatencyStageKeepsItsConcurrencyInFlightBesideACpuStage) {

@@ -297,9 +297,10 @@ class ResultSink final : public Sink {
 // --------------------------------------------------------------------------------------------
 // Rank 0.
 
-// A worker's report at the end of a run (tag_finished): its RunStats, CPU time and, when the
-// run was measured, each stage's figures with the whole latency histogram, so that rank 0 can
-// merge every rank's calls into exact percentiles.
+// A worker's report at the end of a run (tag_finished): its RunStats, CPU time, the partial
+// states of its reducing stages (RunStats::states, as CBOR: exact bytes, no text round trip)
+// and, when the run was measured, each stage's figures with the whole latency histogram, so
+// that rank 0 can merge every rank's calls into exact percentiles.
 void write_report(Writer& w, const RunStats& stats, std::uint64_t cpu) {
   for (std::uint64_t v : {stats.items, stats.records, stats.ok, stats.failed, static_cast<std::uint64_t>(stats.threads),
                           static_cast<std::uint64_t>(stats.stopped), cpu, static_cast<std::uint64_t>(stats.stages.size())}) {
@@ -315,6 +316,8 @@ void write_report(Writer& w, const RunStats& stats, std::uint64_t cpu) {
     const auto buckets = stage.latency.buckets();
     w.bytes.append(reinterpret_cast<const char*>(buckets.data()), buckets.size_bytes());
   }
+  const std::vector<std::uint8_t> states = Json::to_cbor(stats.states);
+  w.text(std::string_view(reinterpret_cast<const char*>(states.data()), states.size()));
 }
 
 StageStats stage_figures(StageStats stage) {
@@ -350,6 +353,8 @@ void read_report(Reader& r, RankReport& report) {
     stage.latency = LatencyHistogram::from_parts(buckets, sum, min, max);
     s.stages.push_back(stage_figures(std::move(stage)));
   }
+  const std::string_view states = r.text();
+  s.states = Json::from_cbor(states.begin(), states.end());
 }
 
 // What rank 0 knows of a worker rank during a run.
@@ -693,6 +698,22 @@ void serve(const Session& session, Engine& engine, const std::string& name, Mani
   Writer w;
   write_report(w, stats, process_cpu_ns() - cpu_before);
   send(w.bytes, 0, tag_finished);
+}
+
+Json merge_summaries(const Pipeline& pipeline, const DistributedRun& run) {
+  Json summaries = Json::object();
+  for (const Stage& stage : pipeline.stages) {
+    if (!stage.plugin->reduces()) continue;
+    std::vector<Json> states;
+    for (std::size_t rank = 1; rank < run.ranks.size(); ++rank) {
+      const Json& saved = run.ranks[rank].stats.states;
+      const auto it = saved.find(stage.name);
+      // A rank that never started (no chunk before the run stopped) reports no state: nothing to add.
+      if (it != saved.end()) states.push_back(*it);
+    }
+    summaries[stage.name] = summarize_states(stage, states);
+  }
+  return summaries;
 }
 
 void merge_stages(std::vector<StageStats>& into, const std::vector<StageStats>& from) {

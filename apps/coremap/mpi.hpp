@@ -82,6 +82,11 @@ DistributedRun coordinate(const Session& session, BatchSource& source, Sink& sin
 /// them. Ends the job (abort_job) when the engine throws.
 void serve(const Session& session, Engine& engine, const std::string& name, ManifestFormat format, bool ordered);
 
+/// Each reducing stage's aggregate over the worker ranks' partial states (RankReport::stats
+/// .states; the workers' engines ran with RunOptions::save_states), as summarize_states()
+/// merges them, by stage name: what RunStats::summaries holds in a local run.
+Json merge_summaries(const Pipeline& pipeline, const DistributedRun& run);
+
 /// Merges the stage figures of several ranks: calls, busy time and the latency histograms add
 /// up (so the percentiles are those of every call); concurrency adds up.
 void merge_stages(std::vector<StageStats>& into, const std::vector<StageStats>& from);

@@ -187,13 +187,6 @@ int mpi_bench_command(const BenchArgs& args) {
     }
     const PluginLoader loader = make_loader(args.input.search);
     pipeline.emplace(make_pipeline(args.input, loader, "bench"));
-    for (const Stage& stage : pipeline->stages) {
-      if (stage.plugin->reduces()) {
-        throw UsageError("stage '" + stage.name +
-                         "' reduces, and an MPI run cannot merge the partial aggregates of several ranks; bench it "
-                         "without mpirun");
-      }
-    }
   } catch (const std::exception& e) {
     error = e.what();
   }

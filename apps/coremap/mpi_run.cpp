@@ -20,7 +20,9 @@ int run_worker(const mpi::Session& session, const RunArgs& args) {
   std::string error;
   try {
     const PluginLoader loader = make_loader(args.input.search);
-    engine.emplace(make_pipeline(args.input, loader, "run"), make_run_options(args));
+    RunOptions options = make_run_options(args);
+    options.save_states = true;  // rank 0 merges the reducing stages' partial states
+    engine.emplace(make_pipeline(args.input, loader, "run"), std::move(options));
   } catch (const std::exception& e) {
     error = e.what();
   }
@@ -36,6 +38,7 @@ int run_coordinator(const mpi::Session& session, const RunArgs& args) {
   std::optional<ManifestReader> manifest;
   std::optional<FileSink> stdout_sink;
   std::optional<ResumableOutput> resumable;
+  std::optional<Pipeline> pipeline;
   RunOptions options;
   std::string error;
   try {
@@ -44,19 +47,25 @@ int run_coordinator(const mpi::Session& session, const RunArgs& args) {
     }
     const PluginLoader loader = make_loader(args.input.search);
     manifest.emplace(args.input.manifest, parse_manifest_format(args.input.format));
-    const Pipeline pipeline = make_pipeline(args.input, loader, "run");
-    for (const Stage& stage : pipeline.stages) {
-      if (stage.plugin->reduces()) {
-        throw UsageError("stage '" + stage.name +
-                         "' reduces, and an MPI run cannot merge the partial aggregates of several ranks; run it "
-                         "without mpirun");
+    pipeline.emplace(make_pipeline(args.input, loader, "run"));
+    for (const Stage& stage : pipeline->stages) {
+      if (!stage.plugin->reduces()) continue;
+      if (!stage.plugin->saves_state()) {
+        throw UsageError("stage '" + stage.name + "' reduces, but its plugin " + std::string(stage.plugin->name()) +
+                         " cannot save its partial state (save() and load(), docs/plugins.md), so the ranks' "
+                         "aggregates cannot be merged; run it without mpirun");
+      }
+      if (args.resume) {
+        throw UsageError("--resume: stage '" + stage.name +
+                         "' reduces, and its summary would cover only the items the resumed run processes; rerun "
+                         "without --resume");
       }
     }
     options = make_run_options(args);
     if (args.output == "-") {
       stdout_sink.emplace("-");
     } else {
-      resumable.emplace(args.output, run_fingerprint(args.input.manifest, manifest->format(), pipeline),
+      resumable.emplace(args.output, run_fingerprint(args.input.manifest, manifest->format(), *pipeline),
                         ResumableOutput::Options{
                             .resume = args.resume,
                             .retry_failed = args.retry_failed,
@@ -93,6 +102,7 @@ int run_coordinator(const mpi::Session& session, const RunArgs& args) {
   }
   RunStats& stats = run.stats;
   stats.wall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  stats.summaries = mpi::merge_summaries(*pipeline, run);
   print_run_summary(args, options, stats, resumable ? &*resumable : nullptr);
   if (!args.quiet) {
     std::fprintf(stderr, "coremap: rank 0: %llu chunks, %.1f us of coordination per chunk\n",
@@ -108,7 +118,8 @@ int run_coordinator(const mpi::Session& session, const RunArgs& args) {
     }
   }
   const std::uint64_t earlier_failed = resumable ? resumable->earlier_failed() : 0;
-  return stats.failed + earlier_failed == 0 ? exit_ok : exit_items_failed;
+  const bool summary_failed = report_summaries(stats.summaries, args);
+  return stats.failed + earlier_failed == 0 && !summary_failed ? exit_ok : exit_items_failed;
 }
 
 }  // namespace

@@ -62,6 +62,19 @@ class ClfStats {
     other.bytes_per_hour_.clear();
   }
 
+  // The full counts, to cross processes (MPI ranks).
+  coremap::Json save() const {
+    return {{"requests", requests_}, {"bytes", bytes_}, {"statuses", statuses_}, {"paths", paths_},
+            {"bytes_per_hour", bytes_per_hour_}};
+  }
+  void load(const coremap::Json& state) {
+    requests_ = state.at("requests").get<std::uint64_t>();
+    bytes_ = state.at("bytes").get<std::uint64_t>();
+    statuses_ = state.at("statuses").get<std::array<std::uint64_t, 600>>();
+    paths_ = state.at("paths").get<std::unordered_map<std::string, std::uint64_t>>();
+    bytes_per_hour_ = state.at("bytes_per_hour").get<std::unordered_map<std::string, std::uint64_t>>();
+  }
+
   coremap::Json summary() const {
     coremap::Json status = coremap::Json::object();  // keys in byte order: "200" < "304" < "404"
     for (std::size_t s = 0; s < statuses_.size(); ++s) {

@@ -237,7 +237,7 @@ struct StageRuntime {
 
   // Folds every instance's partial state into one and summarises it; then starts afresh, so
   // the next run's summary covers that run only.
-  Json summarize() {
+  Json summarize(Json* state = nullptr) {
     std::lock_guard lock(mutex);
     std::vector<PluginInstance*> all;
     if (primary) all.push_back(primary.get());
@@ -246,6 +246,17 @@ struct StageRuntime {
     std::string error;
     bool ok = true;
     for (std::size_t i = 1; i < all.size() && ok; ++i) ok = all[0]->merge(*all[i], error);
+    if (state != nullptr) {
+      Json saved;
+      std::string save_error;
+      if (!ok) {
+        *state = Json{{"error", error}};
+      } else if (all[0]->save_state(saved, save_error)) {
+        *state = Json{{"state", std::move(saved)}};
+      } else {
+        *state = Json{{"error", save_error}};
+      }
+    }
     if (ok) ok = all[0]->summary(summary, error);
     instances.clear();
     spare.clear();
@@ -626,7 +637,14 @@ struct Engine::Impl {
 
   void summarize(RunStats& stats) {
     for (const auto& stage : stages) {
-      if (stage->reduces) stats.summaries[stage->spec.name] = stage->summarize();
+      if (!stage->reduces) continue;
+      if (options.save_states && stage->spec.plugin->saves_state()) {
+        Json state;
+        stats.summaries[stage->spec.name] = stage->summarize(&state);
+        stats.states[stage->spec.name] = std::move(state);
+      } else {
+        stats.summaries[stage->spec.name] = stage->summarize();
+      }
     }
   }
 
@@ -921,6 +939,28 @@ RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Delive
   stats.stopped = stop_reason.load();
   if (options.measure) collect_stage_stats(stats);
   return stats;
+}
+
+Json summarize_states(const Stage& stage, std::span<const Json> states) {
+  if (!stage.plugin->saves_state()) {
+    throw PluginError("plugin " + std::string(stage.plugin->name()) + " (stage '" + stage.name +
+                      "') does not save its partial state (save() and load()), so states of several runs cannot "
+                      "be merged");
+  }
+  const Json config = stage.plugin->resolve_config(stage.config);
+  PluginInstance total(stage.plugin, config);
+  std::string error;
+  for (const Json& entry : states) {
+    const auto state = entry.find("state");
+    if (state == entry.end()) {
+      return {{"error", entry.contains("error") ? entry["error"] : Json("a partial state is missing")}};
+    }
+    PluginInstance part(stage.plugin, config);
+    if (!part.load_state(*state, error) || !total.merge(part, error)) return {{"error", error}};
+  }
+  Json summary;
+  if (!total.summary(summary, error)) return {{"error", error}};
+  return summary;
 }
 
 Engine::Engine(ItemFunction function, RunOptions options)

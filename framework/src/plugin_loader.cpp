@@ -121,7 +121,7 @@ std::shared_ptr<const Plugin> Plugin::from_function(Function function, std::stri
   auto descriptor = std::shared_ptr<PluginDescriptor>(
       new PluginDescriptor{plugin_abi_version, plugin_reentrant | plugin_declares_config, owned_name->c_str(),
                            "", "a function run directly by the engine", detail::build_fingerprint, nullptr, 0,
-                           &no_create, &no_destroy, &call_function, nullptr, nullptr},
+                           &no_create, &no_destroy, &call_function, nullptr, nullptr, nullptr, nullptr},
       [owned_name](PluginDescriptor* d) { delete d; });
   auto plugin = std::make_shared<Plugin>(Private{}, nullptr, descriptor.get(), "function:" + *owned_name);
   plugin->function_ = std::move(fn);

@@ -50,6 +50,13 @@ class TopKeys {
     other.items_ = 0;
   }
 
+  // The full counts, to cross processes (MPI ranks): {"items", "counts": {key: count}}.
+  coremap::Json save() const { return {{"items", items_}, {"counts", counts_}}; }
+  void load(const coremap::Json& state) {
+    items_ = state.at("items").get<std::uint64_t>();
+    counts_ = state.at("counts").get<std::unordered_map<std::string, std::uint64_t>>();
+  }
+
   coremap::Json summary() {
     std::vector<std::pair<const std::string*, std::uint64_t>> ranked;
     ranked.reserve(counts_.size());

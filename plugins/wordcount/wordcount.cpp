@@ -88,6 +88,13 @@ class WordCount {
     return {{"files", totals_.files}, {"lines", totals_.lines}, {"words", totals_.words}, {"bytes", totals_.bytes}};
   }
 
+  // The partial totals, to cross processes (MPI ranks): the summary is the whole state.
+  coremap::Json save() const { return summary(); }
+  void load(const coremap::Json& state) {
+    totals_ = {state.at("files").get<std::uint64_t>(), state.at("lines").get<std::uint64_t>(),
+               state.at("words").get<std::uint64_t>(), state.at("bytes").get<std::uint64_t>()};
+  }
+
  private:
   struct Totals {
     std::uint64_t files = 0, lines = 0, words = 0, bytes = 0;

@@ -165,9 +165,42 @@ PY
 then pass "bench --json under mpirun: speedup, efficiency, balance recomputed; items add up"; else fail "bench --json under mpirun"; fi
 python3 -c 'import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])' "$WORK/bench.svg" &&
   pass "bench --svg under mpirun: well-formed" || fail "bench --svg under mpirun"
-mpi 3 bench --plugin wordcount --manifest "$WORK/files.txt" --threads 1
-expect_eq "$rc" 2 "bench of a reducing plugin under mpirun: exit 2"
-expect_contains "$WORK/err" "cannot merge the partial aggregates" "bench says why"
+
+# Reductions across ranks: each worker rank saves its merged partial state, rank 0 loads and
+# merges them. wordcount's totals against wc over the readable files; the summary file is the
+# local run's, byte for byte.
+mpi 3 run --plugin wordcount --manifest "$WORK/files.txt" --summary "$WORK/wc.summary" -o "$WORK/wc.jsonl"
+expect_eq "$rc" 1 "mpirun -n 3 wordcount: exit 1 (two files missing)"
+# (wc's total line sums the files as wordcount does: a word never spans two files.)
+read -r wc_lines wc_words wc_bytes _ < <(cd "$WORK/files" && wc -l -w -c f* | tail -n 1)
+if python3 - "$WORK/wc.summary" "$wc_lines" "$wc_words" "$wc_bytes" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))["wordcount"]
+assert s == {"files": 300, "lines": int(sys.argv[2]), "words": int(sys.argv[3]), "bytes": int(sys.argv[4])}, s
+PY
+then pass "mpirun -n 3 wordcount --summary: the totals of wc"; else fail "mpirun -n 3 wordcount --summary differs from wc"; fi
+cm run --plugin wordcount --manifest "$WORK/files.txt" --summary "$WORK/wc.local.summary" -q
+if cmp -s "$WORK/wc.local.summary" "$WORK/wc.summary"; then pass "the MPI summary file is the local run's"; else fail "the MPI summary differs from the local one"; fi
+# topkeys (full counts cross the ranks) against python's Counter: the top 5, ties by key.
+python3 -c '
+import json, random
+r = random.Random(5)
+for i in range(5000):
+    print(json.dumps({"k": "v%02d" % min(r.randrange(60), r.randrange(60))}))' >"$WORK/keys.jsonl"
+mpi 2 run --plugin topkeys --config '{"field": "k", "top": 5}' --manifest "$WORK/keys.jsonl" --summary "$WORK/top.summary" -q
+expect_eq "$rc" 0 "mpirun -n 2 topkeys"
+if python3 - "$WORK/top.summary" "$WORK/keys.jsonl" <<'PY'
+import collections, json, sys
+s = json.load(open(sys.argv[1]))["topkeys"]
+c = collections.Counter(json.loads(l)["k"] for l in open(sys.argv[2]))
+top = sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+assert s["items"] == 5000 and s["distinct"] == len(c), s
+assert [(t["key"], t["count"]) for t in s["top"]] == top, (s["top"], top)
+PY
+then pass "mpirun -n 2 topkeys --summary: Counter's top 5"; else fail "mpirun -n 2 topkeys --summary differs from Counter"; fi
+mpi 2 run --plugin wordcount --manifest "$WORK/files.txt" -o "$WORK/wc.jsonl" --resume
+expect_eq "$rc" 2 "--resume of a reducing run under mpirun: exit 2, as locally"
+expect_contains "$WORK/err" "reduces" "it says why"
 
 # Skewed costs: 1000 spin items, 25 of them (spread over the first 80 %) 50x the others.
 python3 -c '

@@ -85,6 +85,9 @@ struct RunOptions {
   /// per-stage latency in RunStats::stages. Costs two clock reads per item; when false, one
   /// branch. Not with `isolate` (the calls happen in the worker processes).
   bool measure = false;
+  /// Also keep each reducing stage's merged partial state (RunStats::states) where its plugin
+  /// saves state (Plugin::saves_state()): what an MPI worker rank sends to rank 0.
+  bool save_states = false;
 };
 
 /// Receives records one at a time, never from two threads at once: in index order, or as items
@@ -116,6 +119,14 @@ struct StageStats {
   LatencyHistogram latency;
 };
 
+/// The aggregate of a reducing stage over partial states that several runs saved (RunStats::states
+/// with RunOptions::save_states, e.g. of MPI ranks): each state loaded into a fresh instance of
+/// the stage's plugin, merged in order and summarised, as a run merges its threads' instances.
+/// `states` are entries of RunStats::states. {"error": "..."} when one is an error or a plugin
+/// call throws. Throws PluginError when
+/// the plugin does not save state (Plugin::saves_state()) or its constructor throws.
+COREMAP_EXPORT Json summarize_states(const Stage& stage, std::span<const Json> states);
+
 /// Why a run ended before the manifest's end.
 enum class StopReason { none, max_errors, cancelled };
 
@@ -132,6 +143,10 @@ struct RunStats {
   /// The aggregate of each stage whose plugin reduces, by stage name: the plugin's summary(),
   /// or {"error": "..."} when merging or summarising threw. Empty object when none reduces.
   Json summaries = Json::object();
+  /// With RunOptions::save_states: each reducing stage's merged partial state (Plugin
+  /// saves_state()), by stage name, for summarize_states(): {"state": ...} as the plugin's
+  /// save() wrote it, or {"error": "..."} when merging or saving threw.
+  Json states = Json::object();
   /// With RunOptions::measure: one entry per stage, in pipeline order; empty otherwise.
   std::vector<StageStats> stages;
 

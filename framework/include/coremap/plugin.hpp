@@ -148,6 +148,7 @@ enum PluginFlags : std::uint32_t {
   plugin_reentrant = 1u << 0,        ///< one instance may run `process()` on many threads
   plugin_declares_config = 1u << 1,  ///< config_keys is the complete list of accepted keys
   plugin_reduces = 1u << 2,          ///< merge and summary are set: the plugin aggregates
+  plugin_saves_state = 1u << 3,      ///< save_state and load_state are set: partial states cross processes
 };
 
 /// What a plugin library's entry symbol returns. Layout is part of the ABI: `abi_version`
@@ -172,6 +173,12 @@ struct PluginDescriptor {
   /// they throw.
   bool (*merge)(void* into, void* from, std::string* error) noexcept;
   bool (*summary)(void* instance, Json* out, std::string* error) noexcept;
+  /// Partial states across processes (MPI runs; null unless plugin_saves_state, and read only
+  /// when that flag is set, so plugins built before these members existed stay valid): writes
+  /// an instance's partial state as JSON; loads such a state into a fresh instance, which then
+  /// merges like any other.
+  bool (*save_state)(void* instance, Json* out, std::string* error) noexcept;
+  bool (*load_state)(void* instance, const Json* state, std::string* error) noexcept;
 };
 
 /// Signature of the entry symbol.
@@ -285,6 +292,34 @@ concept Reduces = requires(P& p, P& other) {
 };
 
 template <class P>
+concept SavesState = Reduces<P> && requires(P& p, const Json& state) {
+  { p.save() } -> std::convertible_to<Json>;
+  { p.load(state) };
+};
+
+template <class P>
+bool save_instance(void* instance, Json* out, std::string* error) noexcept {
+  try {
+    if constexpr (SavesState<P>) *out = static_cast<P*>(instance)->save();
+    return true;
+  } catch (...) {
+    describe_current_exception(*error);
+    return false;
+  }
+}
+
+template <class P>
+bool load_instance(void* instance, const Json* state, std::string* error) noexcept {
+  try {
+    if constexpr (SavesState<P>) static_cast<P*>(instance)->load(*state);
+    return true;
+  } catch (...) {
+    describe_current_exception(*error);
+    return false;
+  }
+}
+
+template <class P>
 bool merge_instances(void* into, void* from, std::string* error) noexcept {
   try {
     if constexpr (Reduces<P>) static_cast<P*>(into)->merge(*static_cast<P*>(from));
@@ -314,6 +349,7 @@ constexpr std::uint32_t flags_of() noexcept {
   }
   if constexpr (requires { P::config_keys; }) flags |= plugin_declares_config;
   if constexpr (Reduces<P>) flags |= plugin_reduces;
+  if constexpr (SavesState<P>) flags |= plugin_saves_state;
   return flags;
 }
 
@@ -345,7 +381,9 @@ const PluginDescriptor* descriptor_of(const char* name, const char* version,
       version,                  description,         build_fingerprint,
       config_keys_of<P>(),      config_key_count_of<P>(), &create_instance<P>,
       &destroy_instance<P>,     &process_item<P>,    Reduces<P> ? &merge_instances<P> : nullptr,
-      Reduces<P> ? &summarize_instance<P> : nullptr};
+      Reduces<P> ? &summarize_instance<P> : nullptr,
+      SavesState<P> ? &save_instance<P> : nullptr,
+      SavesState<P> ? &load_instance<P> : nullptr};
   return &descriptor;
 }
 

@@ -64,6 +64,12 @@ class COREMAP_EXPORT Plugin {
   bool reduces() const noexcept {
     return (descriptor_->flags & plugin_reduces) != 0 && descriptor_->merge != nullptr && descriptor_->summary != nullptr;
   }
+  /// True when the plugin reduces and its partial state can cross processes (save() and
+  /// load(); an MPI run needs them to merge the ranks' aggregates).
+  bool saves_state() const noexcept {
+    return reduces() && (descriptor_->flags & plugin_saves_state) != 0 && descriptor_->save_state != nullptr &&
+           descriptor_->load_state != nullptr;
+  }
 
   /// Checks `config` against the declared keys (null counts as {}) and returns it with the
   /// defaults filled in. Throws ConfigError naming the plugin and the key: not an object,
@@ -115,6 +121,12 @@ class COREMAP_EXPORT PluginInstance {
     return descriptor_->merge(self_, other.self_, &error);
   }
   bool summary(Json& out, std::string& error) noexcept { return descriptor_->summary(self_, &out, &error); }
+  /// Partial states across processes (when Plugin::saves_state()): writes this instance's
+  /// state; loads a state another instance saved into this (fresh) one.
+  bool save_state(Json& out, std::string& error) noexcept { return descriptor_->save_state(self_, &out, &error); }
+  bool load_state(const Json& state, std::string& error) noexcept {
+    return descriptor_->load_state(self_, &state, &error);
+  }
 
  private:
   std::shared_ptr<const Plugin> plugin_;
