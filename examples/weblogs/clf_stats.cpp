@@ -109,5 +109,5 @@ class ClfStats {
   std::unordered_map<std::string, std::uint64_t> bytes_per_hour_;
 };
 
-COREMAP_PLUGIN(ClfStats, "clf_stats", "1.0.0",
+COREMAP_PLUGIN(ClfStats, "clf_stats", "1.1.0",
                "reduces parsed requests to requests per status, bytes per hour and the top paths")

@@ -77,4 +77,4 @@ class TopKeys {
   std::unordered_map<std::string, std::uint64_t> counts_;
 };
 
-COREMAP_PLUGIN(TopKeys, "topkeys", "1.0.0", "counts the values of a field over all items; summary: the most frequent")
+COREMAP_PLUGIN(TopKeys, "topkeys", "1.1.0", "counts the values of a field over all items; summary: the most frequent")

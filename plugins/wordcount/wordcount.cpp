@@ -103,5 +103,5 @@ class WordCount {
   Totals totals_;
 };
 
-COREMAP_PLUGIN(WordCount, "wordcount", "1.1.0",
+COREMAP_PLUGIN(WordCount, "wordcount", "1.2.0",
                "lines, words and bytes of the file at the item's path, as LC_ALL=C wc; summary: the totals")
