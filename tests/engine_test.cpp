@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -72,6 +74,48 @@ TEST(EngineTest, OrderedOutputEqualsSerialAtSeveralThreadCounts) {
     EXPECT_EQ(parallel.stats.threads, threads);
     EXPECT_EQ(parallel.stats.failed, serial.stats.failed);
   }
+}
+
+// Ordered output waits for a slow item; the processing of the items after it does not. Item 0
+// blocks until every other item has been processed (far more items than the window of batches
+// in flight, 4 per thread), or gives up after 20 s: a sequencer in front of the writer, which
+// keeps each finished batch's token until it is written, cannot get past the window and would
+// time out. The records still come out in index order, identical to a serial run.
+TEST(EngineTest, ASlowItemHoldsUpTheWritingNotTheProcessingOfLaterItems) {
+  constexpr int items = 400;
+  test::TempDir dir;
+  std::string text;
+  for (int i = 0; i < items; ++i) text += "{\"i\":" + std::to_string(i) + "}\n";
+  const std::string manifest = dir.write("m.jsonl", text);
+  std::atomic<int> done{0};
+  std::atomic<bool> waited_out{false};
+  const auto plugin = Plugin::from_function([&](const Json& item, Context&) -> Json {
+    if (item.at("i") == 0) {
+      const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+      while (done.load() < items - 1 && std::chrono::steady_clock::now() < give_up) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      waited_out = done.load() < items - 1;
+      return item;
+    }
+    ++done;
+    return item;
+  });
+  const Output parallel = [&] {
+    Engine engine(plugin, Json::object(), RunOptions{.threads = 2});
+    ManifestReader reader(manifest);
+    Output out;
+    CallbackSink sink([&](std::string_view records) { out.text.append(records); });
+    out.stats = engine.run(reader, sink);
+    return out;
+  }();
+  EXPECT_FALSE(waited_out.load()) << "the items after the slow one were not processed while it ran";
+  EXPECT_EQ(parallel.stats.items, static_cast<std::uint64_t>(items));
+  const std::vector<Json> records = lines_of(parallel.text);
+  ASSERT_EQ(records.size(), static_cast<std::size_t>(items));
+  for (int i = 0; i < items; ++i) EXPECT_EQ(records[static_cast<std::size_t>(i)]["index"], i);
+  const auto plain = Plugin::from_function([](const Json& item, Context&) -> Json { return item; });
+  EXPECT_EQ(parallel.text, run_stream(plain, manifest, {.serial = true}).text);
 }
 
 TEST(EngineTest, SerialRunMatchesAnIndependentOracle) {
