@@ -118,6 +118,20 @@ expect_eq "$rc" 1 "mpirun -n 3 --isolate: exit 1"
 if cmp -s "$WORK/fault.local.jsonl" "$WORK/fault.3.jsonl"; then pass "mpirun -n 3 --isolate: byte-identical to the local run"; else fail "mpirun -n 3 --isolate: output differs"; fi
 expect_eq "$(grep -c 'crashed: SIGSEGV' "$WORK/fault.3.jsonl")" 3 "the three segfaults are the three error records"
 
+# --retries on the worker ranks: items that throw until their third attempt succeed on it, as
+# locally ("attempts" in the record); --timeout of a hanging item in an isolated worker.
+python3 -c '
+import json
+for i in range(40):
+    print(json.dumps({"fault": "throw", "until_attempt": 3} if i % 8 == 3 else {"fault": "none"}))
+print(json.dumps({"fault": "hang"}))' >"$WORK/retry.jsonl"
+cm run --plugin fault --isolate --retries 2 --timeout 1 --manifest "$WORK/retry.jsonl" -o "$WORK/retry.local.jsonl" -q
+expect_eq "$rc" 1 "local --retries 2 --timeout 1: exit 1 (the hanging item)"
+mpi 3 run --plugin fault --isolate --retries 2 --timeout 1 --manifest "$WORK/retry.jsonl" -o "$WORK/retry.3.jsonl"
+expect_eq "$rc" 1 "mpirun -n 3 --retries 2 --timeout 1: exit 1"
+if cmp -s "$WORK/retry.local.jsonl" "$WORK/retry.3.jsonl"; then pass "mpirun -n 3 --retries --timeout: byte-identical to the local run"; else fail "mpirun -n 3 --retries --timeout: output differs"; fi
+expect_eq "$(grep -c '"attempts":3' "$WORK/retry.3.jsonl")" 6 "five retried items and the timed-out one record 3 attempts"
+
 # Setup errors exit 2 on every rank, one message.
 mpi 3 run --plugin no-such-plugin --manifest "$WORK/files.txt" -o "$WORK/x.jsonl"
 expect_eq "$rc" 2 "an unknown plugin under mpirun: exit 2"
