@@ -320,17 +320,6 @@ void write_report(Writer& w, const RunStats& stats, std::uint64_t cpu) {
   w.text(std::string_view(reinterpret_cast<const char*>(states.data()), states.size()));
 }
 
-StageStats stage_figures(StageStats stage) {
-  const LatencyHistogram& h = stage.latency;
-  stage.calls = h.count();
-  stage.busy_ns = h.sum();
-  stage.p50_ns = h.percentile(0.50);
-  stage.p95_ns = h.percentile(0.95);
-  stage.p99_ns = h.percentile(0.99);
-  stage.max_ns = h.max();
-  return stage;
-}
-
 void read_report(Reader& r, RankReport& report) {
   RunStats& s = report.stats;
   s.items = r.u64();
@@ -351,7 +340,8 @@ void read_report(Reader& r, RankReport& report) {
     std::array<std::uint64_t, LatencyHistogram::bucket_count> buckets;
     std::memcpy(buckets.data(), r.raw(sizeof buckets), sizeof buckets);
     stage.latency = LatencyHistogram::from_parts(buckets, sum, min, max);
-    s.stages.push_back(stage_figures(std::move(stage)));
+    stage.take_figures_from_latency();
+    s.stages.push_back(std::move(stage));
   }
   const std::string_view states = r.text();
   s.states = Json::from_cbor(states.begin(), states.end());
@@ -724,7 +714,7 @@ void merge_stages(std::vector<StageStats>& into, const std::vector<StageStats>& 
   for (std::size_t i = 0; i < into.size() && i < from.size(); ++i) {
     into[i].concurrency += from[i].concurrency;
     into[i].latency.merge(from[i].latency);
-    into[i] = stage_figures(std::move(into[i]));
+    into[i].take_figures_from_latency();
   }
 }
 

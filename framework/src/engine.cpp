@@ -497,13 +497,8 @@ struct Engine::Impl {
       out.name = stage->spec.name;
       out.own_threads = stage->pooled;
       out.concurrency = options.serial ? 1 : (stage->pooled ? limit : (limit == 0 ? threads : std::min(limit, threads)));
-      out.calls = merged.count();
-      out.busy_ns = merged.sum();
-      out.p50_ns = merged.percentile(0.50);
-      out.p95_ns = merged.percentile(0.95);
-      out.p99_ns = merged.percentile(0.99);
-      out.max_ns = merged.max();
-      out.latency = merged;
+      out.latency = std::move(merged);
+      out.take_figures_from_latency();
       stats.stages.push_back(std::move(out));
     }
   }

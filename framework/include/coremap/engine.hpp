@@ -117,6 +117,16 @@ struct StageStats {
   /// Every call's duration, bucketed: the figures above come from it, and histograms of
   /// several runs or processes merge (LatencyHistogram::merge) into exact totals.
   LatencyHistogram latency;
+
+  /// Sets calls, busy_ns, the percentiles and max_ns from `latency` (after it changed).
+  void take_figures_from_latency() noexcept {
+    calls = latency.count();
+    busy_ns = latency.sum();
+    p50_ns = latency.percentile(0.50);
+    p95_ns = latency.percentile(0.95);
+    p99_ns = latency.percentile(0.99);
+    max_ns = latency.max();
+  }
 };
 
 /// The aggregate of a reducing stage over partial states that several runs saved (RunStats::states
