@@ -56,7 +56,9 @@ struct RunOptions {
   bool ordered = true;
   /// Stop taking new items once this many items have failed; 0 means never.
   std::uint64_t max_errors = 0;
-  /// Bound on batches of items in flight; 0 means four per thread.
+  /// Bound on batches of items being processed or waiting for the writer; 0 means four per
+  /// thread. In an ordered run, batches finished behind one still being processed wait beside
+  /// this bound (up to 64 MiB of them), so a slow item does not stall the threads.
   std::size_t max_in_flight = 0;
   /// Calls a failed item gets again before its failure is recorded (the record's `attempts`
   /// says how many it took). Not retried once the run is being stopped.
