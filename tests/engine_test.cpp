@@ -76,46 +76,72 @@ TEST(EngineTest, OrderedOutputEqualsSerialAtSeveralThreadCounts) {
   }
 }
 
-// Ordered output waits for a slow item; the processing of the items after it does not. Item 0
-// blocks until every other item has been processed (far more items than the window of batches
-// in flight, 4 per thread), or gives up after 20 s: a sequencer in front of the writer, which
-// keeps each finished batch's token until it is written, cannot get past the window and would
-// time out. The records still come out in index order, identical to a serial run.
-TEST(EngineTest, ASlowItemHoldsUpTheWritingNotTheProcessingOfLaterItems) {
-  constexpr int items = 400;
-  test::TempDir dir;
-  std::string text;
-  for (int i = 0; i < items; ++i) text += "{\"i\":" + std::to_string(i) + "}\n";
-  const std::string manifest = dir.write("m.jsonl", text);
-  std::atomic<int> done{0};
-  std::atomic<bool> waited_out{false};
-  const auto plugin = Plugin::from_function([&](const Json& item, Context&) -> Json {
-    if (item.at("i") == 0) {
-      const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+// Items {"i": 0} ... {"i": items - 1}, where item 0 waits until every other item has been
+// processed, or until `patience` runs out; `processed_meanwhile` then says how many were.
+struct SlowFirstItem {
+  SlowFirstItem(int n, std::chrono::milliseconds wait) : items(n), patience(wait) {}
+  std::string manifest(test::TempDir& dir) const {
+    std::string text;
+    for (int i = 0; i < items; ++i) text += "{\"i\":" + std::to_string(i) + "}\n";
+    return dir.write("m.jsonl", text);
+  }
+  std::shared_ptr<const Plugin> plugin() {
+    return Plugin::from_function([this](const Json& item, Context&) -> Json {
+      if (item.at("i") != 0) {
+        ++done;
+        return item;
+      }
+      const auto give_up = std::chrono::steady_clock::now() + patience;
       while (done.load() < items - 1 && std::chrono::steady_clock::now() < give_up) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
       }
-      waited_out = done.load() < items - 1;
+      processed_meanwhile = done.load();
       return item;
-    }
-    ++done;
-    return item;
-  });
-  const Output parallel = [&] {
-    Engine engine(plugin, Json::object(), RunOptions{.threads = 2});
-    ManifestReader reader(manifest);
-    Output out;
-    CallbackSink sink([&](std::string_view records) { out.text.append(records); });
-    out.stats = engine.run(reader, sink);
-    return out;
-  }();
-  EXPECT_FALSE(waited_out.load()) << "the items after the slow one were not processed while it ran";
-  EXPECT_EQ(parallel.stats.items, static_cast<std::uint64_t>(items));
-  const std::vector<Json> records = lines_of(parallel.text);
-  ASSERT_EQ(records.size(), static_cast<std::size_t>(items));
-  for (int i = 0; i < items; ++i) EXPECT_EQ(records[static_cast<std::size_t>(i)]["index"], i);
+    });
+  }
+  void expect_in_order(const std::string& text) const {
+    const std::vector<Json> records = lines_of(text);
+    ASSERT_EQ(records.size(), static_cast<std::size_t>(items));
+    for (int i = 0; i < items; ++i) ASSERT_EQ(records[static_cast<std::size_t>(i)]["index"], i);
+  }
+
+  const int items;
+  const std::chrono::milliseconds patience;
+  std::atomic<int> done{0};
+  std::atomic<int> processed_meanwhile{-1};
+};
+
+// Ordered output waits for a slow item; the processing of the items after it does not. Item 0
+// waits for every other item (far more than the window of batches in flight, 4 per thread), or
+// gives up after 20 s: a sequencer in front of the writer, which keeps each finished batch's
+// token until it is written, cannot get past the window and would time out. The records still
+// come out in index order, identical to a serial run.
+TEST(EngineTest, ASlowItemHoldsUpTheWritingNotTheProcessingOfLaterItems) {
+  test::TempDir dir;
+  SlowFirstItem slow(400, std::chrono::seconds(20));
+  const std::string manifest = slow.manifest(dir);
+  const Output parallel = run_stream(slow.plugin(), manifest, {.threads = 2});
+  EXPECT_EQ(slow.processed_meanwhile.load(), slow.items - 1)
+      << "the items after the slow one were not processed while it ran";
+  EXPECT_EQ(parallel.stats.items, static_cast<std::uint64_t>(slow.items));
+  slow.expect_in_order(parallel.text);
   const auto plain = Plugin::from_function([](const Json& item, Context&) -> Json { return item; });
   EXPECT_EQ(parallel.text, run_stream(plain, manifest, {.serial = true}).text);
+}
+
+// The other side of the reorder buffer: over its budget, batches finished behind a slow one
+// keep their tokens, so at most max_in_flight batches (of at most 4096 items each) get past the
+// slow item before it finishes. Item 0 waits up to 1 s for all the others; with a 1-byte
+// budget and 2 batches in flight, at most 2 x 4096 of the 20,000 can be processed meanwhile
+// (with the default budget, all 19,999 are).
+TEST(EngineTest, OverTheReorderBudgetTheWindowHoldsAgain) {
+  test::TempDir dir;
+  SlowFirstItem slow(20000, std::chrono::seconds(1));
+  const Output out =
+      run_stream(slow.plugin(), slow.manifest(dir), {.threads = 2, .max_in_flight = 2, .reorder_budget_bytes = 1});
+  EXPECT_GE(slow.processed_meanwhile.load(), 0);
+  EXPECT_LE(slow.processed_meanwhile.load(), 2 * 4096);
+  slow.expect_in_order(out.text);
 }
 
 TEST(EngineTest, SerialRunMatchesAnIndependentOracle) {

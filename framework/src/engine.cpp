@@ -38,7 +38,7 @@ constexpr std::size_t max_batch_items = 4096;
 constexpr std::size_t max_batch_bytes = std::size_t{1} << 20;
 // Ordered runs: finished batches waiting for an earlier one give their token back while they
 // hold less than this (ReorderBuffer).
-constexpr std::size_t reorder_budget_bytes = std::size_t{64} << 20;
+constexpr std::size_t default_reorder_budget_bytes = std::size_t{64} << 20;
 
 // A value on its way from one stage to the next. A failed value passes the later stages
 // untouched and becomes an error record at the end.
@@ -1024,7 +1024,8 @@ RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Delive
       };
       auto release_token = [&limiter] { limiter.decrementer().try_put(flow::continue_msg()); };
       ReorderBuffer<decltype(write_in_order), decltype(release_token)> reorder_buffer(
-          reorder_budget_bytes, write_in_order, release_token);
+          options.reorder_budget_bytes != 0 ? options.reorder_budget_bytes : default_reorder_budget_bytes,
+          write_in_order, release_token);
       flow::function_node<Batch*, flow::continue_msg> reorder(graph, flow::unlimited, [&](Batch* batch) {
         detail::TbbBody tbb_body(batch);
         reorder_buffer.put(batch);

@@ -58,8 +58,12 @@ struct RunOptions {
   std::uint64_t max_errors = 0;
   /// Bound on batches of items being processed or waiting for the writer; 0 means four per
   /// thread. In an ordered run, batches finished behind one still being processed wait beside
-  /// this bound (up to 64 MiB of them), so a slow item does not stall the threads.
+  /// this bound (up to `reorder_budget_bytes` of them), so a slow item does not stall the
+  /// threads.
   std::size_t max_in_flight = 0;
+  /// Ordered runs: memory the batches waiting behind a slower one may hold beside
+  /// `max_in_flight`; over it, they count against `max_in_flight` again. 0 means 64 MiB.
+  std::size_t reorder_budget_bytes = 0;
   /// Calls a failed item gets again before its failure is recorded (the record's `attempts`
   /// says how many it took). Not retried once the run is being stopped.
   std::uint32_t retries = 0;
