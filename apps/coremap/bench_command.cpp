@@ -357,6 +357,10 @@ CLI::App* add_bench_command(CLI::App& app, BenchArgs& args) {
 int bench_command(const BenchArgs& args) {
   if (args.mpi || started_by_mpi_launcher()) return mpi_bench_command(args);
   if (args.mpi_chunk != 0) throw UsageError("--mpi-chunk applies to MPI runs (mpirun ... or --mpi) only");
+  return local_bench_command(args);
+}
+
+int local_bench_command(const BenchArgs& args) {
   bench::check_args(args);
   const PluginLoader loader = make_loader(args.input.search);
   const Pipeline pipeline = make_pipeline(args.input, loader, "bench");

@@ -82,6 +82,12 @@ void print_run_summary(const RunArgs& args, const RunOptions& options, const Run
 /// failed.
 bool report_summaries(const Json& summaries, const RunArgs& args);
 
+/// UsageError unless --resume has a file (-o) to read the earlier records from.
+void check_resume_target(const RunArgs& args);
+/// UsageError for a reducing stage with --resume (its summary would cover only the resumed
+/// part), or, `across_ranks`, whose plugin cannot save its partial state.
+void check_reductions(const Pipeline& pipeline, const RunArgs& args, bool across_ranks);
+
 /// True when an MPI launcher (mpirun, srun) started this process: its environment says so.
 bool started_by_mpi_launcher();
 /// `coremap run` across the ranks of an MPI job (docs/distributed.md); with one rank, the
@@ -103,6 +109,8 @@ struct BenchArgs {
 };
 CLI::App* add_bench_command(CLI::App& app, BenchArgs& args);
 int bench_command(const BenchArgs& args);
+/// The ordinary, single-process `coremap bench`.
+int local_bench_command(const BenchArgs& args);
 /// `coremap bench` across the ranks of an MPI job (docs/distributed.md); with one rank, the
 /// ordinary bench. Refuses (UsageError) in builds without MPI.
 int mpi_bench_command(const BenchArgs& args);

@@ -642,8 +642,6 @@ void abort_job(int rank, const char* what) {
   std::_Exit(exit_setup);
 }
 
-std::uint64_t cpu_ns() { return process_cpu_ns(); }
-
 DistributedRun coordinate(const Session& session, BatchSource& source, Sink& sink, const RunOptions& options,
                           std::size_t fixed_chunk) {
   Coordinator coordinator(session.size(), source, options.skip.get(), sink, options, fixed_chunk);

@@ -50,9 +50,6 @@ void wait_idle(MPI_Request& request);
 /// Ends the whole job: prints `what` naming the rank, then MPI_Abort with exit code 2.
 [[noreturn]] void abort_job(int rank, const char* what);
 
-/// CPU time of this process so far (user + system), in nanoseconds.
-std::uint64_t cpu_ns();
-
 /// What one worker rank did in one run, as rank 0 learns it.
 struct RankReport {
   RunStats stats;                  ///< its engine's; stages filled when the run was measured

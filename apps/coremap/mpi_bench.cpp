@@ -166,13 +166,7 @@ int mpi_bench_command(const BenchArgs& args) {
   mpi::Session session;
   if (session.size() == 1) {
     if (args.mpi_chunk != 0) throw UsageError("--mpi-chunk: this MPI job has one rank, which runs the ordinary way");
-    BenchArgs local = args;
-    local.mpi = false;
-    bench::check_args(local);
-    const PluginLoader loader = make_loader(args.input.search);
-    const Pipeline pipeline = make_pipeline(args.input, loader, "bench");
-    bench::LocalRunner runner(pipeline, parse_manifest_format(args.input.format), args.input.manifest);
-    return bench::sweep(local, pipeline, runner);
+    return local_bench_command(args);
   }
   std::optional<Pipeline> pipeline;
   std::string name;

@@ -42,25 +42,11 @@ int run_coordinator(const mpi::Session& session, const RunArgs& args) {
   RunOptions options;
   std::string error;
   try {
-    if (args.resume && args.output == "-") {
-      throw UsageError("--resume needs -o FILE: the records of the earlier run are read back from FILE.part");
-    }
+    check_resume_target(args);
     const PluginLoader loader = make_loader(args.input.search);
     manifest.emplace(args.input.manifest, parse_manifest_format(args.input.format));
     pipeline.emplace(make_pipeline(args.input, loader, "run"));
-    for (const Stage& stage : pipeline->stages) {
-      if (!stage.plugin->reduces()) continue;
-      if (!stage.plugin->saves_state()) {
-        throw UsageError("stage '" + stage.name + "' reduces, but its plugin " + std::string(stage.plugin->name()) +
-                         " cannot save its partial state (save() and load(), docs/plugins.md), so the ranks' "
-                         "aggregates cannot be merged; run it without mpirun");
-      }
-      if (args.resume) {
-        throw UsageError("--resume: stage '" + stage.name +
-                         "' reduces, and its summary would cover only the items the resumed run processes; rerun "
-                         "without --resume");
-      }
-    }
+    check_reductions(*pipeline, args, true);
     options = make_run_options(args);
     if (args.output == "-") {
       stdout_sink.emplace("-");

@@ -212,22 +212,37 @@ void print_run_summary(const RunArgs& args, const RunOptions& options, const Run
   }
 }
 
-int local_run_command(const RunArgs& args) {
+void check_resume_target(const RunArgs& args) {
   if (args.resume && args.output == "-") {
     throw UsageError("--resume needs -o FILE: the records of the earlier run are read back from FILE.part");
   }
+}
+
+void check_reductions(const Pipeline& pipeline, const RunArgs& args, bool across_ranks) {
+  for (const Stage& stage : pipeline.stages) {
+    if (!stage.plugin->reduces()) continue;
+    if (across_ranks && !stage.plugin->saves_state()) {
+      throw UsageError("stage '" + stage.name + "' reduces, but its plugin " + std::string(stage.plugin->name()) +
+                       " cannot save its partial state (save() and load(), docs/plugins.md), so the ranks' "
+                       "aggregates cannot be merged; run it without mpirun");
+    }
+    if (args.resume) {
+      throw UsageError("--resume: stage '" + stage.name +
+                       "' reduces, and its summary would cover only the items the resumed run processes; rerun "
+                       "without --resume");
+    }
+  }
+}
+
+int local_run_command(const RunArgs& args) {
+  check_resume_target(args);
   if (args.input.plugin.empty() == args.input.pipeline.empty()) {
     throw UsageError("run: give --plugin or --pipeline (one of them)");
   }
   const PluginLoader loader = make_loader(args.input.search);
   ManifestReader manifest(args.input.manifest, parse_manifest_format(args.input.format));
   Pipeline pipeline = make_pipeline(args.input, loader, "run");
-  bool reduces = false;
-  for (const Stage& stage : pipeline.stages) reduces = reduces || stage.plugin->reduces();
-  if (args.resume && reduces) {
-    throw UsageError("--resume: a stage reduces, and its summary would cover only the items the resumed run "
-                     "processes; rerun without --resume");
-  }
+  check_reductions(pipeline, args, false);
   RunOptions options = make_run_options(args);
   // The live line goes to a terminal only: logs and pipes get the summary alone.
   const bool draw_progress = !args.quiet && ::isatty(STDERR_FILENO) == 1;

@@ -297,48 +297,44 @@ concept SavesState = Reduces<P> && requires(P& p, const Json& state) {
   { p.load(state) };
 };
 
-template <class P>
-bool save_instance(void* instance, Json* out, std::string* error) noexcept {
+// Runs `call`; an exception becomes false with its description in *error.
+template <class F>
+bool guarded(std::string* error, F&& call) noexcept {
   try {
-    if constexpr (SavesState<P>) *out = static_cast<P*>(instance)->save();
+    call();
     return true;
   } catch (...) {
     describe_current_exception(*error);
     return false;
   }
+}
+
+template <class P>
+bool save_instance(void* instance, Json* out, std::string* error) noexcept {
+  return guarded(error, [&] {
+    if constexpr (SavesState<P>) *out = static_cast<P*>(instance)->save();
+  });
 }
 
 template <class P>
 bool load_instance(void* instance, const Json* state, std::string* error) noexcept {
-  try {
+  return guarded(error, [&] {
     if constexpr (SavesState<P>) static_cast<P*>(instance)->load(*state);
-    return true;
-  } catch (...) {
-    describe_current_exception(*error);
-    return false;
-  }
+  });
 }
 
 template <class P>
 bool merge_instances(void* into, void* from, std::string* error) noexcept {
-  try {
+  return guarded(error, [&] {
     if constexpr (Reduces<P>) static_cast<P*>(into)->merge(*static_cast<P*>(from));
-    return true;
-  } catch (...) {
-    describe_current_exception(*error);
-    return false;
-  }
+  });
 }
 
 template <class P>
 bool summarize_instance(void* instance, Json* out, std::string* error) noexcept {
-  try {
+  return guarded(error, [&] {
     if constexpr (Reduces<P>) *out = static_cast<P*>(instance)->summary();
-    return true;
-  } catch (...) {
-    describe_current_exception(*error);
-    return false;
-  }
+  });
 }
 
 template <class P>
