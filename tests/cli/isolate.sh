@@ -7,10 +7,8 @@ source "$(dirname "$0")/lib.sh"
 # A private copy of the fixture, so that pgrep finds only this test's workers.
 cp "$COREMAP_FIXTURES/fixture_crashy.so" "$WORK/crashy.so"
 plugin="$WORK/crashy.so"
-worker="$COREMAP_BUILD_DIR/lib/coremap/coremap-worker"
 # AddressSanitizer reserves terabytes of address space, so RLIMIT_AS cannot work under it.
-sanitized=0
-if ldd "$worker" | grep -q libasan; then sanitized=1; fi
+sanitized=$COREMAP_SANITIZED
 # AddressSanitizer turns a SIGSEGV into a report and exit(1); let the worker die of the signal.
 if [ "$sanitized" -eq 1 ]; then export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}handle_segv=0"; fi
 

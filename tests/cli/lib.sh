@@ -3,6 +3,9 @@ set -euo pipefail
 : "${COREMAP:?COREMAP must point at the coremap binary}"
 : "${COREMAP_FIXTURES:?}"
 : "${COREMAP_SOURCE_DIR:?}"
+# How the build was configured (COREMAP_SANITIZED, ...): tests/cli/build_config.sh.in.
+: "${COREMAP_BUILD_CONFIG:?COREMAP_BUILD_CONFIG must name build_config.sh in the build tree}"
+source "$COREMAP_BUILD_CONFIG"
 unset COREMAP_PLUGIN_PATH
 export LC_ALL=C
 
