@@ -3,6 +3,7 @@
 #include <coremap/error.hpp>
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -142,6 +143,89 @@ TEST(EngineTest, OverTheReorderBudgetTheWindowHoldsAgain) {
   EXPECT_GE(slow.processed_meanwhile.load(), 0);
   EXPECT_LE(slow.processed_meanwhile.load(), 2 * 4096);
   slow.expect_in_order(out.text);
+}
+
+// Bytes the process's heap has handed out and not got back (every malloc arena, and the blocks
+// large enough to be mapped on their own).
+std::size_t heap_in_use() {
+  const struct mallinfo2 info = ::mallinfo2();
+  return info.uordblks + info.hblkhd;
+}
+
+// What the reorder budget bounds is the memory of the batches parked behind a slow one, measured
+// by malloc itself: item 0 waits while the later items finish and park, until no more get
+// through (the budget is full and the batches keep their tokens) or all are done, sampling the
+// heap meanwhile. Two shapes the budget once undercounted: tiny items, where each batch's
+// own allocations are most of its memory, and callback records whose results are JSON values
+// of many small strings (before, 4 MiB of budget let the heap grow by 6.7 and 29 MiB). The heap
+// may exceed its level before the run by the budget plus the batches in flight (4 tokens of
+// about 200 us of items each, well under 1.5 MiB here), and must have used a fair part of it
+// (an overcounting engine would stall far below the budget).
+TEST(EngineTest, TheReorderBudgetBoundsTheHeapWhateverTheItems) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "the sanitizers' allocators do not report through mallinfo2";
+#endif
+  constexpr std::size_t budget = std::size_t{4} << 20;
+  constexpr std::size_t in_flight_allowance = std::size_t{3} << 19;
+  for (const bool as_records : {false, true}) {
+    SCOPED_TRACE(as_records ? "records of many strings" : "tiny items");
+    const int items = as_records ? 20'000 : 200'000;
+    test::TempDir dir;
+    std::string text;
+    for (int i = 0; i < items; ++i) text += "{\"i\":" + std::to_string(i) + "}\n";
+    const std::string manifest = dir.write("m.jsonl", text);
+    std::atomic<int> done{0};
+    std::atomic<std::size_t> peak{0};
+    std::atomic<int> done_meanwhile{-1};
+    std::size_t baseline = 0;
+    const auto plugin = Plugin::from_function([&](const Json& item, Context&) -> Json {
+      if (item.at("i") != 0) {
+        Json result = item;
+        if (as_records) {
+          Json words = Json::array();
+          for (int k = 0; k < 48; ++k) words.push_back("a string of some length, " + std::to_string(k));
+          result["words"] = std::move(words);
+        }
+        ++done;
+        return result;
+      }
+      auto last_change = std::chrono::steady_clock::now();
+      const auto give_up = last_change + std::chrono::seconds(20);
+      int seen = -1;
+      for (;;) {
+        peak = std::max(peak.load(), heap_in_use());
+        const auto now = std::chrono::steady_clock::now();
+        if (done.load() != seen) {
+          seen = done.load();
+          last_change = now;
+        }
+        if (seen == items - 1 || now - last_change > std::chrono::milliseconds(500) || now > give_up) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      done_meanwhile = seen;
+      return item;
+    });
+    Engine engine(plugin, Json::object(), {.threads = 2, .max_in_flight = 4, .reorder_budget_bytes = budget});
+    ManifestReader reader(manifest);
+    std::uint64_t records = 0;
+    baseline = heap_in_use();
+    RunStats stats;
+    if (as_records) {
+      stats = engine.run(reader, [&](const Record& record) { records += record.ok ? 1 : 0; });
+    } else {
+      CallbackSink sink([&](std::string_view out) {
+        records += static_cast<std::uint64_t>(std::count(out.begin(), out.end(), '\n'));
+      });
+      stats = engine.run(reader, sink);
+    }
+    EXPECT_EQ(records, static_cast<std::uint64_t>(items));
+    EXPECT_EQ(stats.ok, static_cast<std::uint64_t>(items));
+    EXPECT_LT(done_meanwhile.load(), items - 1) << "the budget never held the window";
+    const std::size_t grew = peak.load() > baseline ? peak.load() - baseline : 0;
+    EXPECT_LE(grew, budget + in_flight_allowance) << "the heap grew by " << (grew >> 10) << " KiB behind the slow item, "
+                                                  << done_meanwhile.load() << " items parked";
+    EXPECT_GE(grew, budget / 4) << "the heap grew by only " << (grew >> 10) << " KiB behind the slow item";
+  }
 }
 
 TEST(EngineTest, SerialRunMatchesAnIndependentOracle) {

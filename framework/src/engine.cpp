@@ -3,10 +3,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <utility>
 #include <functional>
 
 #include <oneapi/tbb/concurrent_queue.h>
@@ -87,6 +89,7 @@ struct CallScratch {
 // the no-op path scale 1.4x instead of 1.7x on two cores).
 struct Batch {
   std::uint64_t seq = 0;  // position in the run, for the sequencer
+  std::size_t slot = 0;   // in BatchPool's list of batches
   ItemBatch raw;
   std::vector<Value> values;  // the previous stage's outputs
   std::vector<Value> next;    // the running stage's outputs
@@ -156,11 +159,90 @@ struct Batch {
   }
 };
 
-// Memory a batch holds on to, its buffers' capacity included.
-std::size_t footprint(const Batch& batch) noexcept {
-  return sizeof(Batch) + batch.raw.bytes.capacity() + batch.raw.items.capacity() * sizeof(RawItem) +
-         batch.out.capacity() + batch.records.capacity() * sizeof(Record) +
-         (batch.values.capacity() + batch.next.capacity()) * sizeof(Value);
+// What the heap spends on one block of `n` bytes (glibc malloc: an 8-byte header, 16-byte
+// granules, 32 bytes at least). Counting blocks, not just the bytes asked for, keeps the
+// reorder budget honest for batches of one tiny item, where headers are much of the memory.
+constexpr std::size_t heap_block(std::size_t n) noexcept {
+  return n == 0 ? 0 : std::max<std::size_t>(32, (n + 8 + 15) & ~std::size_t{15});
+}
+
+std::size_t heap_of(const std::string& text) noexcept {
+  // A short string lives inside the object (libstdc++'s local buffer) and owns no block.
+  const auto data = reinterpret_cast<std::uintptr_t>(text.data());
+  const auto self = reinterpret_cast<std::uintptr_t>(&text);
+  if (data >= self && data < self + sizeof text) return 0;
+  return heap_block(text.capacity() + 1);
+}
+
+template <class T>
+std::size_t heap_of(const std::vector<T>& vector) noexcept {
+  return heap_block(vector.capacity() * sizeof(T));
+}
+
+// The heap a JSON value owns (nlohmann_json's defaults: a std::map node per member, a
+// std::vector for arrays, each container and string allocated on its own). Iterative: a value
+// may be nested deeper than the stack allows to recurse.
+std::size_t heap_of(const Json& value, std::vector<const Json*>& stack) {
+  // A std::map node: the red-black tree's colour and three links, then the member.
+  constexpr std::size_t member_node = 4 * sizeof(void*) + sizeof(std::pair<const std::string, Json>);
+  std::size_t bytes = 0;
+  stack.assign(1, &value);
+  while (!stack.empty()) {
+    const Json& j = *stack.back();
+    stack.pop_back();
+    switch (j.type()) {
+      case Json::value_t::object: {
+        const auto& members = j.get_ref<const Json::object_t&>();
+        bytes += heap_block(sizeof members);
+        for (const auto& [key, member] : members) {
+          bytes += heap_block(member_node) + heap_of(key);
+          if (member.is_structured() || member.is_string() || member.is_binary()) stack.push_back(&member);
+        }
+        break;
+      }
+      case Json::value_t::array: {
+        const auto& elements = j.get_ref<const Json::array_t&>();
+        bytes += heap_block(sizeof elements) + heap_of(elements);
+        for (const Json& element : elements) {
+          if (element.is_structured() || element.is_string() || element.is_binary()) stack.push_back(&element);
+        }
+        break;
+      }
+      case Json::value_t::string: {
+        const auto& text = j.get_ref<const Json::string_t&>();
+        bytes += heap_block(sizeof text) + heap_of(text);
+        break;
+      }
+      case Json::value_t::binary: {
+        const auto& binary = j.get_binary();
+        bytes += heap_block(sizeof binary) + heap_of(static_cast<const std::vector<std::uint8_t>&>(binary));
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  return bytes;
+}
+
+// nlohmann_json's serializer (one per batch, in its RecordWriter) allocates a 512-character
+// indentation string when it is built.
+constexpr std::size_t serializer_heap_bytes = heap_block(512 + 1);
+
+// Memory a batch holds on to: the object, its buffers' capacity and every JSON value in it, in
+// heap blocks (EngineTest.TheReorderBudgetBoundsTheHeapWhateverTheItems compares it with what
+// malloc reports).
+std::size_t footprint(const Batch& batch) {
+  std::size_t bytes = heap_block(sizeof(Batch)) + serializer_heap_bytes + heap_of(batch.raw.bytes) +
+                      heap_of(batch.raw.items) + heap_of(batch.out) + heap_of(batch.records) +
+                      heap_of(batch.values) + heap_of(batch.next);
+  if (batch.records.empty() && batch.values.empty() && batch.next.empty()) return bytes;
+  std::vector<const Json*> stack;
+  for (const Record& record : batch.records) bytes += heap_of(record.error) + heap_of(record.result, stack);
+  for (const auto* values : {&batch.values, &batch.next}) {
+    for (const Value& value : *values) bytes += heap_of(value.error) + heap_of(value.data, stack);
+  }
+  return bytes;
 }
 
 // Ordered runs: finished batches wait here for the batches before them, and whoever finds the
@@ -179,7 +261,9 @@ class ReorderBuffer {
 
   // Called from any thread, for each batch once, when its last stage is done.
   void put(Batch* batch) {
-    const std::size_t size = footprint(*batch);
+    // Each parked batch also takes up to two ring slots (the ring doubles), a slot of `ready_`
+    // and one in the pool's list of batches.
+    const std::size_t size = footprint(*batch) + 3 * sizeof(Parked) + sizeof(std::unique_ptr<Batch>);
     bool release = false;
     {
       std::lock_guard lock(mutex_);
@@ -253,6 +337,75 @@ class ReorderBuffer {
   std::uint64_t next_ = 0;      // the next batch to write
   std::size_t parked_bytes_ = 0;
   bool writing_ = false;
+};
+
+// The batches of a streamed run, recycled: a steady run keeps `keep` of them (the tokens in
+// flight, plus the one the cut stage fills) and allocates none. More exist only while finished
+// ones are parked behind a slow batch (ReorderBuffer); those are freed once written, so the
+// memory of a stall is not kept for the rest of the run. A kept batch gives back any buffer
+// grown far past an ordinary batch (one very long item, a large fan-out).
+class BatchPool {
+ public:
+  BatchPool(std::size_t keep, bool as_records, std::string_view source)
+      : keep_(keep), as_records_(as_records), source_(source) {}
+
+  // From the cut stage.
+  Batch* take() {
+    std::lock_guard lock(mutex_);
+    if (!free_.empty()) {
+      Batch* batch = free_.back();
+      free_.pop_back();
+      return batch;
+    }
+    owned_.push_back(std::make_unique<Batch>());
+    Batch* batch = owned_.back().get();
+    batch->slot = owned_.size() - 1;
+    batch->as_records = as_records_;
+    batch->source = source_;
+    return batch;
+  }
+
+  // From the writer, or from the cut stage for a batch it did not fill.
+  void give_back(Batch* batch) {
+    std::unique_ptr<Batch> gone;
+    {
+      std::lock_guard lock(mutex_);
+      if (owned_.size() <= keep_) {
+        free_.push_back(batch);
+      } else {
+        const std::size_t slot = batch->slot;
+        gone = std::move(owned_[slot]);
+        if (slot + 1 != owned_.size()) {
+          owned_[slot] = std::move(owned_.back());
+          owned_[slot]->slot = slot;
+        }
+        owned_.pop_back();
+      }
+    }
+    if (!gone) trim(*batch);
+  }
+
+ private:
+  static void trim(Batch& batch) {
+    constexpr std::size_t most = 4 * max_batch_bytes;
+    release_if_over(batch.raw.bytes, most);
+    release_if_over(batch.raw.items, most);
+    release_if_over(batch.out, most);
+    release_if_over(batch.records, most);
+    release_if_over(batch.values, most);
+    release_if_over(batch.next, most);
+  }
+  template <class Buffer>
+  static void release_if_over(Buffer& buffer, std::size_t bytes) {
+    if (buffer.capacity() * sizeof(buffer[0]) > bytes) Buffer().swap(buffer);
+  }
+
+  const std::size_t keep_;
+  const bool as_records_;
+  const std::string_view source_;
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<Batch>> owned_;  // every batch; owned_[b->slot] is b
+  std::vector<Batch*> free_;
 };
 
 // One stage at run time: its plugin, config and concurrency, and its plugin instances. One
@@ -702,11 +855,17 @@ struct Engine::Impl {
     stats.ok += batch.ok;
     stats.failed += batch.failed;
     progress.done.fetch_add(batch.items, std::memory_order_relaxed);
-    if (batch.items > 0) {
-      const std::uint64_t measured = std::max<std::uint64_t>(1, batch.work_ns / batch.items);
-      const std::uint64_t old = per_item_ns.load(std::memory_order_relaxed);
-      per_item_ns.store(old == 0 ? measured : (3 * old + measured) / 4, std::memory_order_relaxed);
-    }
+  }
+
+  // Feeds a batch's time per item into the cut stage's batch sizing, as soon as its last stage
+  // is done: waiting until it is written would keep every batch behind a slow one at one item
+  // (nothing written, nothing learned), each paying a whole batch's memory and overhead.
+  // Batches finish on several threads at once; a lost update only delays the average.
+  void learn_speed(const Batch& batch) noexcept {
+    if (batch.items == 0) return;
+    const std::uint64_t measured = std::max<std::uint64_t>(1, batch.work_ns / batch.items);
+    const std::uint64_t old = per_item_ns.load(std::memory_order_relaxed);
+    per_item_ns.store(old == 0 ? measured : (3 * old + measured) / 4, std::memory_order_relaxed);
   }
 
   // Polled once per batch (and per in-memory item): turns the application's token into `stop`.
@@ -897,6 +1056,7 @@ RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Delive
       } else {
         for (std::size_t s = 0; s < stages.size(); ++s) run_stage(batch, s, *stages[s]->primary, name, format);
       }
+      learn_speed(batch);
       finish(batch);
     }
   } else {
@@ -905,30 +1065,21 @@ RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Delive
       tokens = 4 * threads;
       for (const auto& stage : stages) tokens += stage->pooled ? stage->spec.concurrency.limit : 0;
     }
-    // Batches are recycled: at most `tokens` + 1 exist, so a steady run allocates none.
-    std::vector<std::unique_ptr<Batch>> owned;
-    tbb::concurrent_queue<Batch*> free_batches;
+    BatchPool batches(tokens + 1, as_records, name);
     in_arena([&] {
       namespace flow = tbb::flow;
       flow::graph graph;
       std::uint64_t next_seq = 0;
       flow::input_node<Batch*> source(graph, [&](tbb::flow_control& control) -> Batch* {
-        // A serial node: its state (next_seq, the manifest, `owned`) passes from call to call.
+        // A serial node: its state (next_seq, the manifest) passes from call to call.
         detail::TbbBody tbb_body;
         detail::SerialBody serial(&next_seq);
-        Batch* batch = nullptr;
-        if (free_batches.try_pop(batch)) {
-          detail::taken_over(batch);
-        } else {
-          owned.push_back(std::make_unique<Batch>());
-          batch = owned.back().get();
-          batch->as_records = as_records;
-          batch->source = name;
-        }
+        Batch* batch = batches.take();
+        detail::taken_over(batch);
         batch->start();
         if (!read_batch(manifest, *batch, stats.skipped)) {
           detail::handed_over(batch);
-          free_batches.push(batch);
+          batches.give_back(batch);
           control.stop();
           return nullptr;
         }
@@ -1008,9 +1159,10 @@ RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Delive
         // A serial node: `stats` and the sink pass from call to call.
         detail::TbbBody tbb_body(batch);
         detail::SerialBody serial(&stats);
+        learn_speed(*batch);
         finish(*batch);
         detail::handed_over(batch);
-        free_batches.push(batch);
+        batches.give_back(batch);
         return flow::continue_msg();
       });
       // Ordered: batches are written from the reorder buffer, in sequence, by the thread that
@@ -1020,7 +1172,7 @@ RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Delive
         detail::SerialBody serial(&stats);
         finish(*batch);
         detail::handed_over(batch);
-        free_batches.push(batch);
+        batches.give_back(batch);
       };
       auto release_token = [&limiter] { limiter.decrementer().try_put(flow::continue_msg()); };
       ReorderBuffer<decltype(write_in_order), decltype(release_token)> reorder_buffer(
@@ -1028,6 +1180,7 @@ RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Delive
           write_in_order, release_token);
       flow::function_node<Batch*, flow::continue_msg> reorder(graph, flow::unlimited, [&](Batch* batch) {
         detail::TbbBody tbb_body(batch);
+        learn_speed(*batch);
         reorder_buffer.put(batch);
         return flow::continue_msg();
       });

@@ -63,6 +63,8 @@ struct RunOptions {
   std::size_t max_in_flight = 0;
   /// Ordered runs: memory the batches waiting behind a slower one may hold beside
   /// `max_in_flight`; over it, they count against `max_in_flight` again. 0 means 64 MiB.
+  /// Counted as the heap blocks a batch holds (the batch, its buffers' capacity, every JSON
+  /// value of its records), so it bounds the process's memory whatever the items are.
   std::size_t reorder_budget_bytes = 0;
   /// Calls a failed item gets again before its failure is recorded (the record's `attempts`
   /// says how many it took). Not retried once the run is being stopped.
