@@ -4,6 +4,11 @@
 #include <coremap/coremap.hpp>
 
 #include <atomic>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <set>
+#include <sstream>
 #include <chrono>
 #include <thread>
 #include <vector>
@@ -272,6 +277,156 @@ TEST(PipelineTest, ConcurrencyLimitsAreRespected) {
   EXPECT_EQ(one.most.load(), 1) << "a serial stage was entered twice at once";
   EXPECT_LE(two.most.load(), 2);
   EXPECT_LE(all.most.load(), 8);
+}
+
+// Counts the values it sees and passes them on.
+class Count {
+ public:
+  explicit Count(const Json&) {}
+  Json process(const Json& value) {
+    ++count_;
+    return value;
+  }
+  void merge(Count& other) { count_ += other.count_; }
+  Json summary() const { return {{"count", count_}}; }
+
+ private:
+  std::uint64_t count_ = 0;
+};
+
+// A first stage whose values fail after process() returned, as item n asks ("bad": a kind,
+// else its value is {"n": n}); "fan" emits one good and one failing value.
+Json unwritable(const std::string& kind) {
+  if (kind == "utf8") return {{"text", std::string("caf\xE9")}};
+  if (kind == "key") return {{std::string("k\xFF"), 1}};
+  if (kind == "nan") return {{"x", {1.0, std::nan("")}}};
+  if (kind == "inf") return {{"x", -std::numeric_limits<double>::infinity()}};
+  Json deep = Json::array();
+  for (int level = 0; level < 1000; ++level) deep = Json::array({std::move(deep)});  // 1001 levels
+  return deep;
+}
+
+Json mangle(const Json& item, Context& context) {
+  if (!item.contains("bad")) return {{"n", item.at("n")}};
+  const std::string kind = item.at("bad");
+  if (kind != "fan") return unwritable(kind);
+  context.emit({{"n", item.at("n")}});
+  context.emit(unwritable("utf8"));
+  context.drop();
+  return nullptr;
+}
+
+// A value that cannot be written fails in the stage that made it: its error names the stage
+// (as every per-item stage error does: "<manifest>:<line>: stage '<name>': ") and what is wrong
+// where, and no later stage sees it (the counting reduction counts only the good values). The
+// same for records written, handed to a callback, at every thread count, for emitted values.
+// Oracle: the manifest's construction says which items are bad.
+TEST(PipelineTest, AValueThatCannotBeWrittenFailsInItsStageAndGoesNoFurther) {
+  const std::vector<std::pair<std::string, std::string>> kinds = {
+      {"utf8", "holds a string that is not valid UTF-8 (byte 0xE9 at offset 3) at /text"},
+      {"key", "holds an object key that is not valid UTF-8 (byte 0xFF at offset 1) at /k\\xFF"},
+      {"nan", "holds a number that is not finite (NaN), which JSON cannot hold at /x/1"},
+      {"inf", "holds a number that is not finite (-infinity), which JSON cannot hold at /x"},
+      {"deep", "nests arrays and objects deeper than 1000 levels"},
+      {"fan", "holds a string that is not valid UTF-8 (byte 0xE9 at offset 3) at /text"}};
+  test::TempDir dir;
+  std::string text;
+  std::map<int, std::string> bad;  // item -> the end of its error
+  std::set<int> fans;              // items that emit a good value before their bad one
+  int good = 0;
+  for (int n = 0; n < 3000; ++n) {
+    if (n % 7 == 3) {
+      const auto& [kind, why] = kinds[static_cast<std::size_t>(n / 7) % kinds.size()];
+      text += "{\"n\":" + std::to_string(n) + ",\"bad\":\"" + kind + "\"}\n";
+      bad[n] = why;
+      if (kind == "fan") {
+        fans.insert(n);
+        ++good;
+      }
+    } else {
+      text += "{\"n\":" + std::to_string(n) + "}\n";
+      ++good;
+    }
+  }
+  const std::string manifest = dir.write("m.jsonl", text);
+  const auto count = Plugin::from_descriptor(detail::descriptor_of<Count>("count", "1", "counts"), "builtin:count");
+  auto pipeline = [&] {
+    Pipeline p;
+    p.stages.push_back(Stage{"mangle", Plugin::from_function(mangle, "mangle"), Json::object(), Concurrency::unlimited()});
+    p.stages.push_back(Stage{"count", count, Json::object(), Concurrency::unlimited()});
+    return p;
+  };
+  // The record of item n (its first record when it fanned out) and its second, if any.
+  auto check = [&](const std::vector<Record>& records, const RunStats& stats, const std::string& mode) {
+    SCOPED_TRACE(mode);
+    EXPECT_EQ(stats.summaries, Json({{"count", {{"count", good}}}}));
+    std::size_t r = 0;
+    for (int n = 0; n < 3000; ++n) {
+      ASSERT_LT(r, records.size());
+      const auto it = bad.find(n);
+      if (fans.contains(n)) {
+        EXPECT_TRUE(records[r].ok) << n;
+        EXPECT_EQ(records[r].result, Json({{"n", n}}));
+        ++r;
+      }
+      const Record& record = records[r++];
+      EXPECT_EQ(record.index, static_cast<std::uint64_t>(n));
+      if (it == bad.end()) {
+        EXPECT_TRUE(record.ok) << n << ": " << record.error;
+        EXPECT_EQ(record.result, Json({{"n", n}}));
+        continue;
+      }
+      EXPECT_FALSE(record.ok) << n;
+      EXPECT_EQ(record.error.substr(0, record.error.find(": the plugin's result ")),
+                manifest + ":" + std::to_string(n + 1) + ": stage 'mangle'");
+      EXPECT_TRUE(record.error.ends_with(it->second)) << record.error;
+    }
+    EXPECT_EQ(r, records.size());
+  };
+  for (RunOptions options : {RunOptions{.serial = true}, RunOptions{.threads = 1}, RunOptions{.threads = 8}}) {
+    const std::string mode = options.serial ? "serial" : std::to_string(options.threads) + " threads";
+    RunStats stats;
+    const std::string out = run_to_text(pipeline(), manifest, options, &stats);
+    std::vector<Record> records;
+    std::istringstream lines(out);
+    for (std::string line; std::getline(lines, line);) {
+      const Json j = Json::parse(line);  // strict: every record is valid UTF-8 JSON
+      Record record{j.at("index").get<std::uint64_t>(), j.at("ok").get<bool>(), j.value("result", Json()),
+                    j.value("error", std::string()), 1, -1};
+      records.push_back(std::move(record));
+    }
+    check(records, stats, mode + ", written");
+    Engine engine(pipeline(), options);
+    ManifestReader reader(manifest);
+    records.clear();
+    stats = engine.run(reader, [&](const Record& record) { records.push_back(record); });
+    check(records, stats, mode + ", callback");
+  }
+}
+
+// One stage: what the written records could not hold is an error there too, and Engine::map
+// hands no such result to its caller either.
+TEST(PipelineTest, AResultThatCannotBeWrittenIsAnErrorInEveryMode) {
+  const auto plugin = Plugin::from_function(
+      [](const Json& item, Context&) -> Json { return item.contains("bad") ? unwritable(item.at("bad")) : item; }, "u");
+  Engine engine(plugin, Json::object(), {.threads = 2});
+  const std::vector<Json> items = {{{"bad", "nan"}}, {{"n", 1}}, {{"bad", "deep"}}, {{"bad", "utf8"}}};
+  const auto records = engine.map(items);
+  EXPECT_FALSE(records[0].ok);
+  EXPECT_EQ(records[0].error, "the plugin's result holds a number that is not finite (NaN), which JSON cannot hold at /x/1");
+  EXPECT_TRUE(records[1].ok);
+  EXPECT_FALSE(records[2].ok);
+  EXPECT_FALSE(records[3].ok);
+  test::TempDir dir;
+  const std::string manifest = dir.write("m.jsonl", "{\"bad\":\"inf\"}\n{\"bad\":\"deep\"}\n{\"n\":2}\n");
+  Pipeline one;
+  one.stages.push_back(Stage{"u", plugin, Json::object(), Concurrency::unlimited()});
+  const std::string out = run_to_text(std::move(one), manifest, {.threads = 2});
+  EXPECT_EQ(out, "{\"index\":0,\"ok\":false,\"error\":\"" + manifest +
+                     ":1: the plugin's result holds a number that is not finite (-infinity), which JSON cannot hold at /x\"}\n"
+                     "{\"index\":1,\"ok\":false,\"error\":\"" + manifest +
+                     ":2: the plugin's result nests arrays and objects deeper than 1000 levels\"}\n"
+                     "{\"index\":2,\"ok\":true,\"result\":{\"n\":2}}\n");
 }
 
 TEST(PipelineTest, SpecErrorsNameTheStageAndTheKey) {

@@ -21,6 +21,7 @@
 
 #include <coremap/error.hpp>
 #include <coremap/latency_histogram.hpp>
+#include <coremap/record.hpp>
 
 #include "item_parser.hpp"
 #include "tsan_handoff.hpp"
@@ -663,6 +664,13 @@ struct Engine::Impl {
     return text;
   }
 
+  // Whether a stage's outputs are checked as they leave it (writable_result), not only when
+  // written: in a pipeline, so that a value that cannot be written fails in the stage that made
+  // it, its error naming that stage, and reaches no later stage (a reduction would count it);
+  // and for Record callbacks, whose results are never serialised here. A one-stage run into a
+  // Sink leaves the check to its RecordWriter.
+  bool checks_values(const Batch& batch) const noexcept { return stages.size() > 1 || batch.as_records; }
+
   // One output of a stage: a record when the stage is the last, else the next stage's input.
   void output_ok(Batch& batch, bool last, std::uint64_t index, std::uint64_t line, bool fanned,
                  std::uint32_t attempts, Json& data) {
@@ -714,14 +722,23 @@ struct Engine::Impl {
     auto where = [&](std::uint64_t line) {
       return manifest_name + ":" + std::to_string(line) + ": " + (name_stage ? "stage '" + stage_name + "': " : "");
     };
+    const bool check = checks_values(batch);
+    std::string why;
+    auto hand_on = [&](std::uint64_t index, std::uint64_t line, bool fanned, Json& value) {
+      if (check && !writable_result(value, why)) {
+        output_error(batch, last, index, line, fanned, attempts, where(line) + why);
+      } else {
+        output_ok(batch, last, index, line, fanned, attempts, value);
+      }
+    };
     // Processes one input and hands on its outputs: the emitted values, or the result.
     auto apply = [&](std::uint64_t index, std::uint64_t line, bool fanned, const Json& input) {
       if (!run_item_measured(latency, instance, index, input, result, error, attempts, &emitter)) {
         output_error(batch, last, index, line, fanned, attempts, where(line) + error);
       } else if (!emitter.used) {
-        output_ok(batch, last, index, line, fanned, attempts, result);
+        hand_on(index, line, fanned, result);
       } else {
-        for (Json& value : emitted) output_ok(batch, last, index, line, true, attempts, value);
+        for (Json& value : emitted) hand_on(index, line, true, value);
       }
     };
     for (const RawItem& raw : batch.raw.items) {
@@ -753,20 +770,29 @@ struct Engine::Impl {
                   std::vector<Value>& out, const std::string& manifest_name) {
     const std::string& stage_name = stages[s]->spec.name;
     CallScratch call(options.measure ? &stages[s]->latency.local() : nullptr);
+    auto where = [&](std::uint64_t line) {
+      return manifest_name + ":" + std::to_string(line) + ": stage '" + stage_name + "': ";
+    };
+    std::string why;
+    // A value that cannot be written fails here, naming this stage, and reaches no later one.
+    auto hand_on = [&](const Value& from, bool fanned, Json& data) {
+      if (!writable_result(data, why)) {
+        out.push_back(Value{from.index, from.line, fanned, true, call.attempts, Json(), where(from.line) + why});
+      } else {
+        out.push_back(Value{from.index, from.line, fanned, false, call.attempts, std::move(data), {}});
+      }
+    };
     for (std::size_t i = first; i < end; ++i) {
       Value& value = batch.values[i];
       if (value.failed) {
         out.push_back(std::move(value));
       } else if (!run_item_measured(call.latency, instance, value.index, value.data, call.result, call.error,
                                     call.attempts, &call.emitter)) {
-        out.push_back(Value{value.index, value.line, value.fanned, true, call.attempts, Json(),
-                            manifest_name + ":" + std::to_string(value.line) + ": stage '" + stage_name + "': " + call.error});
+        out.push_back(Value{value.index, value.line, value.fanned, true, call.attempts, Json(), where(value.line) + call.error});
       } else if (!call.emitter.used) {
-        out.push_back(Value{value.index, value.line, value.fanned, false, call.attempts, std::move(call.result), {}});
+        hand_on(value, value.fanned, call.result);
       } else {
-        for (Json& emitted_value : call.emitted) {
-          out.push_back(Value{value.index, value.line, true, false, call.attempts, std::move(emitted_value), {}});
-        }
+        for (Json& emitted_value : call.emitted) hand_on(value, true, emitted_value);
       }
     }
   }
@@ -1260,6 +1286,11 @@ RunStats Engine::Impl::map_items(std::span<const Json> items, OnDone&& on_done) 
       LatencyHistogram* const latency = options.measure ? &stage.latency.local() : nullptr;
       record.ok = run_item_measured(latency, instance, record.index, item, record.result, record.error, record.attempts,
                                     nullptr);
+      // The caller gets the result as a Json value: one that could not be written is an error.
+      if (record.ok && !writable_result(record.result, record.error)) {
+        record.ok = false;
+        record.result = Json();
+      }
     }
     if (!record.ok) note_failure();
     on_done(std::move(record));

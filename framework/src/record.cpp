@@ -2,6 +2,7 @@
 #include <coremap/record.hpp>
 
 #include <charconv>
+#include <cmath>
 #include <cstdio>
 
 namespace coremap {
@@ -58,7 +59,117 @@ std::size_t utf8_sequence(std::string_view s, std::size_t i) {
   return n;
 }
 
+// Offset of the first byte of `text` that is not part of valid UTF-8, or npos.
+std::size_t invalid_utf8_at(std::string_view text) noexcept {
+  for (std::size_t i = 0; i < text.size();) {
+    // ASCII runs are most text: skip them without decoding.
+    if (static_cast<unsigned char>(text[i]) < 0x80) {
+      ++i;
+      continue;
+    }
+    const std::size_t n = utf8_sequence(text, i);
+    if (n == 0) return i;
+    i += n;
+  }
+  return std::string_view::npos;
+}
+
+// A JSON pointer token (RFC 6901), shown as text that is valid UTF-8 whatever the key.
+void append_pointer_token(std::string& path, std::string_view token) {
+  path.push_back('/');
+  for (const char c : escape_invalid_utf8(token)) {
+    if (c == '~') {
+      path.append("~0");
+    } else if (c == '/') {
+      path.append("~1");
+    } else {
+      path.push_back(c);
+    }
+  }
+}
+
+// The check behind writable_result. `path` is the pointer to `value`, extended only on the
+// way to a fault (nothing is formatted while the value is fine).
+class ResultCheck {
+ public:
+  ResultCheck(std::string& why, bool check_strings) : why_(why), strings_(check_strings) {}
+
+  bool check(const Json& value, std::size_t depth) {
+    switch (value.type()) {
+      case Json::value_t::string:
+        return !strings_ || string_ok(value.get_ref<const std::string&>(), "a string");
+      case Json::value_t::number_float: {
+        const double number = value.get<double>();
+        if (std::isfinite(number)) return true;
+        fail(std::string("holds a number that is not finite (") + (std::isnan(number) ? "NaN" : number > 0 ? "+infinity" : "-infinity") +
+             "), which JSON cannot hold");
+        return false;
+      }
+      case Json::value_t::array:
+      case Json::value_t::object:
+        break;
+      default:
+        return true;
+    }
+    if (depth >= max_result_depth) {
+      fail("nests arrays and objects deeper than " + std::to_string(max_result_depth) + " levels");
+      whole_path_ = false;  // a thousand levels of pointer would say nothing more
+      return false;
+    }
+    if (value.is_array()) {
+      std::size_t i = 0;
+      for (const Json& element : value.get_ref<const Json::array_t&>()) {
+        if (!check(element, depth + 1)) return prepend(std::to_string(i));
+        ++i;
+      }
+      return true;
+    }
+    for (const auto& [key, member] : value.get_ref<const Json::object_t&>()) {
+      if (strings_ && !string_ok(key, "an object key")) return prepend(key);
+      if (!check(member, depth + 1)) return prepend(key);
+    }
+    return true;
+  }
+
+  // After a failed check: the message with the pointer to where it failed.
+  void finish() {
+    why_ = "the plugin's result " + what_ + (path_.empty() ? std::string() : " at " + path_);
+  }
+
+ private:
+  bool string_ok(const std::string& text, const char* kind) {
+    const std::size_t at = invalid_utf8_at(text);
+    if (at == std::string_view::npos) return true;
+    char byte[8];
+    std::snprintf(byte, sizeof byte, "0x%02X", static_cast<unsigned char>(text[at]));
+    fail(std::string("holds ") + kind + " that is not valid UTF-8 (byte " + byte + " at offset " + std::to_string(at) + ")");
+    return false;
+  }
+  void fail(std::string what) { what_ = std::move(what); }
+  // Builds the pointer from the fault outwards: each level puts its token in front.
+  bool prepend(std::string_view token) {
+    if (!whole_path_) return false;
+    std::string head;
+    append_pointer_token(head, token);
+    path_.insert(0, head);
+    return false;
+  }
+
+  std::string& why_;
+  const bool strings_;
+  std::string what_;
+  std::string path_;
+  bool whole_path_ = true;
+};
+
 }  // namespace
+
+bool writable_result(const Json& value, std::string& why, bool check_strings) {
+  ResultCheck check(why, check_strings);
+  if (check.check(value, 0)) return true;
+  check.finish();
+  return false;
+}
 
 std::string escape_invalid_utf8(std::string_view text, bool* replaced) {
   std::string out;
@@ -97,6 +208,11 @@ void RecordWriter::error(std::uint64_t index, std::string_view message, std::uin
 
 bool RecordWriter::ok(std::uint64_t index, const Json& result, std::uint32_t attempts, std::int64_t sub,
                       std::string_view file, std::uint64_t line) {
+  // Strings are checked by the serializer as it writes them; numbers and nesting here.
+  if (std::string why; !writable_result(result, why, false)) {
+    error(index, (file.empty() ? std::string() : std::string(file) + ":" + std::to_string(line) + ": ") + why, attempts, sub);
+    return false;
+  }
   const std::size_t start = out_.size();
   append_prefix(out_, index, true, attempts, sub);
   try {

@@ -124,4 +124,21 @@ cmp -s "$WORK/cut.jsonl" "$WORK/full.jsonl" && pass "--resume of a fanned-out ru
   fail "--resume of a fanned-out run differs"
 cm run --pipeline "$WORK/top.json" --manifest "$WORK/files.txt" -o "$WORK/t.jsonl" --resume
 expect_eq "$rc" 2 "--resume with a reducing stage exits 2"
+
+# A value its stage cannot write (fault's bad_utf8 result) fails there, naming the stage, and
+# the counting stage after it never sees it: topkeys counts only the three good items.
+cat >"$WORK/bad.json" <<'JSON'
+{"stages": [{"name": "mangle", "plugin": "fault"}, {"name": "count", "plugin": "topkeys", "config": {"field": "fault"}}]}
+JSON
+printf '%s\n' '{"fault":"bad_utf8"}' '{"fault":"none"}' '{"fault":"bad_utf8"}' '{"fault":"none"}' '{"fault":"none"}' \
+  >"$WORK/bad.jsonl"
+for mode in --serial "--threads 2"; do
+  cm run --pipeline "$WORK/bad.json" --manifest "$WORK/bad.jsonl" $mode --summary "$WORK/bad.summary"
+  expect_eq "$rc" 1 "failed values ($mode): exit 1"
+  got=$(python3 -c 'import json,sys; s = json.load(open(sys.argv[1]))["count"]; print(s["items"], s["top"])' "$WORK/bad.summary")
+  expect_eq "$got" "3 [{'count': 3, 'key': 'none'}]" "failed values ($mode): the reduction counted only the good values"
+  why="stage 'mangle': the plugin's result holds a string that is not valid UTF-8 (byte 0xE9 at offset 3) at /text"
+  expect_eq "$(record_values "$WORK/out" 'r["error"]')" "$(printf '0\t%s\n2\t%s' "$WORK/bad.jsonl:1: $why" "$WORK/bad.jsonl:3: $why")" \
+    "failed values ($mode): error records name the stage and where"
+done
 finish

@@ -8,6 +8,7 @@
 /// (Context::emit), and `"attempts":K` after `"ok"` when a retried item took K > 1 calls.
 /// The same format everywhere: streamed to a file, handed to a callback, or collected.
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -51,8 +52,7 @@ class COREMAP_EXPORT RecordWriter {
 };
 
 /// Appends the JSON Lines text of an ok record, newline included. When `result` cannot be
-/// serialised (a string that is not valid UTF-8), appends an error record saying so instead
-/// and returns false.
+/// written (see writable_result), appends an error record saying why instead and returns false.
 COREMAP_EXPORT bool append_ok_record(std::string& out, std::uint64_t index, const Json& result);
 
 /// Appends the JSON Lines text of an error record. Bytes of `error` that are not valid UTF-8
@@ -61,6 +61,20 @@ COREMAP_EXPORT void append_error_record(std::string& out, std::uint64_t index, s
 
 /// Appends the record's text (either of the two above).
 COREMAP_EXPORT bool append_record(std::string& out, const Record& record);
+
+/// How deeply a result's arrays and objects may nest: as deep as an item may (the manifest's
+/// limit). Deeper values could not be written (the serializer recurses) nor safely handed on.
+inline constexpr std::size_t max_result_depth = 1000;
+
+/// Whether `value` can be written as a record's result: every string and object key valid
+/// UTF-8, every number finite (JSON has no NaN or infinity; written, they would silently become
+/// null), arrays and objects nested at most max_result_depth deep. When not, returns false and
+/// sets `why` to a sentence starting "the plugin's result ..." that says where in the value
+/// (a JSON pointer). `check_strings` false leaves out the UTF-8 check, for a caller whose
+/// serializer makes it anyway. Recursion is bounded by max_result_depth.
+///
+/// Thread safety: reads `value` only.
+COREMAP_EXPORT bool writable_result(const Json& value, std::string& why, bool check_strings = true);
 
 /// `text` with every byte that is not part of valid UTF-8 replaced by the text \xNN.
 /// `replaced` is set when anything was replaced.
