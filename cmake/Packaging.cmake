@@ -9,7 +9,8 @@ set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_GENERATOR DEB)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION devel)
-# Runtime dependencies come from the binaries' own links (dpkg-shlibdeps); the headers need
+# Runtime dependencies come from the binaries' own links (dpkg-shlibdeps: libtbb12, libssl3,
+# libelf1 for the plugin loader, ...); the headers need
 # nlohmann_json, so the package depends on its -dev package too.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_DEPENDS "nlohmann-json3-dev (>= 3.10)")

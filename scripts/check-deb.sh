@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 deb=$(ls build/coremap_*.deb)
 apt-get install -y -q "./$deb"
 dpkg -s coremap | grep -E '^(Version|Depends):'
+# libcoremap reads plugins' ELF symbols with libelf: dpkg-shlibdeps must have found it.
+dpkg -s coremap | grep -E '^Depends:.*\blibelf1\b' >/dev/null || { echo "the package does not depend on libelf1" >&2; exit 1; }
 /usr/bin/coremap plugins | grep -q '/usr/lib/coremap/plugins/wordcount.so'
 /usr/bin/coremap run --plugin wordcount --manifest examples/texts.txt >/tmp/coremap-deb.jsonl
 build/bin/coremap run --plugin wordcount --manifest examples/texts.txt --quiet | cmp - /tmp/coremap-deb.jsonl

@@ -2,6 +2,9 @@
 #include <coremap/error.hpp>
 #include <coremap/plugin_loader.hpp>
 
+#include <dlfcn.h>
+#include <sys/stat.h>
+
 #include <cstdlib>
 #include <filesystem>
 
@@ -41,6 +44,97 @@ TEST(PluginLoaderTest, RejectsMissingEntrySymbol) {
   EXPECT_NE(error.find("coremap_plugin_entry"), std::string::npos) << error;
 }
 
+// True when the library at `path` is loaded in this process (dlopen's RTLD_NOLOAD loads
+// nothing; it only finds a library already loaded).
+bool is_loaded(const std::string& path) {
+  void* handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_NOLOAD);
+  if (handle == nullptr) return false;
+  ::dlclose(handle);
+  return true;
+}
+
+TEST(PluginLoaderTest, NeverRunsCodeOfALibraryThatIsNotAPlugin) {
+  const std::string path = test::fixture("ctor_marker");
+  testing::internal::CaptureStdout();
+  testing::internal::CaptureStderr();
+  const std::string error = load_error(path);
+  const std::string out = testing::internal::GetCapturedStdout();
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_NE(error.find("not a coremap plugin"), std::string::npos) << error;
+  EXPECT_EQ(out.find("CTOR_MARKER_RAN"), std::string::npos) << out;
+  EXPECT_EQ(err.find("CTOR_MARKER_RAN"), std::string::npos) << err;
+  EXPECT_FALSE(is_loaded(path));
+  EXPECT_FALSE(is_loaded(test::fixture("no_entry")));
+  load_error(test::fixture("no_entry"));
+  EXPECT_FALSE(is_loaded(test::fixture("no_entry")));
+}
+
+TEST(PluginLoaderTest, RefusesAFifoWithoutBlocking) {
+  test::TempDir dir;
+  const auto fifo = dir.path() / "fifo.so";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_NE(load_error(fifo.string()).find("not a regular file"), std::string::npos);
+}
+
+TEST(PluginLoaderTest, FingerprintRecordsTheLayoutSettingsOfThisBuild) {
+  const std::string fingerprint = detail::build_fingerprint;
+  EXPECT_NE(fingerprint.find("sizeof=json:" + std::to_string(sizeof(Json)) + ",string:" +
+                             std::to_string(sizeof(std::string)) + ",array:" +
+                             std::to_string(sizeof(std::vector<Json>)) + ","),
+            std::string::npos)
+      << fingerprint;
+#if defined(_GLIBCXX_DEBUG)
+  EXPECT_NE(fingerprint.find(";_GLIBCXX_DEBUG=1;"), std::string::npos) << fingerprint;
+#else
+  EXPECT_NE(fingerprint.find(";_GLIBCXX_DEBUG=0;"), std::string::npos) << fingerprint;
+#endif
+  EXPECT_NE(fingerprint.find(";nlohmann_json=" + std::to_string(NLOHMANN_JSON_VERSION_MAJOR) + "." +
+                             std::to_string(NLOHMANN_JSON_VERSION_MINOR) + "." +
+                             std::to_string(NLOHMANN_JSON_VERSION_PATCH) + ";"),
+            std::string::npos)
+      << fingerprint;
+}
+
+// The same echo plugin built with a setting that changes Json's layout: refused, naming it.
+TEST(PluginLoaderTest, RefusesPluginsBuiltWithLayoutChangingSettings) {
+  const std::string debug = load_error(test::fixture("glibcxx_debug"));
+  EXPECT_NE(debug.find("fixture_glibcxx_debug.so"), std::string::npos) << debug;
+  EXPECT_NE(debug.find("the plugin is built with _GLIBCXX_DEBUG, this coremap without"), std::string::npos) << debug;
+  const std::string diagnostics = load_error(test::fixture("json_diagnostics"));
+  EXPECT_NE(diagnostics.find("the plugin is built with JSON_DIAGNOSTICS, this coremap without"), std::string::npos)
+      << diagnostics;
+  // Only the named setting, not the sizes it implies.
+  EXPECT_EQ(diagnostics.find("other sizes"), std::string::npos) << diagnostics;
+}
+
+TEST(PluginLoaderTest, NamesTheFingerprintFieldThatDiffers) {
+  const std::string json = load_error(test::fixture("other_json"));
+  EXPECT_NE(json.find("the plugin is built with nlohmann_json 3.0.0, this coremap with " +
+                      std::to_string(NLOHMANN_JSON_VERSION_MAJOR) + "." + std::to_string(NLOHMANN_JSON_VERSION_MINOR) +
+                      "." + std::to_string(NLOHMANN_JSON_VERSION_PATCH)),
+            std::string::npos)
+      << json;
+  // No named field differs: the sizes are named, as a setting the list does not cover.
+  const std::string sizes = load_error(test::fixture("other_sizes"));
+  EXPECT_NE(sizes.find("the plugin's types have other sizes (json:1, this coremap's json:" + std::to_string(sizeof(Json))),
+            std::string::npos)
+      << sizes;
+  EXPECT_NE(sizes.find("a build setting the fingerprint does not name"), std::string::npos) << sizes;
+}
+
+TEST(PluginLoaderTest, RefusesAnAddressSanitizerPluginBeforeLoadingIt) {
+#if !COREMAP_HAVE_ASAN_FIXTURE
+  GTEST_SKIP() << "no fixture_asan: this build is sanitized itself, or cannot link -fsanitize=address";
+#else
+  // dlopen would have ASan's runtime print its complaint and exit the process with status 1.
+  const std::string path = test::fixture("asan");
+  const std::string error = load_error(path);
+  EXPECT_NE(error.find("the plugin is built with AddressSanitizer (it needs libasan.so"), std::string::npos) << error;
+  EXPECT_NE(error.find("this coremap without"), std::string::npos) << error;
+  EXPECT_FALSE(is_loaded(path));
+#endif
+}
+
 TEST(PluginLoaderTest, RejectsAbiMismatch) {
   const std::string error = load_error(test::fixture("wrong_abi"));
   EXPECT_NE(error.find("fixture_wrong_abi.so"), std::string::npos) << error;
@@ -62,7 +156,7 @@ TEST(PluginLoaderTest, RejectsUnresolvableDependency) {
 TEST(PluginLoaderTest, RejectsFileThatIsNotASharedLibrary) {
   const std::string error = load_error(test::fixture("not_a_library"));
   EXPECT_NE(error.find("fixture_not_a_library.so"), std::string::npos) << error;
-  EXPECT_NE(error.find("invalid ELF header"), std::string::npos) << error;
+  EXPECT_NE(error.find("not an ELF file"), std::string::npos) << error;
 }
 
 TEST(PluginLoaderTest, RejectsMissingFileAndDirectory) {
@@ -143,6 +237,31 @@ TEST(PluginLoaderTest, ListsPluginsAndReportsBrokenOnes) {
   EXPECT_TRUE(saw_guarded);
   EXPECT_TRUE(saw_sha256);
   EXPECT_TRUE(saw_broken);
+}
+
+TEST(PluginLoaderTest, ListSetsAsideFilesThatAreNotPluginsWithoutLoadingThem) {
+  test::TempDir dir;
+  for (const char* name : {"guarded", "ctor_marker", "no_entry", "not_a_library", "wrong_abi"}) {
+    std::filesystem::copy_file(test::fixture(name), dir.path() / (std::string(name) + ".so"));
+  }
+  testing::internal::CaptureStdout();
+  testing::internal::CaptureStderr();
+  const auto listings = PluginLoader({dir.path()}, false, false).list();
+  const std::string out = testing::internal::GetCapturedStdout();
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(out.find("CTOR_MARKER_RAN"), std::string::npos) << out;
+  EXPECT_EQ(err.find("CTOR_MARKER_RAN"), std::string::npos) << err;
+  EXPECT_FALSE(is_loaded((dir.path() / "ctor_marker.so").string()));
+  ASSERT_EQ(listings.size(), 5u);
+  for (const auto& listing : listings) {
+    const std::string name = listing.path.stem().string();
+    const bool plugin = name == "guarded" || name == "wrong_abi";
+    EXPECT_EQ(listing.is_plugin, plugin) << name;
+    EXPECT_EQ(listing.plugin != nullptr, name == "guarded") << name;
+    if (name != "guarded") {
+      EXPECT_FALSE(listing.error.empty()) << name;
+    }
+  }
 }
 
 // A plugin class linked into the test binary runs without a shared library.

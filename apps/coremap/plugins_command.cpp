@@ -24,7 +24,12 @@ int plugins_command(const PluginsArgs& args) {
   }
   std::printf("%-*s  %-*s  %-*s  %s\n", static_cast<int>(name_width), "NAME", static_cast<int>(version_width),
               "VERSION", static_cast<int>(description_width), "DESCRIPTION", "PATH");
+  std::size_t not_plugins = 0;
   for (const auto& listing : listings) {
+    if (!listing.is_plugin) {
+      ++not_plugins;  // another library (or file) on the path: never loaded, only counted
+      continue;
+    }
     if (!listing.plugin) {
       std::fprintf(stderr, "coremap: skipped %s\n", listing.error.c_str());
       continue;
@@ -35,7 +40,13 @@ int plugins_command(const PluginsArgs& args) {
                 p.version().data(), static_cast<int>(description_width),
                 static_cast<int>(p.description().size()), p.description().data(), p.path().c_str());
   }
-  if (listings.empty()) {
+  if (not_plugins > 0) {
+    std::fprintf(stderr, "coremap: ignored %zu .so %s (never loaded: no exported %s; `coremap info PATH` says why)\n",
+                 not_plugins,
+                 not_plugins == 1 ? "file that is not a coremap plugin" : "files that are not coremap plugins",
+                 plugin_entry_symbol);
+  }
+  if (listings.size() == not_plugins) {
     std::fprintf(stderr, "coremap: no plugins found; searched:\n");
     for (const auto& dir : loader.directories()) std::fprintf(stderr, "  %s\n", dir.c_str());
   }

@@ -2,12 +2,20 @@
 #include <coremap/plugin_loader.hpp>
 
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <gelf.h>
+#include <libelf.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <set>
 #include <system_error>
+#include <utility>
 
 #include <coremap/error.hpp>
 
@@ -27,6 +35,169 @@ std::string dl_error() {
   return message != nullptr ? message : "unknown dynamic loader error";
 }
 
+// A sanitizer whose runtime must be in the process before any instrumented library loads:
+// dlopen of such a library into a process without it prints the runtime's complaint and
+// exits the process (AddressSanitizer: exit 1), so it is refused before dlopen instead.
+struct SanitizerRuntime {
+  const char* name;          // for messages
+  const char* init_symbol;   // every instrumented module refers to it; the runtime defines it
+  const char* library[2];    // DT_NEEDED prefixes of its shared runtime (gcc, clang)
+};
+
+constexpr SanitizerRuntime sanitizer_runtimes[] = {
+    {"AddressSanitizer", "__asan_init", {"libasan.so", "libclang_rt.asan"}},
+    {"ThreadSanitizer", "__tsan_init", {"libtsan.so", "libclang_rt.tsan"}},
+    {"HWAddressSanitizer", "__hwasan_init", {"libhwasan.so", "libclang_rt.hwasan"}},
+    {"MemorySanitizer", "__msan_init", {"libclang_rt.msan", "libclang_rt.msan"}},
+};
+
+// What the loader needs from a library's ELF file, read without running any of its code.
+struct ElfFacts {
+  bool exports_entry = false;
+  std::vector<std::string> needed;   // DT_NEEDED
+  std::set<std::string> sanitizer_symbols;  // init symbols of sanitizer_runtimes it names
+};
+
+// Reads the dynamic section and dynamic symbol table (.dynsym: what dlsym can find) with
+// elfutils' libelf. Throws PluginError when the file is not an ELF shared object.
+ElfFacts read_elf(const fs::path& path) {
+  static std::once_flag version_once;
+  static bool version_ok = false;
+  std::call_once(version_once, [] { version_ok = ::elf_version(EV_CURRENT) != EV_NONE; });
+  if (!version_ok) refuse(path, std::string("libelf: ") + ::elf_errmsg(-1));
+
+  // O_NONBLOCK: a FIFO named like a library must not hang the open; it is refused below.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) refuse(path, std::string("cannot open: ") + std::strerror(errno));
+  struct FdCloser {
+    int fd;
+    ~FdCloser() { ::close(fd); }
+  } fd_closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) refuse(path, std::string("cannot stat: ") + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) refuse(path, "not a regular file");
+
+  Elf* elf = ::elf_begin(fd, ELF_C_READ, nullptr);
+  if (elf == nullptr) refuse(path, std::string("not an ELF file (") + ::elf_errmsg(-1) + ")");
+  struct ElfCloser {
+    Elf* elf;
+    ~ElfCloser() { ::elf_end(elf); }
+  } elf_closer{elf};
+  if (::elf_kind(elf) != ELF_K_ELF) refuse(path, "not an ELF file (not a shared library)");
+  GElf_Ehdr header{};
+  if (::gelf_getehdr(elf, &header) == nullptr) {
+    refuse(path, std::string("unreadable ELF header: ") + ::elf_errmsg(-1));
+  }
+  if (header.e_type != ET_DYN) refuse(path, "not a shared library (ELF file of another type)");
+
+  ElfFacts facts;
+  bool saw_dynsym = false;
+  for (Elf_Scn* section = ::elf_nextscn(elf, nullptr); section != nullptr; section = ::elf_nextscn(elf, section)) {
+    GElf_Shdr sh{};
+    if (::gelf_getshdr(section, &sh) == nullptr) continue;
+    if (sh.sh_type != SHT_DYNSYM && sh.sh_type != SHT_DYNAMIC) continue;
+    if (sh.sh_entsize == 0) continue;
+    Elf_Data* data = ::elf_getdata(section, nullptr);
+    if (data == nullptr) refuse(path, std::string("unreadable ELF section: ") + ::elf_errmsg(-1));
+    const std::size_t count = sh.sh_size / sh.sh_entsize;
+    if (sh.sh_type == SHT_DYNAMIC) {
+      for (std::size_t i = 0; i < count; ++i) {
+        GElf_Dyn dyn{};
+        if (::gelf_getdyn(data, static_cast<int>(i), &dyn) == nullptr || dyn.d_tag == DT_NULL) break;
+        if (dyn.d_tag != DT_NEEDED) continue;
+        if (const char* name = ::elf_strptr(elf, sh.sh_link, dyn.d_un.d_val)) facts.needed.emplace_back(name);
+      }
+      continue;
+    }
+    saw_dynsym = true;
+    for (std::size_t i = 1; i < count; ++i) {
+      GElf_Sym sym{};
+      if (::gelf_getsym(data, static_cast<int>(i), &sym) == nullptr) continue;
+      const char* name = ::elf_strptr(elf, sh.sh_link, sym.st_name);
+      if (name == nullptr) continue;
+      if (std::strcmp(name, plugin_entry_symbol) == 0) {
+        // What dlsym would return: defined here, global or weak, visible, a function.
+        const unsigned bind = GELF_ST_BIND(sym.st_info);
+        const unsigned visibility = GELF_ST_VISIBILITY(sym.st_other);
+        if (sym.st_shndx != SHN_UNDEF && (bind == STB_GLOBAL || bind == STB_WEAK) &&
+            (visibility == STV_DEFAULT || visibility == STV_PROTECTED) && GELF_ST_TYPE(sym.st_info) == STT_FUNC) {
+          facts.exports_entry = true;
+        }
+        continue;
+      }
+      for (const auto& runtime : sanitizer_runtimes) {
+        if (std::strcmp(name, runtime.init_symbol) == 0) facts.sanitizer_symbols.insert(runtime.init_symbol);
+      }
+    }
+  }
+  if (!saw_dynsym) refuse(path, "not a shared library with dynamic symbols (no .dynsym section)");
+  return facts;
+}
+
+// The sanitizer runtimes the library needs that this process lacks, as a reason; empty when
+// none. A sanitized coremap (COREMAP_SANITIZE) has the runtime, so its own sanitized plugins load.
+std::string missing_sanitizer(const ElfFacts& facts) {
+  for (const auto& runtime : sanitizer_runtimes) {
+    std::string evidence;
+    for (const auto& needed : facts.needed) {
+      for (const char* prefix : runtime.library) {
+        if (needed.starts_with(prefix)) evidence = "it needs " + needed;
+      }
+    }
+    if (evidence.empty() && facts.sanitizer_symbols.count(runtime.init_symbol) != 0) {
+      evidence = std::string("it refers to ") + runtime.init_symbol;
+    }
+    if (evidence.empty()) continue;
+    if (::dlsym(RTLD_DEFAULT, runtime.init_symbol) != nullptr) continue;  // the process has it
+    return std::string("the plugin is built with ") + runtime.name + " (" + evidence + "), this coremap without; " +
+           runtime.name + "'s runtime must be in the process from its start, so loading the plugin would end " +
+           "coremap: rebuild the plugin without the sanitizer, or use a coremap built with it (COREMAP_SANITIZE)";
+  }
+  return {};
+}
+
+// The fields of a build fingerprint ("key=value;..."), in order.
+std::vector<std::pair<std::string, std::string>> fingerprint_fields(std::string_view text) {
+  std::vector<std::pair<std::string, std::string>> fields;
+  while (!text.empty()) {
+    const auto semicolon = text.find(';');
+    const auto field = text.substr(0, semicolon);
+    const auto equals = field.find('=');
+    if (equals == std::string_view::npos) return {};  // not this format (an older coremap's)
+    fields.emplace_back(std::string(field.substr(0, equals)), std::string(field.substr(equals + 1)));
+    if (semicolon == std::string_view::npos) break;
+    text.remove_prefix(semicolon + 1);
+  }
+  return fields;
+}
+
+// Which settings differ, in words: "the plugin is built with _GLIBCXX_DEBUG, this coremap
+// without". The sizes are named only when no named setting explains the difference.
+std::string fingerprint_difference(std::string_view plugin, std::string_view own) {
+  const auto theirs = fingerprint_fields(plugin);
+  const auto ours = fingerprint_fields(own);
+  if (theirs.empty() || ours.empty()) return {};
+  std::string named, sizes;
+  for (const auto& [key, mine] : ours) {
+    const auto it = std::find_if(theirs.begin(), theirs.end(), [&](const auto& f) { return f.first == key; });
+    const std::string value = it != theirs.end() ? it->second : "(not recorded)";
+    if (value == mine) continue;
+    if (key == "sizeof") {
+      sizes = "the plugin's types have other sizes (" + value + ", this coremap's " + mine +
+              ") from a build setting the fingerprint does not name";
+      continue;
+    }
+    if (!named.empty()) named += "; ";
+    if ((value == "0" || value == "1") && (mine == "0" || mine == "1")) {
+      named += value == "1" ? "the plugin is built with " + key + ", this coremap without"
+                            : "the plugin is built without " + key + ", this coremap with it";
+    } else {
+      named += "the plugin is built with " + key + " " + value + ", this coremap with " + mine;
+    }
+  }
+  return named.empty() ? sizes : named;
+}
+
 }  // namespace
 
 Plugin::Plugin(Private, void* handle, const PluginDescriptor* descriptor, std::string path) noexcept
@@ -41,6 +212,15 @@ std::shared_ptr<const Plugin> Plugin::load(const fs::path& path) {
   const auto status = fs::status(path, ec);
   if (ec || !fs::exists(status)) refuse(path, "no such file");
   if (fs::is_directory(status)) refuse(path, "is a directory");
+
+  // The ELF file first, so that no code of a library that is not a coremap plugin, or that
+  // would end the process as it loads, ever runs (dlopen runs a library's constructors).
+  const ElfFacts facts = read_elf(path);
+  if (!facts.exports_entry) {
+    refuse(path, std::string("not a coremap plugin: it does not export '") + plugin_entry_symbol +
+                     "' (register the plugin class with COREMAP_PLUGIN)");
+  }
+  if (const std::string reason = missing_sanitizer(facts); !reason.empty()) refuse(path, reason);
 
   // RTLD_NOW: an unresolved symbol fails here, with the loader's message, not at the first
   // call in the middle of a run. RTLD_LOCAL: two plugins' symbols never interpose.
@@ -71,10 +251,13 @@ std::shared_ptr<const Plugin> Plugin::load(const fs::path& path) {
   }
   if (descriptor->fingerprint == nullptr ||
       std::strcmp(descriptor->fingerprint, detail::build_fingerprint) != 0) {
-    refuse(path, std::string("built with '") +
-                     (descriptor->fingerprint != nullptr ? descriptor->fingerprint : "(none)") +
-                     "', this coremap with '" + detail::build_fingerprint +
-                     "'; rebuild the plugin with the same compiler, standard library and nlohmann_json");
+    const std::string theirs = descriptor->fingerprint != nullptr ? descriptor->fingerprint : "(none)";
+    std::string difference = fingerprint_difference(theirs, detail::build_fingerprint);
+    if (!difference.empty()) difference += " (";
+    refuse(path, difference + "plugin build fingerprint '" + theirs + "', this coremap's '" +
+                     detail::build_fingerprint + "'" + (difference.empty() ? "" : ")") +
+                     "; the layouts of the types crossing the plugin boundary would differ: rebuild the plugin "
+                     "with the same compiler, standard library, nlohmann_json and settings (docs/plugins.md)");
   }
   if (descriptor->name == nullptr || descriptor->version == nullptr ||
       descriptor->description == nullptr || descriptor->create == nullptr ||
@@ -211,11 +394,26 @@ std::vector<PluginListing> PluginLoader::list() const {
     std::sort(files.begin(), files.end());
     for (auto& file : files) {
       if (!seen.insert(file.filename().string()).second) continue;
-      PluginListing listing{file, nullptr, {}};
+      PluginListing listing{file, nullptr, {}, false};
+      // Only a file that exports the entry symbol is loaded: the search path may hold other
+      // libraries (COREMAP_PLUGIN_PATH=/usr/lib/...), whose constructors must not run.
+      bool exports_entry = false;
       try {
-        listing.plugin = Plugin::load(file);
+        exports_entry = read_elf(file).exports_entry;
+        if (!exports_entry) {
+          listing.error = "cannot load plugin '" + file.string() + "': not a coremap plugin: it does not export '" +
+                          plugin_entry_symbol + "'";
+        }
       } catch (const Error& e) {
-        listing.error = e.what();
+        listing.error = e.what();  // not an ELF shared library at all
+      }
+      if (exports_entry) {
+        listing.is_plugin = true;
+        try {
+          listing.plugin = Plugin::load(file);
+        } catch (const Error& e) {
+          listing.error = e.what();
+        }
       }
       listings.push_back(std::move(listing));
     }

@@ -33,7 +33,7 @@ setup_error "unknown plugin" "plugin 'no_such_plugin' not found" run --plugin no
 setup_error "not a plugin" "not a coremap plugin" run --plugin "$F/fixture_no_entry.so" --manifest "$WORK/good.jsonl"
 setup_error "other ABI" "ABI 999" run --plugin "$F/fixture_wrong_abi.so" --manifest "$WORK/good.jsonl"
 setup_error "unresolved symbol" "undefined symbol" run --plugin "$F/fixture_unresolved.so" --manifest "$WORK/good.jsonl"
-setup_error "not a library" "invalid ELF header" run --plugin "$F/fixture_not_a_library.so" --manifest "$WORK/good.jsonl"
+setup_error "not a library" "not an ELF file" run --plugin "$F/fixture_not_a_library.so" --manifest "$WORK/good.jsonl"
 setup_error "constructor throws" 'constructor failed: config needs "ok": true' run --plugin "$F/fixture_ctor_throws.so" --manifest "$WORK/good.jsonl"
 setup_error "bad --config JSON" "--config: invalid JSON" run --plugin echo --manifest "$WORK/good.jsonl" --config '{nope'
 setup_error "unknown config key" "unknown key 'colour'" run --plugin spin --manifest "$WORK/good.jsonl" --config '{"colour": 1}'

@@ -144,7 +144,7 @@ setup_error_case "constructor throws" "plugin 'ctor_throws' ($F/fixture_ctor_thr
   run --plugin "$F/fixture_ctor_throws.so" --manifest "$WORK/one.jsonl"
 setup_error_case "not a shared library" "cannot load plugin '$F/fixture_not_a_library.so'" \
   run --plugin "$F/fixture_not_a_library.so" --manifest "$WORK/one.jsonl"
-expect_contains "$WORK/err" "invalid ELF header" "not a shared library: the loader's reason"
+expect_contains "$WORK/err" "not an ELF file" "not a shared library: the loader's reason"
 setup_error_case "no entry symbol" "cannot load plugin '$F/fixture_no_entry.so'" \
   run --plugin "$F/fixture_no_entry.so" --manifest "$WORK/one.jsonl"
 expect_contains "$WORK/err" "not a coremap plugin" "no entry symbol: reason"

@@ -159,7 +159,7 @@ struct PluginDescriptor {
   const char* name;
   const char* version;
   const char* description;
-  const char* fingerprint;  ///< compiler, standard library and nlohmann_json the plugin was built with
+  const char* fingerprint;  ///< detail::build_fingerprint of the plugin's build: the settings that change layouts
   const ConfigKey* config_keys;
   std::size_t config_key_count;
   /// Returns a new instance, or nullptr with the constructor's message in *error.
@@ -198,18 +198,88 @@ namespace detail {
 #endif
 
 #if defined(_LIBCPP_VERSION)
-#define COREMAP_DETAIL_STDLIB "libc++-" COREMAP_DETAIL_STR(_LIBCPP_VERSION)
+#define COREMAP_DETAIL_STDLIB "stdlib=libc++-" COREMAP_DETAIL_STR(_LIBCPP_VERSION) ";_LIBCPP_ABI_VERSION=" COREMAP_DETAIL_STR(_LIBCPP_ABI_VERSION)
 #elif defined(_GLIBCXX_RELEASE)
 #define COREMAP_DETAIL_STDLIB \
-  "libstdc++-" COREMAP_DETAIL_STR(_GLIBCXX_RELEASE) "-cxx11abi" COREMAP_DETAIL_STR(_GLIBCXX_USE_CXX11_ABI)
+  "stdlib=libstdc++-" COREMAP_DETAIL_STR(_GLIBCXX_RELEASE) ";_GLIBCXX_USE_CXX11_ABI=" COREMAP_DETAIL_STR(_GLIBCXX_USE_CXX11_ABI)
 #else
-#define COREMAP_DETAIL_STDLIB "unknown-stdlib"
+#define COREMAP_DETAIL_STDLIB "stdlib=unknown"
 #endif
 
-/// Compiled into both sides; the loader compares the plugin's copy with its own.
-inline constexpr const char* build_fingerprint =
-    COREMAP_DETAIL_COMPILER ";" COREMAP_DETAIL_STDLIB ";nlohmann_json-" COREMAP_DETAIL_STR(
-        NLOHMANN_JSON_VERSION_MAJOR) "." COREMAP_DETAIL_STR(NLOHMANN_JSON_VERSION_MINOR) "." COREMAP_DETAIL_STR(NLOHMANN_JSON_VERSION_PATCH);
+// Debug mode swaps std::vector and std::map (nlohmann's array and object) for checked
+// containers with extra members.
+#if defined(_GLIBCXX_DEBUG)
+#define COREMAP_DETAIL_GLIBCXX_DEBUG "1"
+#else
+#define COREMAP_DETAIL_GLIBCXX_DEBUG "0"
+#endif
+
+// Adds a parent pointer to every nlohmann value (3.11 defines it to 0 when unset).
+#if defined(JSON_DIAGNOSTICS) && JSON_DIAGNOSTICS
+#define COREMAP_DETAIL_JSON_DIAGNOSTICS "1"
+#else
+#define COREMAP_DETAIL_JSON_DIAGNOSTICS "0"
+#endif
+
+// Adds start and end offsets to every nlohmann value (nlohmann_json 3.12 and later).
+#if defined(JSON_DIAGNOSTIC_POSITIONS) && JSON_DIAGNOSTIC_POSITIONS
+#define COREMAP_DETAIL_JSON_DIAGNOSTIC_POSITIONS "1"
+#else
+#define COREMAP_DETAIL_JSON_DIAGNOSTIC_POSITIONS "0"
+#endif
+
+/// The build fingerprint as text, built at compile time (see build_fingerprint).
+struct FingerprintText {
+  char text[384]{};
+  std::size_t size = 0;
+  constexpr void append(const char* s) {
+    while (*s != '\0') text[size++] = *s++;
+  }
+  constexpr void append(std::size_t n) {
+    char digits[24]{};
+    std::size_t count = 0;
+    do {
+      digits[count++] = static_cast<char>('0' + n % 10);
+      n /= 10;
+    } while (n != 0);
+    while (count != 0) text[size++] = digits[--count];
+  }
+};
+
+constexpr FingerprintText make_build_fingerprint() {
+  FingerprintText f;
+  f.append("compiler=" COREMAP_DETAIL_COMPILER ";" COREMAP_DETAIL_STDLIB
+           ";_GLIBCXX_DEBUG=" COREMAP_DETAIL_GLIBCXX_DEBUG
+           ";nlohmann_json=" COREMAP_DETAIL_STR(NLOHMANN_JSON_VERSION_MAJOR) "." COREMAP_DETAIL_STR(
+               NLOHMANN_JSON_VERSION_MINOR) "." COREMAP_DETAIL_STR(NLOHMANN_JSON_VERSION_PATCH)
+           ";JSON_DIAGNOSTICS=" COREMAP_DETAIL_JSON_DIAGNOSTICS
+           ";JSON_DIAGNOSTIC_POSITIONS=" COREMAP_DETAIL_JSON_DIAGNOSTIC_POSITIONS ";sizeof=json:");
+  // The sizes catch a layout change from a setting the list above does not name.
+  f.append(sizeof(Json));
+  f.append(",string:");
+  f.append(sizeof(Json::string_t));
+  f.append(",array:");
+  f.append(sizeof(Json::array_t));
+  f.append(",object:");
+  f.append(sizeof(Json::object_t));
+  f.append(",binary:");
+  f.append(sizeof(Json::binary_t));
+  return f;
+}
+
+inline constexpr FingerprintText build_fingerprint_text = make_build_fingerprint();
+
+/// Every build setting that changes the layout of a type crossing the plugin boundary (Json
+/// and the std::string, std::vector and std::map inside it, std::string for messages), as
+/// `key=value` fields separated by ';': compiler and its major version, standard library
+/// (release and ABI: _GLIBCXX_USE_CXX11_ABI or _LIBCPP_ABI_VERSION), _GLIBCXX_DEBUG,
+/// nlohmann_json's version, JSON_DIAGNOSTICS, JSON_DIAGNOSTIC_POSITIONS, and the sizes of
+/// those types. Settings that change no layout are left out on purpose: _GLIBCXX_ASSERTIONS,
+/// JSON_USE_IMPLICIT_CONVERSIONS, JSON_NOEXCEPTION, JSON_USE_LEGACY_DISCARDED_VALUE_COMPARISON,
+/// optimisation and -std. Sanitizers change no layout either; the loader checks the runtime a
+/// sanitized plugin needs separately (docs/plugins.md). Compiled into both sides; the loader
+/// compares the plugin's copy with its own, field by field.
+inline constexpr const char* build_fingerprint = build_fingerprint_text.text;
 
 /// Describes the exception in flight; called only inside a catch block.
 inline void describe_current_exception(std::string& out) noexcept {

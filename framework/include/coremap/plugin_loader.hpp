@@ -29,10 +29,15 @@ namespace coremap {
 /// Thread safety: all const members may be called from any thread.
 class COREMAP_EXPORT Plugin {
  public:
-  /// Loads the library at `path` (dlopen with RTLD_NOW | RTLD_LOCAL) and checks it. Throws
-  /// PluginError naming the file and the reason: missing file, not loadable (with the dynamic
-  /// loader's message, e.g. an unresolved symbol), no entry symbol, another plugin ABI, or
-  /// another build fingerprint. Never calls into a library whose ABI differs.
+  /// Reads the file's ELF dynamic symbol table and dynamic section first (libelf; no code of
+  /// the file runs), then loads it (dlopen with RTLD_NOW | RTLD_LOCAL) and checks it. Throws
+  /// PluginError naming the file and the reason: missing or not a regular file, not an ELF
+  /// shared library, no exported entry symbol (then it is never dlopened, so the constructors
+  /// of a library that is not a plugin never run), built with a sanitizer whose runtime this
+  /// process lacks (refused before dlopen: the runtime would end the process), not loadable
+  /// (with the dynamic loader's message, e.g. an unresolved symbol), another plugin ABI, or
+  /// another build fingerprint (naming the settings that differ). Never calls into a library
+  /// whose ABI or fingerprint differs.
   static std::shared_ptr<const Plugin> load(const std::filesystem::path& path);
 
   /// Wraps a descriptor compiled into the application (`detail::descriptor_of<MyPlugin>(...)`),
@@ -139,6 +144,9 @@ struct PluginListing {
   std::filesystem::path path;
   std::shared_ptr<const Plugin> plugin;  ///< null when loading failed
   std::string error;                     ///< why loading failed
+  /// False for a file that is not a coremap plugin (not an ELF shared library, or it does not
+  /// export the entry symbol): it was never loaded, and `coremap plugins` only counts it.
+  bool is_plugin = true;
 };
 
 /// Resolves plugin names on the search path: the directories given (`--plugin-path`), then
@@ -163,7 +171,8 @@ class COREMAP_EXPORT PluginLoader {
   std::shared_ptr<const Plugin> load(std::string_view name_or_path) const;
 
   /// Every *.so in the search directories, each loaded or with its error; a name found twice
-  /// is listed once, first directory first.
+  /// is listed once, first directory first. Files that are not coremap plugins are listed
+  /// with is_plugin false and are never loaded.
   std::vector<PluginListing> list() const;
 
   /// The bundled plugins directory, derived from where libcoremap itself was loaded from.
