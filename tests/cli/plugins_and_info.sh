@@ -42,7 +42,7 @@ refused() {  # refused FIXTURE WHY
 }
 refused glibcxx_debug "the plugin is built with _GLIBCXX_DEBUG, this coremap without"
 refused json_diagnostics "the plugin is built with JSON_DIAGNOSTICS, this coremap without"
-if [ "${COREMAP_HAVE_ASAN_FIXTURE:-0}" = 1 ]; then
+if [ "$COREMAP_ASAN_FIXTURE_BUILT" = 1 ]; then
   # Oracle: binutils' readelf says it needs the ASan runtime (which coremap does not have).
   readelf -dW "$F/fixture_asan.so" | grep -q 'NEEDED.*libasan\.so' && pass "readelf: fixture_asan needs libasan" ||
     fail "fixture_asan does not need libasan"
