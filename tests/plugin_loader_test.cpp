@@ -7,6 +7,8 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include <gtest/gtest.h>
 
@@ -74,6 +76,17 @@ TEST(PluginLoaderTest, RefusesAFifoWithoutBlocking) {
   const auto fifo = dir.path() / "fifo.so";
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
   EXPECT_NE(load_error(fifo.string()).find("not a regular file"), std::string::npos);
+}
+
+TEST(PluginLoaderTest, RefusesATruncatedCopyOfAPlugin) {
+  test::TempDir dir;
+  std::ifstream in(test::fixture("guarded"), std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_GT(bytes.size(), 4096u);
+  const std::string path = dir.write("cut.so", std::string_view(bytes).substr(0, 4096));
+  const std::string error = load_error(path);
+  EXPECT_NE(error.find("truncated"), std::string::npos) << error;
+  EXPECT_FALSE(is_loaded(path));
 }
 
 TEST(PluginLoaderTest, FingerprintRecordsTheLayoutSettingsOfThisBuild) {

@@ -90,6 +90,13 @@ ElfFacts read_elf(const fs::path& path) {
   }
   if (header.e_type != ET_DYN) refuse(path, "not a shared library (ELF file of another type)");
 
+  // Section headers sit at the end of the file: a truncated copy has none that can be read.
+  std::size_t sections = 0;
+  if (::elf_getshdrnum(elf, &sections) != 0) {
+    refuse(path, std::string("unreadable ELF section headers (a truncated file?): ") + ::elf_errmsg(-1));
+  }
+  if (sections == 0) refuse(path, "no ELF section headers (truncated, or stripped of them): its symbols cannot be read");
+
   ElfFacts facts;
   bool saw_dynsym = false;
   for (Elf_Scn* section = ::elf_nextscn(elf, nullptr); section != nullptr; section = ::elf_nextscn(elf, section)) {
@@ -130,7 +137,7 @@ ElfFacts read_elf(const fs::path& path) {
       }
     }
   }
-  if (!saw_dynsym) refuse(path, "not a shared library with dynamic symbols (no .dynsym section)");
+  if (!saw_dynsym) refuse(path, "no dynamic symbol table (.dynsym section), so it exports nothing");
   return facts;
 }
 
