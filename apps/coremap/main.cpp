@@ -1,10 +1,49 @@
 // SPDX-License-Identifier: MIT
+#include <signal.h>
+
 #include <cstdio>
+
+#include <coremap/process_tree.hpp>
 
 #include "commands.hpp"
 
+namespace {
+
+// No process a run started outlives coremap (docs/reliability.md, "No process left behind"):
+// coremap is a child subreaper, so whatever its plugins, exec commands and workers leave
+// behind, even after setsid and the death of its parent, is re-parented here rather than to
+// PID 1, and killed and reaped on the way out by this guard, by the second-signal exit
+// (run_command.cpp) or by a fatal signal (below).
+struct KillDescendantsOnExit {
+  KillDescendantsOnExit() { coremap::process_tree::become_subreaper(); }
+  ~KillDescendantsOnExit() { coremap::process_tree::kill_descendants(); }
+};
+
+struct sigaction previous_fatal[NSIG];
+
+// A plugin crashing coremap itself (no --isolate) takes its descendants with it, then dies of
+// the same signal through whatever handler was there before (a sanitizer's report, the core
+// dump).
+extern "C" void on_fatal_signal(int signal_number) {
+  coremap::process_tree::kill_descendants();
+  ::sigaction(signal_number, &previous_fatal[signal_number], nullptr);
+  ::raise(signal_number);
+}
+
+void kill_descendants_on_fatal_signals() {
+  struct sigaction action {};
+  action.sa_handler = on_fatal_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_NODEFER;
+  for (const int s : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT}) ::sigaction(s, &action, &previous_fatal[s]);
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   using namespace coremap::cli;
+  const KillDescendantsOnExit kill_descendants_on_exit;
+  kill_descendants_on_fatal_signals();
   CLI::App app{"coremap: map a C++ plugin over every item of a manifest, on every core, with oneTBB.\n"
                "Results stream out as JSON Lines. See README.md and docs/."};
   app.name("coremap");

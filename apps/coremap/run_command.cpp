@@ -11,6 +11,8 @@
 #include <cstdlib>
 #include <string>
 
+#include <coremap/process_tree.hpp>
+
 #include "commands.hpp"
 
 namespace coremap::cli {
@@ -22,7 +24,13 @@ std::atomic<Engine*> interrupted_engine{nullptr};
 volatile std::sig_atomic_t first_signal = 0;
 
 extern "C" void on_interrupt(int signal_number) {
-  if (first_signal != 0) _exit(128 + signal_number);  // a second Ctrl-C leaves at once
+  if (first_signal != 0) {
+    // A second Ctrl-C leaves at once, and takes everything the run started with it: the
+    // commands still in their TERM-then-KILL grace, workers, whatever they left behind
+    // (coremap is a subreaper, main.cpp).
+    coremap::process_tree::kill_descendants();
+    _exit(128 + signal_number);
+  }
   first_signal = signal_number;
   if (Engine* engine = interrupted_engine.load()) engine->request_stop();
 }

@@ -4,11 +4,14 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <new>
@@ -17,6 +20,7 @@
 #include <thread>
 
 #include <coremap/plugin_loader.hpp>
+#include <coremap/process_tree.hpp>
 #include <coremap/record.hpp>
 
 #include "item_parser.hpp"
@@ -38,12 +42,28 @@ void on_allocation_failure() {
   throw std::bad_alloc();
 }
 
+struct sigaction previous_fatal[NSIG];
+
+// A crash takes the worker's descendants with it (the worker is a subreaper: all of them are
+// below it), then dies of the same signal through the handler that was there before.
 extern "C" void on_fatal_signal(int signal_number) {
   if (allocation_failed.load(std::memory_order_relaxed)) {
     [[maybe_unused]] const auto n = ::write(protocol_fd, out_of_memory_frame, sizeof out_of_memory_frame);
   }
-  ::signal(signal_number, SIG_DFL);
+  process_tree::kill_descendants();
+  ::sigaction(signal_number, &previous_fatal[signal_number], nullptr);
   ::raise(signal_number);
+}
+
+// The parent-death signal, and the pipe its handler wakes the watchdog through.
+int parent_death_signal() { return SIGRTMIN + 1; }
+pid_t parent_pid = 0;
+int parent_death_pipe[2] = {-1, -1};
+
+extern "C" void on_parent_death(int) {
+  const int saved = errno;
+  [[maybe_unused]] const auto n = ::write(parent_death_pipe[1], "x", 1);
+  errno = saved;
 }
 
 bool write_all(int fd, std::string_view data) {
@@ -77,16 +97,54 @@ std::optional<Frame> read_frame(int fd, FrameReader& in) {
 }
 
 // If the engine goes away without closing the channel cleanly (killed, or a second Ctrl-C)
-// while process() hangs, nothing would ever end this process: the channel's hang-up does.
+// while process() hangs, nothing would ever end this process: the channel's hang-up does, and
+// so does the parent-death signal. Either way the worker's descendants (the commands an exec
+// item started, children a plugin forked) are killed before it exits.
 void start_orphan_watchdog() {
   std::thread([] {
-    pollfd p{protocol_fd, 0, 0};
-    while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
+    for (;;) {
+      pollfd p[2] = {{protocol_fd, 0, 0}, {parent_death_pipe[0], POLLIN, 0}};
+      if (::poll(p, 2, -1) < 0) continue;  // EINTR
+      if (p[1].revents != 0) {
+        char byte;
+        [[maybe_unused]] const auto n = ::read(parent_death_pipe[0], &byte, 1);
+        // PR_SET_PDEATHSIG fires when the *thread* that started the worker ends, and the engine
+        // starts workers from its TBB threads: only a new parent means the engine is gone.
+        if (::getppid() == parent_pid) continue;
+      } else {
+        // Give a normal shutdown (end of input, plugin destructor) time to finish first.
+        std::this_thread::sleep_for(std::chrono::seconds(2));
+      }
+      process_tree::kill_descendants();
+      ::_exit(0);
     }
-    // Give a normal shutdown (end of input, plugin destructor) time to finish first.
-    std::this_thread::sleep_for(std::chrono::seconds(2));
-    ::_exit(0);
   }).detach();
+}
+
+// Nothing this worker starts outlives it (docs/reliability.md, "No process left behind"): as a
+// child subreaper it inherits every orphan below it, so that a plugin's forked child, an exec
+// command's setsid'ed grandchild and the like can be killed on each way out: the end of input
+// and exit() (atexit), a crash (on_fatal_signal), the engine's death (the watchdog). A SIGKILL
+// from the engine (timeout) reaches them through process_tree::kill_tree() there.
+bool watch_over_descendants() {
+  if (!process_tree::become_subreaper()) return false;
+  if (std::atexit([] { process_tree::kill_descendants(); }) != 0) return false;
+  if (::pipe2(parent_death_pipe, O_CLOEXEC | O_NONBLOCK) != 0) return false;
+  struct sigaction action {};
+  action.sa_handler = on_parent_death;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  if (::sigaction(parent_death_signal(), &action, nullptr) != 0) return false;
+  parent_pid = ::getppid();
+  if (::prctl(PR_SET_PDEATHSIG, parent_death_signal(), 0, 0, 0) != 0) return false;
+  // The engine may have died before the prctl: then the signal will never come.
+  if (::getppid() != parent_pid) ::raise(parent_death_signal());
+  struct sigaction fatal {};
+  fatal.sa_handler = on_fatal_signal;
+  sigemptyset(&fatal.sa_mask);
+  fatal.sa_flags = SA_NODEFER;
+  for (const int s : {SIGABRT, SIGSEGV, SIGBUS, SIGILL, SIGFPE}) ::sigaction(s, &fatal, &previous_fatal[s]);
+  return true;
 }
 
 int fail(const char* what) {
@@ -133,6 +191,7 @@ int worker_main(int argc, char** argv) {
   // Ctrl-C reaches the whole process group: the engine decides what happens to its items.
   ::signal(SIGINT, SIG_IGN);
 
+  if (!watch_over_descendants()) return fail("setting up the clean-up of descendants");
   // Started before the memory limit applies: a limit too small for a thread's stack would
   // otherwise abort here instead of failing to load the plugin.
   start_orphan_watchdog();
@@ -140,10 +199,6 @@ int worker_main(int argc, char** argv) {
     const rlimit limit{memory_limit, memory_limit};
     if (::setrlimit(RLIMIT_AS, &limit) != 0) return fail("setrlimit(RLIMIT_AS)");
     std::set_new_handler(on_allocation_failure);
-    struct sigaction action {};
-    action.sa_handler = on_fatal_signal;
-    sigemptyset(&action.sa_mask);
-    for (const int s : {SIGABRT, SIGSEGV, SIGBUS}) ::sigaction(s, &action, nullptr);
   }
 
   FrameReader in;

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include <coremap/error.hpp>
+#include <coremap/process_tree.hpp>
 
 #include "build_info.hpp"
 
@@ -85,7 +86,7 @@ WorkerProcess::~WorkerProcess() {
   int status = 0;
   while (::waitpid(pid_, &status, WNOHANG) == 0) {
     if (Clock::now() >= until) {
-      ::kill(pid_, SIGKILL);
+      process_tree::kill_tree(pid_);
       while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
       }
       break;
@@ -125,7 +126,11 @@ void WorkerProcess::start() {
   for (const int s : {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGCHLD}) sigaddset(&defaults, s);
   ::posix_spawnattr_setsigmask(&attr, &none);
   ::posix_spawnattr_setsigdefault(&attr, &defaults);
-  ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  // A process group of its own (its id is the worker's pid): when the worker dies, what it
+  // started and left in its group is killed with one kill(-pid) before it is reaped; and a
+  // Ctrl-C at the terminal reaches the engine only, which decides what happens to the items.
+  ::posix_spawnattr_setpgroup(&attr, 0);
+  ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
 
   const std::string executable = settings_.executable.string();
   const std::string limit = std::to_string(settings_.memory_limit_bytes);
@@ -224,17 +229,26 @@ WorkerProcess::Wait WorkerProcess::receive(Frame& frame, Clock::time_point deadl
 std::string WorkerProcess::reap_and_describe(bool saw_out_of_memory) {
   close();
   // The channel closes as the process ends; allow a little time for the exit to complete (or
-  // for a worker that closed its channel but lives on, none).
-  int status = 0;
+  // for a worker that closed its channel but lives on, none). Waited for without reaping: see
+  // below.
   const auto until = Clock::now() + std::chrono::seconds(2);
-  pid_t reaped = 0;
-  while ((reaped = ::waitpid(pid_, &status, WNOHANG)) == 0 && Clock::now() < until) {
+  siginfo_t info{};
+  bool exited = false;
+  while (!(exited = ::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+                    info.si_pid == pid_) &&
+         Clock::now() < until) {
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
-  if (reaped == 0) {
-    ::kill(pid_, SIGKILL);
-    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-    }
+  if (!exited) process_tree::kill_tree(pid_);
+  // The worker kills its descendants on every way out it sees (docs/reliability.md, "No
+  // process left behind"); a SIGKILL it cannot see leaves them to this: its process group
+  // now, while the unreaped worker keeps its pid (the group's id) from being reused, and the
+  // CLI's subreaper for those that left the group.
+  ::kill(-pid_, SIGKILL);
+  int status = 0;
+  while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!exited) {
     pid_ = -1;
     return "the worker closed its channel but did not exit (killed)";
   }
@@ -256,7 +270,10 @@ std::string WorkerProcess::reap_and_describe(bool saw_out_of_memory) {
 void WorkerProcess::kill_and_reap() noexcept {
   close();
   if (pid_ < 0) return;
-  ::kill(pid_, SIGKILL);
+  // The worker and everything below it (the command an exec item runs, its children, a child
+  // that called setsid): stopped top-down, then killed, so none of it survives the worker.
+  process_tree::kill_tree(pid_);
+  ::kill(-pid_, SIGKILL);
   int status = 0;
   while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
   }

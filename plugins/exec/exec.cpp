@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cmath>
 #include <coremap/plugin.hpp>
+#include <coremap/process_tree.hpp>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -272,8 +273,8 @@ void set_nonblocking(int fd) {
   if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) throw_errno("fcntl(O_NONBLOCK)", errno);
 }
 
-// The child and everything it started in its process group: killed and reaped on every way out
-// of process(), exceptions included, so no item leaves a zombie or a stray process behind.
+// The child and everything it started: killed and reaped on every way out of process(),
+// exceptions included, so no item leaves a zombie or a stray process behind.
 class Child {
  public:
   explicit Child(pid_t pid) : pid_(pid) {}
@@ -281,10 +282,20 @@ class Child {
   Child& operator=(const Child&) = delete;
   ~Child() {
     if (pid_ > 0 && !reaped_) {
-      ::kill(-pid_, SIGKILL);
-      ::kill(pid_, SIGKILL);
+      kill_all();
       reap();
     }
+  }
+
+  // SIGKILL to the command's whole tree (what left its process group with setsid included,
+  // as long as its parent lives: stopped top-down, then killed) and to its process group (what
+  // stayed in it after its parent exited). What left both is re-parented to the nearest child
+  // subreaper, the coremap CLI or coremap-worker, which kills it when it ends
+  // (docs/reliability.md, "No process left behind").
+  void kill_all() const {
+    if (reaped_) return;
+    coremap::process_tree::kill_tree(pid_);
+    ::kill(-pid_, SIGKILL);
   }
 
   pid_t pid() const { return pid_; }
@@ -656,7 +667,7 @@ class Exec {
           kill_at = now + kill_grace;
         }
       } else if (!killed && now >= kill_at) {
-        child.signal_group(SIGKILL);
+        child.kill_all();
         killed = true;
       }
     }

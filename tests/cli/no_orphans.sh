@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# No process a run starts outlives it (docs/reliability.md, "No process left behind"): exec
+# commands, the processes they leave behind in a new session ignoring SIGTERM, children a
+# plugin forks, workers and their trees, on a normal end, the first and the second SIGINT,
+# --isolate --timeout, a worker killed with SIGKILL, and coremap itself crashing. Every stray
+# records its pid in $WORK/pids; the oracle is /proc: none of those exact processes (told
+# apart from a later process with a reused pid by a token in their environment) is left alive.
+source "$(dirname "$0")/lib.sh"
+cd "$WORK"
+mkdir pids
+
+# Every process this test starts inherits the token.
+export COREMAP_NO_ORPHANS="$WORK"
+token="COREMAP_NO_ORPHANS=$WORK"
+# alive PID: the process is still there, not a zombie, and is one of ours.
+alive() {
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [ -n "$state" ] && [ "$state" != Z ] && tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null | grep -qxF -- "$token"
+}
+# Survivors are killed by their recorded pids, never by name, whatever happens to the test.
+kill_survivors() {
+  local f
+  for f in pids/*; do
+    [ -e "$f" ] || continue
+    if alive "$(cat "$f")"; then kill -KILL "$(cat "$f")" 2>/dev/null || true; fi
+  done
+}
+trap 'kill_survivors; rm -rf "$WORK"' EXIT
+
+# none_survive WHAT [MIN]: at least MIN (default 1) strays were recorded, and within 5 s none
+# of them is alive. The pid files are moved away, so each case checks its own.
+none_survive() {
+  local files=(pids/*) survivors="" f
+  [ -e "${files[0]}" ] || files=()
+  if [ "${#files[@]}" -lt "${2:-1}" ]; then
+    fail "$1: only ${#files[@]} strays recorded (expected ${2:-1}), the case did not run as planned"
+    return
+  fi
+  for _ in $(seq 50); do
+    survivors=""
+    for f in "${files[@]}"; do if alive "$(cat "$f")"; then survivors+=" $(cat "$f")"; fi; done
+    [ -z "$survivors" ] && break
+    sleep 0.1
+  done
+  if [ -z "$survivors" ]; then pass "$1: none of ${#files[@]} strays survives"; else fail "$1: still running:$survivors"; fi
+  kill_survivors
+  mkdir -p done && mv "${files[@]}" done/
+}
+
+# wait_for_strays N: until N pid files exist (at most 20 s, while coremap runs).
+wait_for_strays() {
+  for _ in $(seq 200); do
+    [ "$(find pids -type f | wc -l)" -ge "$1" ] && return 0
+    kill -0 "$cm_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  fail "only $(find pids -type f | wc -l) of $1 strays started"
+}
+
+# stray.sh: starts a process in a new session that ignores SIGTERM and outlives this script,
+# and returns once it has recorded its pid (setsid does not fork: a background job of a
+# non-interactive shell is no group leader, so the pid is $!).
+cat >stray.sh <<EOF
+setsid sh -c 'trap "" TERM; echo \$\$ > "\$1/pids/\$\$"; exec sleep 300' sh "$WORK" </dev/null >/dev/null 2>&1 &
+while [ ! -s "$WORK/pids/\$!" ]; do sleep 0.01; done
+EOF
+# hang.sh: leaves a stray, records its own pid, ignores SIGTERM and hangs.
+cat >hang.sh <<EOF
+sh "$WORK/stray.sh"
+trap "" TERM
+echo \$\$ > "$WORK/pids/\$\$"
+exec sleep 300
+EOF
+
+# slow.sh: leaves a stray, then works for 2 s (inside a worker it cannot see a stop: the batch
+# finishes, docs/reliability.md "Limits").
+cat >slow.sh <<EOF
+sh "$WORK/stray.sh"
+sleep 2
+EOF
+
+exec_config() { printf '{"argv": ["sh", "%s/%s"]}' "$WORK" "$1"; }
+printf '{"i": %d}\n' 1 2 3 >three.jsonl
+printf '{"i": 1}\n' >one.jsonl
+
+# 1. Normal end: each command returns at once and leaves a stray behind.
+cm run --plugin exec --config "$(exec_config stray.sh)" --manifest three.jsonl --threads 2 -q
+expect_eq "$rc" 0 "normal end: exit 0"
+expect_eq "$(record_values out 'r["ok"]' | cut -f2 | sort | uniq -c | awk '{print $1, $2}')" "3 True" "normal end: 3 items ok"
+none_survive "normal end, exec commands left strays" 3
+
+# Same with --isolate: the strays are the workers' (they are subreapers too).
+cm run --plugin exec --config "$(exec_config stray.sh)" --manifest three.jsonl --threads 2 -q --isolate
+expect_eq "$rc" 0 "normal end --isolate: exit 0"
+none_survive "normal end --isolate, exec commands left strays" 3
+
+# 2. A plugin that forks a child and returns, the child setsid'ed (and, "double", orphaned).
+python3 -c '
+import json, sys
+for i in range(4): print(json.dumps({"dir": sys.argv[1] + "/pids", "double": i % 2 == 1}))' "$WORK" >fork.jsonl
+for mode in "" --isolate; do
+  cm run --plugin "$COREMAP_FIXTURES/fixture_forker.so" --manifest fork.jsonl --threads 2 -q $mode
+  expect_eq "$rc" 0 "forking plugin ${mode:-in process}: exit 0"
+  none_survive "forking plugin ${mode:-in process}: forked children" 4
+done
+
+# run_in_background ARGS...: coremap in the background, stdout/stderr to bg.out/bg.err, pid in $cm_pid.
+run_in_background() {
+  "$COREMAP" "$@" >bg.out 2>bg.err &
+  cm_pid=$!
+}
+wait_rc() {
+  set +e
+  wait "$cm_pid"
+  rc=$?
+  set -e
+}
+
+# 3. First SIGINT: the commands ignore SIGTERM, so the run kills them after its grace; their
+# strays (outside their process groups) die at the end of the run. 3 commands + 3 strays.
+run_in_background run --plugin exec --config "$(exec_config hang.sh)" --manifest three.jsonl --threads 3 -q
+wait_for_strays 6
+kill -s INT "$cm_pid"
+wait_rc
+expect_eq "$rc" 130 "first SIGINT in process: exit 130"
+none_survive "first SIGINT in process" 6
+
+# With --isolate the batch in flight finishes; its strays die when the run ends.
+run_in_background run --plugin exec --config "$(exec_config slow.sh)" --manifest three.jsonl --threads 3 -q --isolate
+wait_for_strays 3
+kill -s INT "$cm_pid"
+wait_rc
+expect_eq "$rc" 130 "first SIGINT --isolate: exit 130"
+none_survive "first SIGINT --isolate" 3
+
+# 4. Second SIGINT inside the TERM-then-KILL grace (500 ms): coremap leaves at once, and takes
+# the commands still ignoring SIGTERM with it.
+for mode in "" --isolate; do
+  run_in_background run --plugin exec --config "$(exec_config hang.sh)" --manifest three.jsonl --threads 3 -q $mode
+  wait_for_strays 6
+  kill -s INT "$cm_pid"
+  sleep 0.1
+  kill -s INT "$cm_pid" 2>/dev/null || true
+  wait_rc
+  expect_eq "$rc" 130 "second SIGINT ${mode:-in process}: exit 130"
+  none_survive "second SIGINT ${mode:-in process}" 6
+done
+
+# 5. --isolate --timeout 1: the worker running the hanging command is killed with its whole tree
+# at the timeout, while the run goes on: the next item (same thread) looks at /proc itself and
+# reports which of the first item's processes are still alive (within 0.8 s, under its own
+# timeout), before coremap ends.
+cat >check.sh <<EOF
+for _ in \$(seq 16); do
+  left=""
+  for f in "$WORK"/pids/*; do
+    p=\$(cat "\$f")
+    s=\$(awk '{print \$3}' /proc/\$p/stat 2>/dev/null) || continue
+    [ "\$s" = Z ] || left="\$left \$p"
+  done
+  [ -z "\$left" ] && break
+  sleep 0.05
+done
+echo "alive:\$left"
+EOF
+printf '{"script": "hang.sh"}\n{"script": "check.sh"}\n' >timeout.jsonl
+cm run --plugin exec --config "{\"argv\": [\"sh\", \"$WORK/{script}\"]}" --manifest timeout.jsonl \
+  --threads 1 --isolate --timeout 1 -q
+expect_eq "$rc" 1 "--isolate --timeout 1: exit 1 (the hanging item failed)"
+expect_eq "$(record_values out 'r.get("error", "")[-60:] if not r["ok"] else r["result"]["stdout"]' | head -1 | grep -c 'timed out after 1 s')" 1 \
+  "--isolate --timeout 1: the hanging item timed out"
+expect_eq "$(record_values out 'r["result"]["stdout"].strip()' | sed -n 2p | cut -f2)" "alive:" \
+  "--isolate --timeout 1: command and stray dead before the next item ran"
+none_survive "--isolate --timeout 1" 2
+
+# 6. A worker killed with SIGKILL (found among coremap's own children): its command and stray
+# are re-parented to coremap, which kills them when the run ends.
+run_in_background run --plugin exec --config "$(exec_config hang.sh)" --manifest one.jsonl --threads 1 -q --isolate
+wait_for_strays 2
+workers=$(cat /proc/"$cm_pid"/task/*/children)
+expect_eq "$(echo $workers | wc -w)" 1 "SIGKILL of a worker: coremap has one child, the worker"
+kill -KILL $workers
+wait_rc
+expect_eq "$rc" 1 "SIGKILL of a worker: exit 1 (its item failed)"
+expect_contains bg.out "crashed: SIGKILL" "SIGKILL of a worker: the item says so"
+none_survive "SIGKILL of a worker" 2
+
+# 7. coremap itself crashing (SIGSEGV, no --isolate) takes the commands with it.
+run_in_background run --plugin exec --config "$(exec_config hang.sh)" --manifest three.jsonl --threads 3 -q
+wait_for_strays 6
+kill -s SEGV "$cm_pid"
+wait_rc
+expect_eq "$rc" 139 "coremap crashing: dies of SIGSEGV"
+none_survive "coremap crashing" 6
+
+finish
