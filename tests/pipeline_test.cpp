@@ -301,6 +301,7 @@ Json unwritable(const std::string& kind) {
   if (kind == "key") return {{std::string("k\xFF"), 1}};
   if (kind == "nan") return {{"x", {1.0, std::nan("")}}};
   if (kind == "inf") return {{"x", -std::numeric_limits<double>::infinity()}};
+  if (kind == "discarded") return {{"d", Json::parse("not json", nullptr, false)}};
   Json deep = Json::array();
   for (int level = 0; level < 1000; ++level) deep = Json::array({std::move(deep)});  // 1001 levels
   return deep;
@@ -325,9 +326,10 @@ TEST(PipelineTest, AValueThatCannotBeWrittenFailsInItsStageAndGoesNoFurther) {
   const std::vector<std::pair<std::string, std::string>> kinds = {
       {"utf8", "holds a string that is not valid UTF-8 (byte 0xE9 at offset 3) at /text"},
       {"key", "holds an object key that is not valid UTF-8 (byte 0xFF at offset 1) at /k\\xFF"},
-      {"nan", "holds a number that is not finite (NaN), which JSON cannot hold at /x/1"},
-      {"inf", "holds a number that is not finite (-infinity), which JSON cannot hold at /x"},
+      {"nan", "holds a number that is not finite (NaN) at /x/1; JSON has no NaN or infinity"},
+      {"inf", "holds a number that is not finite (-infinity) at /x; JSON has no NaN or infinity"},
       {"deep", "nests arrays and objects deeper than 1000 levels"},
+      {"discarded", "holds a discarded value (what Json::parse gives for text that is not JSON when it may not throw) at /d"},
       {"fan", "holds a string that is not valid UTF-8 (byte 0xE9 at offset 3) at /text"}};
   test::TempDir dir;
   std::string text;
@@ -413,7 +415,7 @@ TEST(PipelineTest, AResultThatCannotBeWrittenIsAnErrorInEveryMode) {
   const std::vector<Json> items = {{{"bad", "nan"}}, {{"n", 1}}, {{"bad", "deep"}}, {{"bad", "utf8"}}};
   const auto records = engine.map(items);
   EXPECT_FALSE(records[0].ok);
-  EXPECT_EQ(records[0].error, "the plugin's result holds a number that is not finite (NaN), which JSON cannot hold at /x/1");
+  EXPECT_EQ(records[0].error, "the plugin's result holds a number that is not finite (NaN) at /x/1; JSON has no NaN or infinity");
   EXPECT_TRUE(records[1].ok);
   EXPECT_FALSE(records[2].ok);
   EXPECT_FALSE(records[3].ok);
@@ -423,7 +425,7 @@ TEST(PipelineTest, AResultThatCannotBeWrittenIsAnErrorInEveryMode) {
   one.stages.push_back(Stage{"u", plugin, Json::object(), Concurrency::unlimited()});
   const std::string out = run_to_text(std::move(one), manifest, {.threads = 2});
   EXPECT_EQ(out, "{\"index\":0,\"ok\":false,\"error\":\"" + manifest +
-                     ":1: the plugin's result holds a number that is not finite (-infinity), which JSON cannot hold at /x\"}\n"
+                     ":1: the plugin's result holds a number that is not finite (-infinity) at /x; JSON has no NaN or infinity\"}\n"
                      "{\"index\":1,\"ok\":false,\"error\":\"" + manifest +
                      ":2: the plugin's result nests arrays and objects deeper than 1000 levels\"}\n"
                      "{\"index\":2,\"ok\":true,\"result\":{\"n\":2}}\n");

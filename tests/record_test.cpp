@@ -43,12 +43,17 @@ TEST(RecordTest, ValuesJsonCannotHoldBecomeErrorRecordsSayingWhere) {
   std::string out;
   EXPECT_FALSE(append_ok_record(out, 1, Json{{"a/b~", {1, 2, std::nan("")}}}));
   EXPECT_EQ(Json::parse(out)["error"],
-            "the plugin's result holds a number that is not finite (NaN), which JSON cannot hold at /a~1b~0/2");
+            "the plugin's result holds a number that is not finite (NaN) at /a~1b~0/2; JSON has no NaN or infinity");
   std::string why;
   EXPECT_FALSE(writable_result(Json{{"x", {{std::string("k\xC3"), true}}}}, why));
   EXPECT_EQ(why, "the plugin's result holds an object key that is not valid UTF-8 (byte 0xC3 at offset 1) at /x/k\\xC3");
   EXPECT_TRUE(writable_result(Json{{"x", {{std::string("k\xC3"), true}}}}, why, false)) << "strings left to the caller";
   EXPECT_TRUE(writable_result(Json{{"h\xC3\xA9", {1.5, "\xF0\x9F\x98\x80", nullptr, -7}}}, why));
+  out.clear();
+  EXPECT_FALSE(append_ok_record(out, 0, Json{{"parsed", Json::parse("{oops", nullptr, false)}}));
+  EXPECT_EQ(Json::parse(out)["error"],
+            "the plugin's result holds a discarded value (what Json::parse gives for text that is not JSON when it may "
+            "not throw) at /parsed");
   // 200,000 levels: refused at 1001 without recursing further.
   Json deep = Json::array();
   Json* innermost = &deep;

@@ -101,10 +101,16 @@ class ResultCheck {
       case Json::value_t::number_float: {
         const double number = value.get<double>();
         if (std::isfinite(number)) return true;
-        fail(std::string("holds a number that is not finite (") + (std::isnan(number) ? "NaN" : number > 0 ? "+infinity" : "-infinity") +
-             "), which JSON cannot hold");
+        fail(std::string("holds a number that is not finite (") +
+                 (std::isnan(number) ? "NaN" : number > 0 ? "+infinity" : "-infinity") + ")",
+             "; JSON has no NaN or infinity");
         return false;
       }
+      case Json::value_t::discarded:
+        // What Json::parse returns for bad text when told not to throw; written, it would be
+        // the text <discarded>, which is not JSON.
+        fail("holds a discarded value (what Json::parse gives for text that is not JSON when it may not throw)");
+        return false;
       case Json::value_t::array:
       case Json::value_t::object:
         break;
@@ -133,7 +139,7 @@ class ResultCheck {
 
   // After a failed check: the message with the pointer to where it failed.
   void finish() {
-    why_ = "the plugin's result " + what_ + (path_.empty() ? std::string() : " at " + path_);
+    why_ = "the plugin's result " + what_ + (path_.empty() ? std::string() : " at " + path_) + note_;
   }
 
  private:
@@ -145,7 +151,10 @@ class ResultCheck {
     fail(std::string("holds ") + kind + " that is not valid UTF-8 (byte " + byte + " at offset " + std::to_string(at) + ")");
     return false;
   }
-  void fail(std::string what) { what_ = std::move(what); }
+  void fail(std::string what, std::string note = {}) {
+    what_ = std::move(what);
+    note_ = std::move(note);
+  }
   // Builds the pointer from the fault outwards: each level puts its token in front.
   bool prepend(std::string_view token) {
     if (!whole_path_) return false;
@@ -158,6 +167,7 @@ class ResultCheck {
   std::string& why_;
   const bool strings_;
   std::string what_;
+  std::string note_;  // after the pointer
   std::string path_;
   bool whole_path_ = true;
 };

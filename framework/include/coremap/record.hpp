@@ -68,7 +68,8 @@ inline constexpr std::size_t max_result_depth = 1000;
 
 /// Whether `value` can be written as a record's result: every string and object key valid
 /// UTF-8, every number finite (JSON has no NaN or infinity; written, they would silently become
-/// null), arrays and objects nested at most max_result_depth deep. When not, returns false and
+/// null), no discarded value (written, it would be the text <discarded>), arrays and objects
+/// nested at most max_result_depth deep. When not, returns false and
 /// sets `why` to a sentence starting "the plugin's result ..." that says where in the value
 /// (a JSON pointer). `check_strings` false leaves out the UTF-8 check, for a caller whose
 /// serializer makes it anyway. Recursion is bounded by max_result_depth.
