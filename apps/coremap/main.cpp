@@ -34,7 +34,7 @@ void kill_descendants_on_fatal_signals() {
   struct sigaction action {};
   action.sa_handler = on_fatal_signal;
   sigemptyset(&action.sa_mask);
-  action.sa_flags = SA_NODEFER;
+  action.sa_flags = SA_NODEFER | SA_RESETHAND;  // a fault inside the handler is not handled again
   for (const int s : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT}) ::sigaction(s, &action, &previous_fatal[s]);
 }
 

@@ -142,7 +142,7 @@ bool watch_over_descendants() {
   struct sigaction fatal {};
   fatal.sa_handler = on_fatal_signal;
   sigemptyset(&fatal.sa_mask);
-  fatal.sa_flags = SA_NODEFER;
+  fatal.sa_flags = SA_NODEFER | SA_RESETHAND;  // a fault inside the handler is not handled again
   for (const int s : {SIGABRT, SIGSEGV, SIGBUS, SIGILL, SIGFPE}) ::sigaction(s, &fatal, &previous_fatal[s]);
   return true;
 }

@@ -2,7 +2,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -351,78 +351,94 @@ class SigpipeBlock {
   sigset_t old_{};
 };
 
-class SpawnActions {
- public:
-  SpawnActions() {
-    if (const int e = ::posix_spawn_file_actions_init(&actions_))
-      throw_errno("posix_spawn_file_actions_init", e);
-    if (const int e = ::posix_spawnattr_init(&attr_)) {
-      ::posix_spawn_file_actions_destroy(&actions_);
-      throw_errno("posix_spawnattr_init", e);
-    }
-  }
-  SpawnActions(const SpawnActions&) = delete;
-  SpawnActions& operator=(const SpawnActions&) = delete;
-  ~SpawnActions() {
-    ::posix_spawnattr_destroy(&attr_);
-    ::posix_spawn_file_actions_destroy(&actions_);
-  }
-  posix_spawn_file_actions_t* actions() { return &actions_; }
-  posix_spawnattr_t* attr() { return &attr_; }
+// Signals a command starts with at their default disposition, whatever coremap ignores.
+constexpr int default_signals[] = {SIGPIPE, SIGINT,  SIGTERM, SIGQUIT, SIGHUP,  SIGCHLD, SIGALRM,
+                                   SIGUSR1, SIGUSR2, SIGTSTP, SIGTTIN, SIGTTOU, SIGXFSZ};
 
- private:
-  posix_spawn_file_actions_t actions_{};
-  posix_spawnattr_t attr_{};
-};
+// fd moved to 3 or above (close-on-exec), so that dup2 onto 0, 1 and 2 cannot overwrite a
+// source that happens to sit there (coremap started with a standard stream closed).
+int above_standard(int fd) { return fd > 2 ? fd : ::fcntl(fd, F_DUPFD_CLOEXEC, 3); }
 
-void check(int error, const char* what) {
-  if (error != 0) throw_errno(what, error);
+[[noreturn]] void child_failed(int report_fd) {
+  const int error = errno;
+  [[maybe_unused]] const auto n = ::write(report_fd, &error, sizeof error);
+  ::_exit(127);
+}
+
+// The child side of spawn_command, between vfork and exec. It shares coremap's memory (vfork),
+// so it only makes system calls, writes nothing but its own locals and reports a failure's
+// errno through `report_fd`; every signal is blocked until just before exec, so no handler of
+// coremap's ever runs here.
+[[noreturn]] void exec_child(const char* program, char* const argv[], char* const envp[], int stdin_fd,
+                             int stdout_fd, int stderr_fd, const char* dir, int report_fd, pid_t parent) {
+  const auto fail = [report_fd]() { child_failed(report_fd); };
+  struct sigaction defaults {};
+  defaults.sa_handler = SIG_DFL;
+  sigemptyset(&defaults.sa_mask);
+  for (const int s : default_signals) ::sigaction(s, &defaults, nullptr);
+  // Own process group, so a timeout or cancellation reaches everything the command started.
+  if (::setpgid(0, 0) != 0) fail();
+  // Dies with the thread that started it. That thread waits in process() for as long as the
+  // command lives, so this fires only when the whole process goes (coremap or coremap-worker
+  // killed with SIGKILL), when no one is left to kill the command.
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) fail();
+  if (::getppid() != parent) ::_exit(127);  // gone already, before the prctl
+  stdin_fd = above_standard(stdin_fd);
+  stdout_fd = above_standard(stdout_fd);
+  stderr_fd = above_standard(stderr_fd);
+  if (stdin_fd < 0 || stdout_fd < 0 || stderr_fd < 0) fail();
+  if (::dup2(stdin_fd, 0) < 0 || ::dup2(stdout_fd, 1) < 0 || ::dup2(stderr_fd, 2) < 0) fail();
+  if (dir != nullptr && ::chdir(dir) != 0) fail();
+  // Files the framework opened without O_CLOEXEC (manifest, output) stay out of the command;
+  // the report pipe is close-on-exec already.
+  if (::close_range(3, static_cast<unsigned>(report_fd) - 1, 0) != 0 ||
+      ::close_range(static_cast<unsigned>(report_fd) + 1, ~0U, 0) != 0) {
+    fail();
+  }
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  ::execvpe(program, argv, envp);
+  child_failed(report_fd);
 }
 
 // Starts the command with `stdin_fd` (or /dev/null when -1), `stdout_fd` and `stderr_fd` as its
-// standard streams and nothing else open, in a process group of its own.
+// standard streams and nothing else open, in a process group of its own, with an empty signal
+// mask and default dispositions, killed by the kernel if coremap (or the coremap-worker running
+// it) dies. vfork rather than posix_spawn, which cannot set PR_SET_PDEATHSIG in the child;
+// like posix_spawn it copies no memory and runs no atfork handlers in this multithreaded process.
 pid_t spawn_command(const std::string& program, char* const argv[], char* const envp[], int stdin_fd,
                     int stdout_fd, int stderr_fd, const std::optional<std::string>& cwd) {
-  SpawnActions spawn;
-  if (stdin_fd >= 0) {
-    check(::posix_spawn_file_actions_adddup2(spawn.actions(), stdin_fd, 0),
-          "posix_spawn_file_actions_adddup2");
-  } else {
+  Fd null_stdin;
+  if (stdin_fd < 0) {
     // Never coremap's own stdin: with `--manifest -` that is the manifest.
-    check(::posix_spawn_file_actions_addopen(spawn.actions(), 0, "/dev/null", O_RDONLY, 0),
-          "posix_spawn_file_actions_addopen");
+    null_stdin = Fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (!null_stdin.open()) throw_errno("open /dev/null", errno);
+    stdin_fd = null_stdin.get();
   }
-  check(::posix_spawn_file_actions_adddup2(spawn.actions(), stdout_fd, 1),
-        "posix_spawn_file_actions_adddup2");
-  check(::posix_spawn_file_actions_adddup2(spawn.actions(), stderr_fd, 2),
-        "posix_spawn_file_actions_adddup2");
-  if (cwd) {
-    check(::posix_spawn_file_actions_addchdir_np(spawn.actions(), cwd->c_str()),
-          "posix_spawn_file_actions_addchdir_np");
+  Pipe report = make_pipe();
+  const char* dir = cwd ? cwd->c_str() : nullptr;
+  const pid_t parent = ::getpid();
+  sigset_t all, old;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);
+  const pid_t pid = ::vfork();
+  if (pid == 0) exec_child(program.c_str(), argv, envp, stdin_fd, stdout_fd, stderr_fd, dir, report.write.get(), parent);
+  const int vfork_error = errno;
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (pid < 0) throw_errno("vfork", vfork_error);
+  report.write.reset();
+  int error = 0;
+  ssize_t got = 0;
+  while ((got = ::read(report.read.get(), &error, sizeof error)) < 0 && errno == EINTR) {
   }
-  // Files the framework opened without O_CLOEXEC (manifest, output) stay out of the child.
-  check(::posix_spawn_file_actions_addclosefrom_np(spawn.actions(), 3),
-        "posix_spawn_file_actions_addclosefrom_np");
-  // Own process group, so a timeout or cancellation reaches everything the command started;
-  // an empty signal mask and default dispositions, whatever the worker thread had.
-  sigset_t empty_mask, defaults;
-  sigemptyset(&empty_mask);
-  sigemptyset(&defaults);
-  for (const int s : {SIGPIPE, SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGCHLD, SIGALRM, SIGUSR1, SIGUSR2, SIGTSTP,
-                      SIGTTIN, SIGTTOU, SIGXFSZ}) {
-    sigaddset(&defaults, s);
-  }
-  check(::posix_spawnattr_setpgroup(spawn.attr(), 0), "posix_spawnattr_setpgroup");
-  check(::posix_spawnattr_setsigmask(spawn.attr(), &empty_mask), "posix_spawnattr_setsigmask");
-  check(::posix_spawnattr_setsigdefault(spawn.attr(), &defaults), "posix_spawnattr_setsigdefault");
-  check(::posix_spawnattr_setflags(spawn.attr(),
-                                   POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF),
-        "posix_spawnattr_setflags");
-  pid_t pid = 0;
-  if (const int e = ::posix_spawnp(&pid, program.c_str(), spawn.actions(), spawn.attr(), argv, envp)) {
+  if (got == static_cast<ssize_t>(sizeof error)) {
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
     std::string message = "cannot run '" + program + "'";
     if (cwd) message += " in directory '" + *cwd + "'";
-    throw std::runtime_error(message + ": " + std::strerror(e));
+    throw std::runtime_error(message + ": " + std::strerror(error));
   }
   return pid;
 }

@@ -65,14 +65,13 @@ cat >stray.sh <<EOF
 setsid sh -c 'trap "" TERM; echo \$\$ > "\$1/pids/\$\$"; exec sleep 300' sh "$WORK" </dev/null >/dev/null 2>&1 &
 while [ ! -s "$WORK/pids/\$!" ]; do sleep 0.01; done
 EOF
-# hang.sh: leaves a stray, records its own pid, ignores SIGTERM and hangs.
+# hang.sh: leaves a stray, records its own pid (as cmd.PID), ignores SIGTERM and hangs.
 cat >hang.sh <<EOF
 sh "$WORK/stray.sh"
 trap "" TERM
-echo \$\$ > "$WORK/pids/\$\$"
+echo \$\$ > "$WORK/pids/cmd.\$\$"
 exec sleep 300
 EOF
-
 # slow.sh: leaves a stray, then works for 2 s (inside a worker it cannot see a stop: the batch
 # finishes, docs/reliability.md "Limits").
 cat >slow.sh <<EOF
@@ -151,10 +150,12 @@ done
 # at the timeout, while the run goes on: the next item (same thread) looks at /proc itself and
 # reports which of the first item's processes are still alive (within 0.8 s, under its own
 # timeout), before coremap ends.
+# check.sh GLOB: "alive:" and the pids, among those in $WORK/pids/GLOB, still alive after up to
+# 0.8 s.
 cat >check.sh <<EOF
 for _ in \$(seq 16); do
   left=""
-  for f in "$WORK"/pids/*; do
+  for f in "$WORK"/pids/\$1; do
     p=\$(cat "\$f")
     s=\$(awk '{print \$3}' /proc/\$p/stat 2>/dev/null) || continue
     [ "\$s" = Z ] || left="\$left \$p"
@@ -164,9 +165,9 @@ for _ in \$(seq 16); do
 done
 echo "alive:\$left"
 EOF
-printf '{"script": "hang.sh"}\n{"script": "check.sh"}\n' >timeout.jsonl
-cm run --plugin exec --config "{\"argv\": [\"sh\", \"$WORK/{script}\"]}" --manifest timeout.jsonl \
-  --threads 1 --isolate --timeout 1 -q
+check_config="{\"argv\": [\"sh\", \"$WORK/{script}\", \"{glob}\"]}"
+printf '{"script": "hang.sh", "glob": ""}\n{"script": "check.sh", "glob": "*"}\n' >check_all.jsonl
+cm run --plugin exec --config "$check_config" --manifest check_all.jsonl --threads 1 --isolate --timeout 1 -q
 expect_eq "$rc" 1 "--isolate --timeout 1: exit 1 (the hanging item failed)"
 expect_eq "$(record_values out 'r.get("error", "")[-60:] if not r["ok"] else r["result"]["stdout"]' | head -1 | grep -c 'timed out after 1 s')" 1 \
   "--isolate --timeout 1: the hanging item timed out"
@@ -174,9 +175,11 @@ expect_eq "$(record_values out 'r["result"]["stdout"].strip()' | sed -n 2p | cut
   "--isolate --timeout 1: command and stray dead before the next item ran"
 none_survive "--isolate --timeout 1" 2
 
-# 6. A worker killed with SIGKILL (found among coremap's own children): its command and stray
-# are re-parented to coremap, which kills them when the run ends.
-run_in_background run --plugin exec --config "$(exec_config hang.sh)" --manifest one.jsonl --threads 1 -q --isolate
+# 6. A worker killed with SIGKILL (found among coremap's own children): its command dies with it
+# (PR_SET_PDEATHSIG), as the next item, in a new worker, sees; the stray, re-parented to
+# coremap, dies when the run ends.
+printf '{"script": "hang.sh", "glob": ""}\n{"script": "check.sh", "glob": "cmd.*"}\n' >check_cmd.jsonl
+run_in_background run --plugin exec --config "$check_config" --manifest check_cmd.jsonl --threads 1 -q --isolate
 wait_for_strays 2
 workers=$(cat /proc/"$cm_pid"/task/*/children)
 expect_eq "$(echo $workers | wc -w)" 1 "SIGKILL of a worker: coremap has one child, the worker"
@@ -184,6 +187,8 @@ kill -KILL $workers
 wait_rc
 expect_eq "$rc" 1 "SIGKILL of a worker: exit 1 (its item failed)"
 expect_contains bg.out "crashed: SIGKILL" "SIGKILL of a worker: the item says so"
+expect_eq "$(record_values bg.out 'r["result"]["stdout"].strip()' | sed -n 2p | cut -f2)" "alive:" \
+  "SIGKILL of a worker: its command died with it"
 none_survive "SIGKILL of a worker" 2
 
 # 7. coremap itself crashing (SIGSEGV, no --isolate) takes the commands with it.
@@ -193,5 +198,19 @@ kill -s SEGV "$cm_pid"
 wait_rc
 expect_eq "$rc" 139 "coremap crashing: dies of SIGSEGV"
 none_survive "coremap crashing" 6
+
+# 8. coremap killed with SIGKILL runs nothing, yet its commands die with it (PR_SET_PDEATHSIG).
+# (What they started in a new session would not: that needs coremap alive, see reliability.md.)
+cat >plain.sh <<EOF
+trap "" TERM
+echo \$\$ > "$WORK/pids/cmd.\$\$"
+exec sleep 300
+EOF
+run_in_background run --plugin exec --config "$(exec_config plain.sh)" --manifest three.jsonl --threads 3 -q
+wait_for_strays 3
+kill -KILL "$cm_pid"
+wait_rc
+expect_eq "$rc" 137 "coremap killed with SIGKILL: exit 137"
+none_survive "coremap killed with SIGKILL: its commands" 3
 
 finish
