@@ -4,7 +4,10 @@
 #include <coremap/engine.hpp>
 #include <coremap/error.hpp>
 
+#include <chrono>
 #include <cstdlib>
+#include <memory>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -122,6 +125,29 @@ TEST(IsolateTest, CrashesBecomeRecordsThroughTheCallback) {
   EXPECT_EQ(records[2].result, (Json{{"n", 3}, {"square", 9}}));
   EXPECT_EQ(records[3].error, manifest_path + ":4: worker exited with status 7");
   EXPECT_EQ(records[4].result, (Json{{"n", 4}, {"square", 16}}));
+}
+
+// A worker gets a parent-death signal when the *thread* that started it ends
+// (PR_SET_PDEATHSIG), not only when the engine's process does. Here the engine, and with it the
+// first worker, is constructed on a thread that ends before the run: the worker must take that
+// signal for what it is and keep serving.
+TEST(IsolateTest, AWorkerOutlivesTheThreadThatStartedIt) {
+  test::TempDir dir;
+  const std::string manifest_path = dir.write("items.jsonl", "{\"n\":2}\n{\"n\":3}\n{\"n\":4}\n");
+  std::unique_ptr<Engine> engine;
+  std::thread([&] {
+    engine = std::make_unique<Engine>(Plugin::load(test::fixture("crashy")), Json::object(),
+                                      RunOptions{.serial = true, .isolate = true});
+  }).join();
+  // The signal is sent as the thread's exit completes, which join() may precede.
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ManifestReader manifest(manifest_path);
+  std::vector<Record> records;
+  const RunStats stats = engine->run(manifest, [&](const Record& r) { records.push_back(r); });
+  EXPECT_EQ(stats.ok, 3u);
+  ASSERT_EQ(records.size(), 3u);
+  EXPECT_EQ(records[0].error, "");
+  EXPECT_EQ(records[2].result, (Json{{"n", 4}, {"square", 16}}));
 }
 
 TEST(IsolateTest, RefusesWhatItCannotIsolate) {
