@@ -368,6 +368,8 @@ class BatchPool {
 
   // From the writer, or from the cut stage for a batch it did not fill.
   void give_back(Batch* batch) {
+    // Before the batch is on the free list: from there the cut stage may take it at once.
+    trim(*batch);
     std::unique_ptr<Batch> gone;
     {
       std::lock_guard lock(mutex_);
@@ -383,7 +385,6 @@ class BatchPool {
         owned_.pop_back();
       }
     }
-    if (!gone) trim(*batch);
   }
 
  private:
