@@ -26,10 +26,42 @@ class COREMAP_EXPORT Sink {
   virtual void finish() {}
 };
 
+/// What an output path names once symbolic links are followed.
+struct OutputTarget {
+  enum class Kind {
+    missing,    ///< nothing there yet: it is created
+    regular,    ///< a regular file: written as FILE.part, renamed over it at the end
+    stream,     ///< a character device or a FIFO: records are written straight into it
+    directory,  ///< refused
+    other,      ///< a block device or a socket: refused
+  };
+  /// The path records go to: `path` itself, or the end of its chain of symbolic links (so a
+  /// link given as the output stays a link and the file it points at is written).
+  std::string path;
+  Kind kind = Kind::missing;
+  /// "a regular file", "a character device", "a FIFO", ..., for messages.
+  std::string description;
+};
+
+/// Follows `path`'s symbolic links (at most 40) and says what is there. Throws OutputError
+/// when a link cannot be read or the chain loops.
+COREMAP_EXPORT OutputTarget resolve_output(const std::string& path);
+
+/// Throws OutputError ("'PATH' (WHAT) is a character device, not a regular file: ...") when
+/// `path` exists and is not a regular file; a symbolic link counts as not regular. coremap
+/// calls it before it creates, truncates, renames over or removes any file of its own
+/// (FILE.part, FILE.journal, ...), so it never replaces a device, a FIFO, a link or a directory.
+COREMAP_EXPORT void check_replaceable(const std::string& path, const std::string& what);
+
 /// Writes records to a file or to standard output. A file is written as FILE.part and renamed
 /// to FILE by finish() after an fsync, so FILE only ever holds a finished run; a sink destroyed
 /// without finish() removes FILE.part. Every failed write(2), fsync, close or rename throws
 /// OutputError: a run that could not write its results never looks like a success.
+///
+/// FILE is first resolved with resolve_output(): a symbolic link is written through (FILE.part
+/// sits next to the file it points at, and the link stays); a character device or a FIFO is
+/// written straight into, with no FILE.part and nothing renamed, unlinked or replaced; a
+/// directory, block device or socket is refused with an OutputError.
 class COREMAP_EXPORT FileSink final : public Sink {
  public:
   struct Options {
@@ -40,7 +72,8 @@ class COREMAP_EXPORT FileSink final : public Sink {
     std::chrono::milliseconds sync_interval{0};
   };
 
-  /// `path` "-" is standard output. Throws OutputError when FILE.part cannot be created.
+  /// `path` "-" is standard output. Throws OutputError when FILE.part cannot be created (or
+  /// exists and is not a regular file), or `path` cannot be written (see above).
   explicit FileSink(const std::string& path) : FileSink(path, Options{}) {}
   FileSink(const std::string& path, Options options);
   ~FileSink() override;
@@ -58,9 +91,14 @@ class COREMAP_EXPORT FileSink final : public Sink {
   /// The file being written ("-" for standard output), for messages.
   const std::string& path() const noexcept { return path_; }
 
+  /// True when records go straight into `path` (standard output, a device, a FIFO): there is
+  /// no FILE.part, and nothing of an interrupted run is kept apart from what was written.
+  bool streams() const noexcept { return part_path_.empty(); }
+
  private:
   std::string path_;
-  std::string part_path_;
+  std::string target_;     // path_ with its symbolic links followed
+  std::string part_path_;  // empty when streaming
   Options options_;
   std::chrono::steady_clock::time_point last_sync_;
   int fd_ = -1;
