@@ -2,7 +2,12 @@
 // Retries, per-item timeouts, and resuming from an earlier run's records (ResumableOutput).
 #include <coremap/coremap.hpp>
 
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -239,6 +244,156 @@ TEST_F(ResumeTest, RefusesARecordsFileThatIsNotCoremaps) {
   } catch (const ResumeError& e) {
     EXPECT_NE(std::string(e.what()).find("out.jsonl.part:2: not a coremap record"), std::string::npos) << e.what();
   }
+}
+
+// Resumes `out` and expects a ResumeError whose message holds `where`, with FILE.part unchanged.
+void expect_damaged(const std::string& out, const Json& fingerprint, const std::string& where) {
+  const std::string before = read_file(out + ".part");
+  try {
+    ResumableOutput output(out, fingerprint, {.resume = true});
+    FAIL() << "resumed from a damaged " << out << ".part";
+  } catch (const ResumeError& e) {
+    EXPECT_NE(std::string(e.what()).find(where), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(read_file(out + ".part"), before);
+  EXPECT_FALSE(std::filesystem::exists(out));
+}
+
+TEST_F(ResumeTest, DamagedRecordsAreRefusedNamingFileAndLine) {
+  const std::string full = (dir_ / "full.jsonl").string();
+  run(full, {});
+  const std::string expected = read_file(full);
+  std::vector<std::string> lines;
+  std::istringstream in(expected);
+  for (std::string line; std::getline(in, line);) lines.push_back(line + "\n");
+  const std::string out = (dir_ / "out.jsonl").string();
+  std::filesystem::copy_file(full + ".journal", out + ".journal");
+  auto part = [&](std::initializer_list<std::string> tail) {
+    std::string text;
+    for (int i = 0; i < 10; ++i) text += lines[i];
+    for (const std::string& line : tail) text += line;
+    write_file(out + ".part", text);
+  };
+  part({lines[3]});  // item 3 (ok) again
+  expect_damaged(out, fingerprint(), "out.jsonl.part:11: item 3 is recorded again after an ok record");
+  part({"{\"index\":500,\"ok\":true,\"result\":1}\n"});  // the manifest has 500 items
+  expect_damaged(out, fingerprint(), "out.jsonl.part:11: item 500 is past the manifest's end (it has 500 items)");
+  part({"{\"index\":10,\"ok\":true,\"result\":[1,\n"});
+  expect_damaged(out, fingerprint(), "out.jsonl.part:11: the record is not valid JSON");
+  // A fanned-out item: "sub" numbers rise within its records; a repeated one is a duplicate.
+  part({"{\"index\":10,\"sub\":0,\"ok\":true,\"result\":1}\n", "{\"index\":10,\"sub\":1,\"ok\":true,\"result\":2}\n",
+        "{\"index\":10,\"sub\":1,\"ok\":true,\"result\":2}\n", "{\"index\":11,\"ok\":true,\"result\":1}\n"});
+  expect_damaged(out, fingerprint(), "out.jsonl.part:13: item 10 (sub 1) is recorded again");
+  part({"{\"index\":10,\"sub\":0,\"ok\":true,\"result\":1}\n", "{\"index\":10,\"sub\":1,\"ok\":true,\"result\":2}\n",
+        "{\"index\":11,\"ok\":true,\"result\":1}\n"});
+  ResumableOutput output(out, fingerprint(), {.resume = true});
+  EXPECT_EQ(output.done()->size(), 12u);  // rising subs: one item, accepted
+}
+
+TEST_F(ResumeTest, ARetryRightAfterItsFailedRecordSupersedesIt) {
+  const std::string out = (dir_ / "out.jsonl").string();
+  const std::string full = (dir_ / "full.jsonl").string();
+  run(full, {});
+  std::filesystem::copy_file(full + ".journal", out + ".journal");
+  std::istringstream in(read_file(full));
+  std::string text;
+  std::string line;
+  for (int i = 0; i < 8; ++i) {
+    std::getline(in, line);
+    text += line + "\n";
+  }
+  ASSERT_NE(line.find("\"ok\":false"), std::string::npos) << line;  // item 7 fails
+  // An interrupted --retry-failed run whose first retried item, 7, came out ok.
+  text += "{\"index\":7,\"ok\":true,\"result\":21}\n";
+  write_file(out + ".part", text);
+  plugin_ = Plugin::from_function([](const Json& item, Context&) -> Json { return item.at("n").get<int>() * 3; });
+  run(out, {.resume = true, .retry_failed = true});
+  std::istringstream result(read_file(out));
+  int n = 0;
+  for (std::string record; std::getline(result, record); ++n) {
+    const Json r = Json::parse(record);
+    EXPECT_EQ(r.at("index"), n);
+    EXPECT_EQ(r.at("ok"), true) << record;
+    EXPECT_EQ(r.at("result"), 3 * n);
+  }
+  EXPECT_EQ(n, 500);
+}
+
+TEST_F(ResumeTest, AFailedReorderingLeavesThePartAsTheRecordOfTheRun) {
+  const std::string full = (dir_ / "full.jsonl").string();
+  run(full, {});
+  const std::string expected = read_file(full);
+  std::vector<std::string> lines;
+  std::istringstream in(expected);
+  for (std::string line; std::getline(in, line);) lines.push_back(line + "\n");
+  std::string partial;
+  for (std::size_t i = lines.size(); i-- > 0;) {
+    if (i % 3 == 0) partial += lines[i];
+  }
+  const std::string out = (dir_ / "out.jsonl").string();
+  std::filesystem::copy_file(full + ".journal", out + ".journal");
+  write_file(out + ".part", partial);
+  {
+    ResumableOutput output(out, fingerprint(), {.resume = true});
+    RunOptions run_options{.threads = 2};
+    run_options.skip = output.done();
+    Engine engine(plugin_, Json::object(), run_options);
+    output.open();
+    ManifestReader manifest(manifest_, ManifestFormat::jsonl);
+    engine.run(manifest, output.sink());
+    const std::string part = read_file(out + ".part");
+    // The disk fills while the records are put in order: a file-size limit makes the
+    // reordered file's writes fail (EFBIG) half-way, deterministically.
+    struct rlimit old_limit {};
+    ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old_limit), 0);
+    struct rlimit limit = old_limit;
+    limit.rlim_cur = part.size() / 2;
+    const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+    ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &limit), 0);
+    EXPECT_THROW(output.finish(/*ordered=*/true), OutputError);
+    ::setrlimit(RLIMIT_FSIZE, &old_limit);
+    std::signal(SIGXFSZ, old_handler);
+    EXPECT_EQ(read_file(out + ".part"), part);
+    EXPECT_FALSE(std::filesystem::exists(out));
+    EXPECT_FALSE(std::filesystem::exists(out + ".compact"));
+  }
+  // --resume finds every record in FILE.part and finishes the job.
+  const RunStats stats = run(out, {.resume = true});
+  EXPECT_EQ(stats.skipped, 500u);
+  EXPECT_EQ(read_file(out), expected);
+  EXPECT_FALSE(std::filesystem::exists(out + ".part"));
+}
+
+TEST_F(ResumeTest, OneOutputHasOneWriter) {
+  const std::string out = (dir_ / "out.jsonl").string();
+  const std::string link = (dir_ / "link.jsonl").string();
+  std::filesystem::create_symlink("out.jsonl", link);
+  {
+    ResumableOutput first(out, fingerprint(), {});
+    first.open();
+    EXPECT_NE(read_file(out + ".lock").find(std::to_string(::getpid()) + " "), std::string::npos);
+    for (const std::string& path : {out, link, out + ".part"}) {
+      try {
+        ResumableOutput second(path, fingerprint(), {.resume = true});
+        FAIL() << "a second writer on " << path;
+      } catch (const OutputError& e) {
+        EXPECT_NE(std::string(e.what()).find("pid " + std::to_string(::getpid()) + " on "), std::string::npos)
+            << e.what();
+      }
+    }
+  }
+  EXPECT_FALSE(std::filesystem::exists(out + ".lock"));
+  ResumableOutput again(out, fingerprint(), {.resume = true});  // free once the first is gone
+  EXPECT_TRUE(again.resumed());
+}
+
+TEST_F(ResumeTest, TheManifestIsNeverTheOutput) {
+  const std::string hard = (dir_ / "hard.jsonl").string();
+  std::filesystem::create_hard_link(manifest_, hard);
+  for (const std::string& path : {manifest_, hard}) {
+    EXPECT_THROW(ResumableOutput(path, fingerprint(), {}), UsageError) << path;
+  }
+  EXPECT_FALSE(std::filesystem::exists(manifest_ + ".lock"));
 }
 
 TEST_F(ResumeTest, WithoutAJournalResumeStartsAfresh) {

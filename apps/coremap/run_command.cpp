@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -9,6 +10,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 
 #include <coremap/process_tree.hpp>
@@ -220,9 +222,43 @@ void print_run_summary(const RunArgs& args, const RunOptions& options, const Run
   }
 }
 
+namespace {
+
+// Whether two paths name one file: the same inode when both exist, else the same path once
+// symbolic links and "." / ".." are resolved.
+bool same_file(const std::string& a, const std::string& b) {
+  struct stat sa {};
+  struct stat sb {};
+  if (::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0) {
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  }
+  std::error_code ea;
+  std::error_code eb;
+  const auto ca = std::filesystem::weakly_canonical(a, ea);
+  const auto cb = std::filesystem::weakly_canonical(b, eb);
+  return !ea && !eb && ca == cb;
+}
+
+}  // namespace
+
 void check_resume_target(const RunArgs& args) {
   if (args.resume && args.output == "-") {
     throw UsageError("--resume needs -o FILE: the records of the earlier run are read back from FILE.part");
+  }
+  // -o against the manifest is checked by ResumableOutput; --summary is written at the end,
+  // over whatever it names, so it must not be the records, their companions or the input.
+  if (args.summary.empty() || args.summary == "-") return;
+  if (args.input.manifest != "-" && same_file(args.summary, args.input.manifest)) {
+    throw UsageError("--summary '" + args.summary + "' is the manifest '" + args.input.manifest +
+                     "': the run would replace its own input; choose another --summary");
+  }
+  if (args.output == "-" || resolve_output(args.output).kind == OutputTarget::Kind::stream) return;
+  for (const char* suffix : {"", ".part", ".journal", ".lock", ".compact", ".journal.tmp"}) {
+    if (same_file(args.summary, args.output + suffix)) {
+      throw UsageError("--summary '" + args.summary + "' is " +
+                       (*suffix == 0 ? "the output" : "the output's companion file " + args.output + suffix) +
+                       " (-o " + args.output + "): the summary would replace the records; choose another --summary");
+    }
   }
 }
 
@@ -285,6 +321,7 @@ int local_run_command(const RunArgs& args) {
   std::string kept;
   if (signal_number != 0) {
     kept = resumable ? resumable->keep_partial() : stdout_sink->keep_partial();
+    if (resumable && resumable->streams()) kept = "-";  // written into a device or FIFO: nothing kept
   } else if (resumable) {
     resumable->finish(options.ordered);
   } else {

@@ -2,6 +2,7 @@
 #include <coremap/journal.hpp>
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -74,11 +75,21 @@ std::string sha256_of_file(const std::string& path, const std::string& what) {
   return out;
 }
 
+// Makes a rename or unlink in `path`'s directory durable (best effort: some file systems refuse).
+void sync_directory_of(const std::string& path) {
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  if (dir.empty()) dir = ".";
+  const Fd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir_fd.get() >= 0) ::fsync(dir_fd.get());
+}
+
 // Writes `text` to `path` durably: a temporary file, fsync, rename, fsync of the directory.
 void write_durably(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp";
+  check_replaceable(path, "journal");
+  check_replaceable(tmp, "temporary journal");
   {
-    Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666));
+    Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0666));
     if (fd.get() < 0) throw OutputError(os_message("cannot create output journal", tmp));
     std::string_view rest = text;
     while (!rest.empty()) {
@@ -93,19 +104,24 @@ void write_durably(const std::string& path, const std::string& text) {
     if (::close(fd.release()) != 0) throw OutputError(os_message("cannot close", tmp));
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) throw OutputError(os_message("cannot rename to", path));
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
-  const Fd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dir_fd.get() >= 0) ::fsync(dir_fd.get());  // best effort: some file systems refuse
+  sync_directory_of(path);
 }
 
 // The index and status of one record line, which RecordWriter always starts with
 // {"index":N,"ok":true or {"index":N,"ok":false (or {"index":N,"sub":S,"ok":... with fan-out).
 struct RecordHead {
   std::uint64_t index = 0;
+  std::uint64_t sub = 0;
   bool ok = false;
   bool fanned = false;
 };
+
+// Whether `head` starts a new run of records (another item, or the same item again: a retry
+// appended right after the item's earlier, failed, records). An item's own records follow
+// one another with rising "sub" numbers.
+bool starts_run(const RecordHead& head, const std::optional<RecordHead>& previous) {
+  return !previous || head.index != previous->index || !head.fanned || !previous->fanned || head.sub <= previous->sub;
+}
 
 std::optional<RecordHead> parse_head(std::string_view line) {
   constexpr std::string_view prefix = "{\"index\":";
@@ -117,9 +133,8 @@ std::optional<RecordHead> parse_head(std::string_view line) {
   if (ec != std::errc() || end == first) return std::nullopt;
   constexpr std::string_view sub = ",\"sub\":";
   if (std::string_view(end, static_cast<std::size_t>(last - end)).starts_with(sub)) {
-    std::uint64_t ignored = 0;
     const char* digits = end + sub.size();
-    const auto parsed = std::from_chars(digits, last, ignored);
+    const auto parsed = std::from_chars(digits, last, head.sub);
     if (parsed.ec != std::errc() || parsed.ptr == digits) return std::nullopt;
     end = parsed.ptr;
     head.fanned = true;
@@ -233,14 +248,127 @@ Json run_fingerprint(const std::string& manifest_path, ManifestFormat format, co
   return run_fingerprint(manifest_path, format, pipeline);
 }
 
+namespace {
+
+// The pid and host a lock file's holder wrote into it ("" when not yet written).
+std::string lock_holder(int fd) {
+  char buffer[512];
+  const ssize_t n = ::pread(fd, buffer, sizeof buffer, 0);
+  if (n <= 0) return "";
+  std::string text(buffer, static_cast<std::size_t>(n));
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  const auto space = text.find(' ');
+  if (space == std::string::npos) return "pid " + text;
+  return "pid " + text.substr(0, space) + " on " + text.substr(space + 1);
+}
+
+// Takes an exclusive flock(2) on `lock_path` (created if missing) for as long as the returned
+// descriptor is open; the kernel drops it when the process dies, so kill -9 leaves no stale
+// lock. Writes "PID HOST" into the file for the message a second run prints. `whose` names the
+// output in that message.
+int lock_output(const std::string& lock_path, const std::string& whose) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    check_replaceable(lock_path, "lock file");
+    Fd fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666));
+    if (fd.get() < 0) throw OutputError(os_message("cannot create output lock", lock_path));
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+      if (errno != EWOULDBLOCK) throw OutputError(os_message("cannot lock", lock_path));
+      const std::string holder = lock_holder(fd.get());
+      throw OutputError(whose + " is being written by another coremap run (" +
+                        (holder.empty() ? "pid not yet known" : holder) + ", holding the lock " + lock_path +
+                        "): two runs must not write one output at once; wait for that run to end, or choose "
+                        "another -o");
+    }
+    // The run that held the lock removes the file as it ends, perhaps between our open and
+    // flock: then the lock taken is on a file no longer there, and another try is needed.
+    struct stat held {};
+    struct stat there {};
+    if (::fstat(fd.get(), &held) != 0) throw OutputError(os_message("cannot examine", lock_path));
+    if (::lstat(lock_path.c_str(), &there) != 0 || held.st_ino != there.st_ino || held.st_dev != there.st_dev) continue;
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    const std::string text = std::to_string(::getpid()) + " " + host + "\n";
+    if (::ftruncate(fd.get(), 0) != 0 ||
+        ::pwrite(fd.get(), text.data(), text.size(), 0) != static_cast<ssize_t>(text.size())) {
+      throw OutputError(os_message("cannot write lock file", lock_path));
+    }
+    return fd.release();
+  }
+  throw OutputError("cannot lock '" + lock_path + "': it keeps being replaced");
+}
+
+bool same_file(const struct stat& a, const std::string& path) {
+  struct stat b {};
+  return ::stat(path.c_str(), &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+// The files coremap keeps next to an output FILE, and what they are called in messages.
+constexpr std::pair<std::string_view, std::string_view> companions[] = {
+    {".part", "partial output"}, {".journal", "journal"}, {".lock", "lock file"},
+    {".compact", "reordered output"}, {".journal.tmp", "temporary journal"}};
+
+// Items in the manifest named by a fingerprint, counted with the reader the run uses; nullopt
+// when the fingerprint names none.
+std::optional<std::uint64_t> count_manifest_items(const Json& fingerprint) {
+  if (!fingerprint.is_object() || !fingerprint.contains("manifest")) return std::nullopt;
+  const Json* manifest = &fingerprint.at("manifest");
+  if (!manifest->contains("path") || !manifest->contains("format")) return std::nullopt;
+  const std::string path = manifest->at("path").get<std::string>();
+  if (path == "-") return std::nullopt;
+  ManifestReader reader(path, parse_manifest_format(manifest->at("format").get<std::string>()));
+  ItemBatch batch;
+  std::uint64_t count = 0;
+  while (reader.next_batch(batch, std::size_t{1} << 16, std::size_t{16} << 20)) count += batch.items.size();
+  return count;
+}
+
+}  // namespace
+
 ResumableOutput::ResumableOutput(const std::string& path, const Json& fingerprint, Options options)
-    : path_(path),
-      part_path_(path + ".part"),
-      journal_path_(path + ".journal"),
-      fingerprint_(fingerprint),
-      options_(options),
-      done_(std::make_shared<IndexSet>()) {
+    : path_(path), fingerprint_(fingerprint), options_(options), done_(std::make_shared<IndexSet>()) {
   if (path == "-") throw UsageError("a resumable output needs a file, not standard output");
+  const OutputTarget target = resolve_output(path);
+  switch (target.kind) {
+    case OutputTarget::Kind::stream:
+      if (options.resume) {
+        throw ResumeError("--resume: output '" + path + "' is " + target.description +
+                          ", not a regular file: records written into it are not kept, so there is no earlier run "
+                          "to resume; rerun without --resume");
+      }
+      streaming_ = true;
+      return;
+    case OutputTarget::Kind::directory:
+    case OutputTarget::Kind::other:
+      throw OutputError("output '" + path + "' is " + target.description +
+                        ": -o needs a file name (a regular file, or a character device or FIFO to stream into)");
+    case OutputTarget::Kind::missing:
+    case OutputTarget::Kind::regular:
+      break;
+  }
+  target_ = target.path;
+  part_path_ = target_ + ".part";
+  journal_path_ = target_ + ".journal";
+  lock_path_ = target_ + ".lock";
+  refuse_manifest();
+  // Exclusive from here on: nothing is read, renamed or truncated before the lock is held.
+  // An output named like another output's companion (-o X.part) takes X's lock too, so it
+  // cannot run beside the run writing X.
+  locks_.held.emplace_back(lock_path_, lock_output(lock_path_, "output '" + path + "'"));
+  for (const auto& [suffix, role] : companions) {
+    if (!target_.ends_with(suffix) || target_.size() == suffix.size()) continue;
+    const std::string base = target_.substr(0, target_.size() - suffix.size());
+    const std::string whose = "output '" + path + "' is the " + std::string(role) + " of '" + base + "', which";
+    locks_.held.emplace_back(base + ".lock", lock_output(base + ".lock", whose));
+    if (std::error_code ec; std::filesystem::exists(base + ".journal", ec)) {
+      throw OutputError("output '" + path + "' is the " + std::string(role) + " of the coremap run recorded in " +
+                        base + ".journal; writing it would destroy that run's records: choose another -o (or "
+                        "finish that run with --resume, or remove " + base + ".journal)");
+    }
+  }
+  check_replaceable(journal_path_, "journal");
+  check_replaceable(part_path_, "partial output");
+  check_replaceable(target_ + ".compact", "reordered output");
+
   std::error_code ec;
   const bool have_journal = std::filesystem::exists(journal_path_, ec);
   if (options.resume && !have_journal) {
@@ -261,79 +389,136 @@ ResumableOutput::ResumableOutput(const std::string& path, const Json& fingerprin
       throw ResumeError("--resume: this is not the run recorded in " + journal_path_ + ": " + difference +
                         ". Rerun without --resume to start afresh, or with the same manifest, plugin and config");
     }
-    // A finished run is continued from its output (for --retry-failed, or to check it is complete).
-    if (!std::filesystem::exists(part_path_, ec) && std::filesystem::exists(path_, ec)) {
-      if (::rename(path_.c_str(), part_path_.c_str()) != 0) {
-        throw OutputError(os_message("cannot rename '" + path_ + "' to", part_path_));
+    // FILE.part holds an unfinished run; a finished one is continued from FILE (for
+    // --retry-failed, or to check it is complete). It is checked whole before anything changes.
+    std::string source;
+    if (std::filesystem::exists(part_path_, ec)) {
+      source = part_path_;
+    } else if (std::filesystem::exists(target_, ec)) {
+      source = target_;
+    }
+    if (!source.empty()) {
+      const std::uint64_t keep = scan_earlier(source, count_manifest_items(fingerprint));
+      if (source == target_ && ::rename(target_.c_str(), part_path_.c_str()) != 0) {
+        throw OutputError(os_message("cannot rename '" + target_ + "' to", part_path_));
+      }
+      struct stat st {};
+      if (::stat(part_path_.c_str(), &st) != 0) throw OutputError(os_message("cannot examine", part_path_));
+      if (static_cast<std::uint64_t>(st.st_size) > keep &&
+          ::truncate(part_path_.c_str(), static_cast<off_t>(keep)) != 0) {
+        throw OutputError(os_message("cannot truncate", part_path_));
       }
     }
-    if (std::filesystem::exists(part_path_, ec)) scan_earlier();
     resumed_ = true;
+  }
+}
+
+void ResumableOutput::refuse_manifest() const {
+  if (!fingerprint_.is_object() || !fingerprint_.contains("manifest")) return;
+  const Json* manifest = &fingerprint_.at("manifest");
+  if (!manifest->contains("path") || !manifest->at("path").is_string()) return;
+  const std::string manifest_path = manifest->at("path").get<std::string>();
+  struct stat st {};
+  if (manifest_path == "-" || ::stat(manifest_path.c_str(), &st) != 0) return;
+  if (same_file(st, target_)) {
+    throw UsageError("output '" + path_ + "' is the manifest '" + manifest_path +
+                     "' itself: the run would replace its own input; choose another -o");
+  }
+  for (const auto& [suffix, role] : companions) {
+    if (same_file(st, target_ + std::string(suffix))) {
+      throw UsageError("the manifest '" + manifest_path + "' is " + target_ + std::string(suffix) + ", the " +
+                       std::string(role) + " of output '" + path_ +
+                       "', which the run would replace; choose another -o");
+    }
   }
 }
 
 void ResumableOutput::open() {
   if (sink_) return;
+  if (streaming_) {
+    sink_.emplace(path_);
+    return;
+  }
   if (!resumed_) {
+    check_replaceable(part_path_, "partial output");
     if (::unlink(part_path_.c_str()) != 0 && errno != ENOENT) throw OutputError(os_message("cannot remove", part_path_));
     write_durably(journal_path_, fingerprint_.dump(2) + "\n");
   }
-  sink_.emplace(path_, FileSink::Options{.resumable = true, .sync_interval = options_.sync_interval});
+  sink_.emplace(target_, FileSink::Options{.resumable = true, .sync_interval = options_.sync_interval});
 }
 
-ResumableOutput::~ResumableOutput() = default;
+ResumableOutput::~ResumableOutput() { sink_.reset(); }  // FILE.part closed before the lock goes
+
+ResumableOutput::Locks::~Locks() {
+  // Removed while still held, so a run that opened the file just before finds, once it has
+  // the lock, that the file is gone, and makes a new one (lock_output).
+  for (const auto& [path, fd] : held) ::unlink(path.c_str());
+  for (const auto& [path, fd] : held) ::close(fd);
+}
 
 Sink& ResumableOutput::sink() noexcept { return *sink_; }
 
-void ResumableOutput::scan_earlier() {
-  Fd fd(::open(part_path_.c_str(), O_RDWR | O_CLOEXEC));
-  if (fd.get() < 0) throw OutputError(os_message("cannot open", part_path_));
+std::uint64_t ResumableOutput::scan_earlier(const std::string& source, std::optional<std::uint64_t> items) {
+  Fd fd(::open(source.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) throw OutputError(os_message("cannot open", source));
   // An item's records are one run of consecutive lines (a batch holds whole items). A later
-  // run for the same index supersedes the earlier one. `failed` holds the items whose last run
-  // has an error record.
+  // run for the same index supersedes the earlier one only when that one failed (a retry with
+  // --retry-failed); any other repeat, a line that is not a whole coremap record, or an index
+  // past the manifest's end means the file was damaged, and nothing is trusted. `failed` holds
+  // the items whose last run has an error record.
   IndexSet failed;
   std::uint64_t line = 0;
-  std::uint64_t previous = 0;
-  bool any = false;
-  bool last_fanned = false;
+  std::optional<RecordHead> previous;
   std::uint64_t last_run_offset = 0;  // where the file's last run of records starts
+  auto damaged = [&](const std::string& what) {
+    return ResumeError(source + ":" + std::to_string(line) + ": " + what +
+                       "; the file is damaged, so --resume cannot trust it: repair or remove that line, or rerun "
+                       "without --resume");
+  };
   const std::uint64_t complete =
-      for_each_record_line(fd.get(), part_path_, [&](std::string_view text, std::uint64_t offset) {
+      for_each_record_line(fd.get(), source, [&](std::string_view text, std::uint64_t offset) {
         ++line;
         const std::optional<RecordHead> head = parse_head(text);
         if (!head) {
-          throw ResumeError(part_path_ + ":" + std::to_string(line) +
+          throw ResumeError(source + ":" + std::to_string(line) +
                             ": not a coremap record (it should start with {\"index\":N,\"ok\":...); cannot resume");
         }
-        if (!any || head->index != previous) {  // a new run
-          if (any && head->index < previous) sorted_prefix_ = false;
-          if (!done_->insert(head->index)) needs_rewrite_ = true;
-          failed.erase(head->index);
+        if (!Json::accept(text)) throw damaged("the record is not valid JSON");
+        if (items && head->index >= *items) {
+          throw damaged("item " + std::to_string(head->index) + " is past the manifest's end (it has " +
+                        std::to_string(*items) + " items)");
+        }
+        if (starts_run(*head, previous)) {
+          if (previous && head->index < previous->index) sorted_prefix_ = false;
+          if (!done_->insert(head->index)) {
+            if (!failed.contains(head->index)) {
+              throw damaged("item " + std::to_string(head->index) +
+                            (head->fanned ? " (sub " + std::to_string(head->sub) + ")" : std::string()) +
+                            " is recorded again after an ok record");
+            }
+            needs_rewrite_ = true;
+            failed.erase(head->index);
+          }
           last_run_offset = offset;
         }
         if (!head->ok) failed.insert(head->index);
-        any = true;
-        previous = head->index;
-        last_fanned = head->fanned;
+        previous = head;
       });
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) throw OutputError(os_message("cannot stat", part_path_));
+  if (::fstat(fd.get(), &st) != 0) throw OutputError(os_message("cannot stat", source));
   std::uint64_t keep = complete;
   std::string torn;
-  if (any && last_fanned) {
+  if (previous && previous->fanned) {
     // The last item fanned out: the interruption may have come between its records, so it
     // runs again whole.
     keep = last_run_offset;
-    done_->erase(previous);
-    failed.erase(previous);
+    done_->erase(previous->index);
+    failed.erase(previous->index);
     torn = "; the last item's records are dropped and it runs again (it fanned out, so they may be incomplete)";
   }
-  if (static_cast<std::uint64_t>(st.st_size) > keep) {
-    if (::ftruncate(fd.get(), static_cast<off_t>(keep)) != 0) throw OutputError(os_message("cannot truncate", part_path_));
-    if (keep == complete) {
-      torn = "; cut off a record torn by the interruption (" +
-             std::to_string(static_cast<std::uint64_t>(st.st_size) - complete) + " bytes)";
-    }
+  if (static_cast<std::uint64_t>(st.st_size) > keep && keep == complete) {
+    torn = "; cut off a record torn by the interruption (" +
+           std::to_string(static_cast<std::uint64_t>(st.st_size) - complete) + " bytes)";
   }
   earlier_failed_ = failed.size();
   earlier_ok_ = done_->size() - earlier_failed_;
@@ -348,20 +533,31 @@ void ResumableOutput::scan_earlier() {
     }
     needs_rewrite_ = true;
   }
-  note_ = "--resume: " + std::to_string(earlier_ok_ + earlier_failed_) + " items already recorded in " + part_path_ +
+  note_ = "--resume: " + std::to_string(earlier_ok_ + earlier_failed_) + " items already recorded in " + source +
           " (" + std::to_string(earlier_ok_) + " ok, " + std::to_string(earlier_failed_) + " failed" +
           (options_.retry_failed && earlier_failed_ > 0 ? ", to be run again" : "") + ")" + torn;
   if (options_.retry_failed) earlier_failed_ = 0;
+  return keep;
 }
 
 void ResumableOutput::finish(bool ordered) {
-  sink_->finish();
-  if (needs_rewrite_ || (ordered && !sorted_prefix_)) compact_records(path_, ordered);
+  if (streaming_ || !(needs_rewrite_ || (ordered && !sorted_prefix_))) {
+    sink_->finish();
+    return;
+  }
+  // FILE.part stays the record of the run until the rewritten FILE is complete and synced: a
+  // full disk or a crash while rewriting leaves FILE.part for --resume and no FILE.
+  sink_->keep_partial();
+  compact_records(part_path_, target_, ordered);
+  if (::unlink(part_path_.c_str()) != 0) throw OutputError(os_message("cannot remove", part_path_));
+  sync_directory_of(target_);
 }
 
 std::string ResumableOutput::keep_partial() { return sink_->keep_partial(); }
 
-void compact_records(const std::string& path, bool ordered) {
+void compact_records(const std::string& path, bool ordered) { compact_records(path, path, ordered); }
+
+void compact_records(const std::string& path, const std::string& to, bool ordered) {
   struct Entry {
     std::uint64_t index;
     std::uint64_t run;     // the run of consecutive lines (one item's records) it belongs to
@@ -372,12 +568,14 @@ void compact_records(const std::string& path, bool ordered) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) throw OutputError(os_message("cannot open", path));
   std::uint64_t line = 0;
+  std::optional<RecordHead> previous;
   const std::uint64_t size = for_each_record_line(fd.get(), path, [&](std::string_view text, std::uint64_t offset) {
     ++line;
     const std::optional<RecordHead> head = parse_head(text);
     if (!head) throw OutputError(path + ":" + std::to_string(line) + ": not a coremap record");
-    const std::uint64_t run = entries.empty() ? 0 : entries.back().run + (entries.back().index != head->index ? 1 : 0);
+    const std::uint64_t run = entries.empty() ? 0 : entries.back().run + (starts_run(*head, previous) ? 1 : 0);
     entries.push_back({head->index, run, offset, text.size() + 1});
+    previous = head;
   });
   // The last run of records of each index wins; then index order, or file order.
   std::stable_sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.index < b.index; });
@@ -410,9 +608,20 @@ void compact_records(const std::string& path, bool ordered) {
     }
   } unmap{mapped, size};
 
-  const std::string tmp = path + ".compact";
-  Fd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666));
+  // Written whole and synced before it takes `to`'s name; on any failure it is removed and
+  // `path` is left as it was.
+  const std::string tmp = to + ".compact";
+  check_replaceable(tmp, "reordered output");
+  check_replaceable(to, "output");
+  Fd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0666));
   if (out.get() < 0) throw OutputError(os_message("cannot create", tmp));
+  struct RemoveUnlessRenamed {
+    const std::string& path;
+    bool renamed = false;
+    ~RemoveUnlessRenamed() {
+      if (!renamed) ::unlink(path.c_str());
+    }
+  } cleanup{tmp};
   std::string buffer;
   auto flush = [&] {
     std::string_view rest = buffer;
@@ -433,7 +642,9 @@ void compact_records(const std::string& path, bool ordered) {
   flush();
   if (::fsync(out.get()) != 0) throw OutputError(os_message("cannot sync", tmp));
   if (::close(out.release()) != 0) throw OutputError(os_message("cannot close", tmp));
-  if (::rename(tmp.c_str(), path.c_str()) != 0) throw OutputError(os_message("cannot rename to", path));
+  check_replaceable(to, "output");
+  if (::rename(tmp.c_str(), to.c_str()) != 0) throw OutputError(os_message("cannot rename to", to));
+  cleanup.renamed = true;
 }
 
 }  // namespace coremap

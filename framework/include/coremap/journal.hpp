@@ -25,6 +25,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <coremap/export.hpp>
 #include <coremap/index_set.hpp>
@@ -66,9 +68,31 @@ class COREMAP_EXPORT ResumableOutput {
     std::chrono::milliseconds sync_interval{1000};
   };
 
-  /// For a resumed run, checks FILE.journal and scans what the earlier run recorded (cutting
-  /// off a torn last record); writes nothing else. Throws ResumeError when the runs differ,
-  /// OutputError when a file cannot be read.
+  /// Takes the output's lock (below), then, for a resumed run, checks FILE.journal and scans
+  /// what the earlier run recorded (cutting off a torn last record); writes nothing else.
+  ///
+  /// `path` is resolved with resolve_output(): a symbolic link is written through (the link
+  /// stays; FILE.part, FILE.journal and FILE.lock sit next to the file it points at). A
+  /// character device or FIFO is streamed into with no FILE.part, journal or lock (streams());
+  /// --resume on one throws ResumeError. A directory, block device or socket throws
+  /// OutputError, as does a companion file (FILE.part, FILE.journal, ...) that is not a regular
+  /// file. UsageError when FILE or a companion is the fingerprint's manifest (same inode).
+  ///
+  /// The lock: FILE.lock, flock(2)'ed exclusively for the object's life and removed by the
+  /// destructor; it holds "PID HOST" of the run. A second ResumableOutput on the same FILE (in
+  /// any process; also -o FILE.part or FILE.journal of a running FILE) throws OutputError naming
+  /// FILE and the holder. The kernel drops the lock when its process dies, so kill -9 leaves
+  /// at most a stale FILE.lock file, never a stale lock. -o FILE.part (or .journal, .lock) while
+  /// FILE.journal exists is refused too: it would overwrite that run's records.
+  ///
+  /// Resuming checks every record of FILE.part (or of FILE, for a finished run) before anything
+  /// is changed: each line is whole JSON with a coremap record head, its index is below the
+  /// manifest's item count (the manifest is read once more to count), and no item is recorded
+  /// twice unless its earlier records failed (a --retry-failed run superseding them; a fanned-out
+  /// item's records have rising "sub" numbers). Otherwise ResumeError names the file and line.
+  ///
+  /// Throws ResumeError when the runs differ or the records are damaged, OutputError when a
+  /// file cannot be read.
   ResumableOutput(const std::string& path, const Json& fingerprint, Options options);
   ~ResumableOutput();
   ResumableOutput(const ResumableOutput&) = delete;
@@ -95,21 +119,43 @@ class COREMAP_EXPORT ResumableOutput {
 
   /// Syncs FILE.part and renames it to FILE; rewrites FILE in index order when `ordered` and
   /// the records are not already (an unordered earlier run), and drops records superseded by
-  /// --retry-failed, so FILE holds each item once. FILE.journal stays, for a later
-  /// --resume --retry-failed.
+  /// --retry-failed, so FILE holds each item once. A rewrite goes to FILE.compact, synced and
+  /// renamed to FILE before FILE.part is removed: if it fails (a full disk), FILE.part is
+  /// untouched and FILE absent, and --resume finishes the job. FILE.journal stays, for a later
+  /// --resume --retry-failed. Throws OutputError.
   void finish(bool ordered);
 
   /// For an interrupted run: syncs and keeps FILE.part (and the journal). Returns its path.
   std::string keep_partial();
 
+  /// FILE.journal (empty when streaming).
   const std::string& journal_path() const noexcept { return journal_path_; }
 
+  /// True when the output is a character device or FIFO, written straight into: nothing is
+  /// kept for --resume.
+  bool streams() const noexcept { return streaming_; }
+
  private:
-  void scan_earlier();
+  // Checks the records of `source` and fills done_; returns the length of the part to keep.
+  std::uint64_t scan_earlier(const std::string& source, std::optional<std::uint64_t> items);
+  void refuse_manifest() const;
 
   std::string path_;
+  std::string target_;  // path_ with its symbolic links followed
   std::string part_path_;
   std::string journal_path_;
+  std::string lock_path_;
+  // Lock files held and their descriptors; released (unlinked, then closed) on destruction,
+  // also when the constructor throws.
+  struct Locks {
+    Locks() = default;
+    Locks(const Locks&) = delete;
+    Locks& operator=(const Locks&) = delete;
+    ~Locks();
+    std::vector<std::pair<std::string, int>> held;
+  };
+  Locks locks_;
+  bool streaming_ = false;
   Json fingerprint_;
   Options options_;
   std::shared_ptr<IndexSet> done_;
@@ -126,5 +172,10 @@ class COREMAP_EXPORT ResumableOutput {
 /// each index, only its last record; in index order when `ordered`, else in file order.
 /// Throws OutputError.
 COREMAP_EXPORT void compact_records(const std::string& path, bool ordered);
+
+/// The same, reading `from` and writing `to` (via `to`.compact, fsync'ed, then renamed to
+/// `to`). On any failure `from` is as it was and `to`.compact is removed. Refuses (OutputError)
+/// when `to` or `to`.compact exists and is not a regular file.
+COREMAP_EXPORT void compact_records(const std::string& from, const std::string& to, bool ordered);
 
 }  // namespace coremap
