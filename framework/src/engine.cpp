@@ -557,7 +557,9 @@ struct Engine::Impl {
     }
     if (options.isolate) {
       const StageRuntime& stage = *stages.front();
-      workers = std::make_unique<detail::WorkerPool>(detail::worker_settings(*stage.spec.plugin, stage.spec.config, options));
+      detail::WorkerSettings settings = detail::worker_settings(*stage.spec.plugin, stage.spec.config, options);
+      settings.stop = &stop;
+      workers = std::make_unique<detail::WorkerPool>(std::move(settings));
     }
   }
 

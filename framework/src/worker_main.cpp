@@ -55,6 +55,11 @@ extern "C" void on_fatal_signal(int signal_number) {
   ::raise(signal_number);
 }
 
+// The engine's stop (Ctrl-C, --max-errors, cancellation) reaches the plugin as
+// Context::cancelled(): the engine sends this signal, the handler sets the flag.
+std::atomic<bool> run_stopped{false};
+extern "C" void on_run_stopped(int) { run_stopped.store(true, std::memory_order_relaxed); }
+
 // The parent-death signal, and the pipe its handler wakes the watchdog through.
 int parent_death_signal() { return SIGRTMIN + 1; }
 pid_t parent_pid = 0;
@@ -139,6 +144,11 @@ bool watch_over_descendants() {
   if (::prctl(PR_SET_PDEATHSIG, parent_death_signal(), 0, 0, 0) != 0) return false;
   // The engine may have died before the prctl: then the signal will never come.
   if (::getppid() != parent_pid) ::raise(parent_death_signal());
+  struct sigaction stopped {};
+  stopped.sa_handler = on_run_stopped;
+  sigemptyset(&stopped.sa_mask);
+  stopped.sa_flags = SA_RESTART;
+  if (::sigaction(worker_stop_signal(), &stopped, nullptr) != 0) return false;
   struct sigaction fatal {};
   fatal.sa_handler = on_fatal_signal;
   sigemptyset(&fatal.sa_mask);
@@ -223,7 +233,6 @@ int worker_main(int argc, char** argv) {
   if (!instance) return 3;
 
   const std::string oom_note = "out of memory (--memory-limit " + format_size(memory_limit) + "): ";
-  const std::atomic<bool> never_cancelled{false};
   std::string manifest_name;
   std::string record;
   RecordWriter writer(record);
@@ -253,7 +262,7 @@ int worker_main(int argc, char** argv) {
           // then starts the item at a later attempt (wire.first_attempt).
           for (std::uint32_t attempt = wire.first_attempt;; ++attempt) {
             allocation_failed.store(false, std::memory_order_relaxed);
-            Context context(wire.index, &never_cancelled, 0, attempt);
+            Context context(wire.index, &run_stopped, 0, attempt);
             error.clear();
             record.clear();
             if (instance->process(item, context, result, error)) {

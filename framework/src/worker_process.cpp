@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -173,7 +174,7 @@ void WorkerProcess::start() {
   Frame frame{};
   bool saw_out_of_memory = false;
   for (;;) {
-    if (receive(frame, Clock::time_point::max()) != Wait::frame) break;
+    if (receive(frame, Clock::time_point::max(), false) != Wait::frame) break;
     if (frame.kind == FrameKind::ready) return;
     if (frame.kind == FrameKind::out_of_memory) {
       saw_out_of_memory = true;
@@ -201,28 +202,33 @@ bool WorkerProcess::send_all(std::string_view data) noexcept {
   return true;
 }
 
-WorkerProcess::Wait WorkerProcess::receive(Frame& frame, Clock::time_point deadline) {
+WorkerProcess::Wait WorkerProcess::receive(Frame& frame, Clock::time_point deadline, bool watch_stop) {
+  // The stop flag is looked at whenever there is nothing to read, and at least every 50 ms.
+  const bool watching = watch_stop && settings_.stop != nullptr;
   for (;;) {
     if (auto next = in_.next()) {
       frame = *next;
       return Wait::frame;
     }
-    if (deadline != Clock::time_point::max()) {
-      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
-      if (left <= 0) return Wait::timed_out;
-      pollfd p{fd_, POLLIN, 0};
-      const int ready = ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 1 << 30)));
-      if (ready < 0 && errno != EINTR) return Wait::closed;
-      if (ready <= 0) continue;
-    }
+    if (watching && settings_.stop->load(std::memory_order_relaxed)) return Wait::stopped;
     constexpr std::size_t chunk = 64 * 1024;
-    const ssize_t n = ::recv(fd_, in_.prepare(chunk), chunk, 0);
-    if (n == 0) return Wait::closed;
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Wait::closed;
+    const ssize_t n = ::recv(fd_, in_.prepare(chunk), chunk, MSG_DONTWAIT);
+    if (n > 0) {
+      in_.commit(static_cast<std::size_t>(n));
+      continue;
     }
-    in_.commit(static_cast<std::size_t>(n));
+    if (n == 0) return Wait::closed;
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return Wait::closed;
+    long long wait_ms = -1;
+    if (deadline != Clock::time_point::max()) {
+      wait_ms = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      if (wait_ms <= 0) return Wait::timed_out;
+      wait_ms = std::min<long long>(wait_ms, 1 << 30);
+    }
+    if (watching && (wait_ms < 0 || wait_ms > 50)) wait_ms = 50;
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(wait_ms)) < 0 && errno != EINTR) return Wait::closed;
   }
 }
 
@@ -295,6 +301,9 @@ void WorkerProcess::run(const ItemBatch& batch, const std::string& manifest_name
     crashed_attempts = 0;
     ++next;
   };
+  // Once the run stops: the item in the worker has been cancelled and has until stop_deadline.
+  bool stopping = false;
+  Clock::time_point stop_deadline{};
   while (next < count) {
     if (pid_ < 0) start();
     out_.clear();
@@ -308,9 +317,19 @@ void WorkerProcess::run(const ItemBatch& batch, const std::string& manifest_name
     bool saw_out_of_memory = false;
     auto started = Clock::now();
     while (alive && next < count) {
-      const auto deadline = settings_.timeout.count() > 0 ? started + settings_.timeout : Clock::time_point::max();
+      auto deadline = settings_.timeout.count() > 0 ? started + settings_.timeout : Clock::time_point::max();
+      if (stopping) deadline = std::min(deadline, stop_deadline);
       Frame frame{};
-      const Wait wait = receive(frame, deadline);
+      const Wait wait = receive(frame, deadline, !stopping);
+      if (wait == Wait::stopped) {
+        // Context::cancelled() turns true in the worker: the item may return early (exec
+        // sends its command SIGTERM, then SIGKILL); its outcome is still handed on.
+        ::kill(pid_, worker_stop_signal());
+        stopping = true;
+        stop_deadline = Clock::now() + stop_grace;
+        continue;
+      }
+      if (stopping && wait != Wait::frame) break;  // out of grace, or died: no outcome
       if (wait == Wait::timed_out) {
         kill_and_reap();
         died("timed out after " + seconds_text(settings_.timeout) + " s (the worker was killed and replaced)");
@@ -335,6 +354,12 @@ void WorkerProcess::run(const ItemBatch& batch, const std::string& manifest_name
                            ": the worker sent an unexpected frame (it was killed and replaced)",
                        1);
       }
+      if (stopping && frame.kind != FrameKind::out_of_memory) break;
+    }
+    if (stopping) {
+      // The rest of the batch gets no outcome; the worker goes with everything it started.
+      kill_and_reap();
+      return;
     }
   }
 }

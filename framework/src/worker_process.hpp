@@ -7,6 +7,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -35,7 +36,14 @@ struct WorkerSettings {
   std::uint64_t memory_limit_bytes = 0;
   std::chrono::milliseconds timeout{0};
   std::uint32_t retries = 0;  ///< RunOptions::retries: exceptions retried in the worker, crashes here
+  /// The engine's stop flag (null: never stopped). Once it is set, a worker running an item is
+  /// told (Context::cancelled()), given stop_grace to return, then killed with its descendants.
+  const std::atomic<bool>* stop = nullptr;
 };
+
+/// How long a stopped worker's item may take to return after it saw Context::cancelled():
+/// the exec plugin's SIGTERM-then-SIGKILL grace (500 ms) and some.
+inline constexpr std::chrono::milliseconds stop_grace{2000};
 
 /// The coremap-worker executable: $COREMAP_WORKER when set, else lib/coremap/coremap-worker
 /// beside libcoremap (build tree and install tree alike).
@@ -74,6 +82,9 @@ class WorkerProcess {
   /// Runs the items of `batch` in the worker and hands every outcome to `sink`, in order. An
   /// item whose worker dies (a signal, exit(), the memory limit) or outlives the timeout gets
   /// an error message saying so; the worker is replaced and the rest of the batch resent.
+  /// When the run stops (WorkerSettings::stop), the item in the worker is cancelled, its
+  /// outcome (if it comes within stop_grace) handed on, and the worker is killed with its
+  /// descendants; the rest of the batch gets no outcome.
   /// Throws PluginError when a replacement cannot be started.
   void run(const ItemBatch& batch, const std::string& manifest_name, ManifestFormat format, ResultSink& sink);
 
@@ -86,10 +97,11 @@ class WorkerProcess {
   std::string reap_and_describe(bool saw_out_of_memory);
   void kill_and_reap() noexcept;
   bool send_all(std::string_view data) noexcept;
-  enum class Wait { frame, closed, timed_out };
-  // Reads until a frame is complete, the worker closes the channel (it died), or `deadline`
-  // passes (never, when it is time_point::max()).
-  Wait receive(Frame& frame, std::chrono::steady_clock::time_point deadline);
+  enum class Wait { frame, closed, timed_out, stopped };
+  // Reads until a frame is complete, the worker closes the channel (it died), `deadline`
+  // passes (never, when it is time_point::max()), or the run stops (once: the caller then
+  // waits for the item's outcome until its grace ends).
+  Wait receive(Frame& frame, std::chrono::steady_clock::time_point deadline, bool watch_stop);
 
   const WorkerSettings& settings_;
   pid_t pid_ = -1;

@@ -9,6 +9,8 @@
 // Integers inside payloads are little-endian too. Both ends reuse their buffers, so a steady
 // run allocates nothing per frame.
 
+#include <signal.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -21,6 +23,11 @@
 #include <coremap/manifest.hpp>
 
 namespace coremap::detail {
+
+/// Out of band, engine -> worker: the run is stopping; the worker's Context::cancelled() turns
+/// true. A real-time signal, as no plugin expects it; SIGRTMIN + 1 is the worker's
+/// parent-death signal.
+inline int worker_stop_signal() { return SIGRTMIN + 2; }
 
 /// What a frame carries.
 enum class FrameKind : std::uint8_t {

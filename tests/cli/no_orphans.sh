@@ -72,13 +72,6 @@ trap "" TERM
 echo \$\$ > "$WORK/pids/cmd.\$\$"
 exec sleep 300
 EOF
-# slow.sh: leaves a stray, then works for 2 s (inside a worker it cannot see a stop: the batch
-# finishes, docs/reliability.md "Limits").
-cat >slow.sh <<EOF
-sh "$WORK/stray.sh"
-sleep 2
-EOF
-
 exec_config() { printf '{"argv": ["sh", "%s/%s"]}' "$WORK" "$1"; }
 printf '{"i": %d}\n' 1 2 3 >three.jsonl
 printf '{"i": 1}\n' >one.jsonl
@@ -109,7 +102,17 @@ run_in_background() {
   "$COREMAP" "$@" >bg.out 2>bg.err &
   cm_pid=$!
 }
+# wait_rc: coremap's exit code in $rc; a coremap still running after 60 s fails the case.
 wait_rc() {
+  for _ in $(seq 600); do
+    kill -0 "$cm_pid" 2>/dev/null || break
+    [ -e "/proc/$cm_pid" ] && [ "$(awk '{print $3}' "/proc/$cm_pid/stat")" = Z ] && break
+    sleep 0.1
+  done
+  if kill -0 "$cm_pid" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$cm_pid/stat" 2>/dev/null)" != Z ]; then
+    fail "coremap (pid $cm_pid) still running after 60 s"
+    kill -KILL "$cm_pid" 2>/dev/null || true
+  fi
   set +e
   wait "$cm_pid"
   rc=$?
@@ -125,13 +128,14 @@ wait_rc
 expect_eq "$rc" 130 "first SIGINT in process: exit 130"
 none_survive "first SIGINT in process" 6
 
-# With --isolate the batch in flight finishes; its strays die when the run ends.
-run_in_background run --plugin exec --config "$(exec_config slow.sh)" --manifest three.jsonl --threads 3 -q --isolate
-wait_for_strays 3
+# With --isolate the stop reaches the workers (Context::cancelled()): exec's commands get the
+# same TERM-then-KILL, and the strays die when the run ends.
+run_in_background run --plugin exec --config "$(exec_config hang.sh)" --manifest three.jsonl --threads 3 -q --isolate
+wait_for_strays 6
 kill -s INT "$cm_pid"
 wait_rc
 expect_eq "$rc" 130 "first SIGINT --isolate: exit 130"
-none_survive "first SIGINT --isolate" 3
+none_survive "first SIGINT --isolate" 6
 
 # 4. Second SIGINT inside the TERM-then-KILL grace (500 ms): coremap leaves at once, and takes
 # the commands still ignoring SIGTERM with it.
