@@ -3,15 +3,20 @@
 # then a long run of tiny items ({"ms": 0}) that finish while it sleeps and wait for it in the
 # reorder buffer. RunOptions::reorder_budget_bytes (64 MiB) bounds what they may hold; the
 # process's peak RSS must stay near that, whatever the number of items behind.
-# Two cases: 1,000,000 items behind a 2 s item, 3,000,000 behind an 8 s item; all threads.
+# Three cases, all threads: 1,000,000 tiny items behind a 2 s item, 3,000,000 behind an 8 s
+# item, and 100,000 items of 2 KB (a "pad" string; 200 MB of manifest) behind a 3 s item.
 # Usage: bench/compare/slow_item_memory.sh [build/bin/coremap] [ROUNDS]
 default_rounds=1
 source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 machine
-for workload in "2000 1000000" "8000 3000000"; do
+for workload in "2000 1000000 0" "8000 3000000 0" "3000 100000 2000"; do
   set -- $workload
-  slow_ms=$1 items=$2
-  awk -v ms="$slow_ms" -v n="$items" 'BEGIN {print "{\"ms\":" ms "}"; for (i = 0; i < n; i++) print "{\"ms\":0}"}' >"$work/m.jsonl"
+  slow_ms=$1 items=$2 pad=$3
+  awk -v ms="$slow_ms" -v n="$items" -v pad="$pad" 'BEGIN {
+    item = "{\"ms\":0"
+    if (pad > 0) { item = item ",\"pad\":\""; for (i = 0; i < pad; i++) item = item "x"; item = item "\"" }
+    item = item "}"
+    print "{\"ms\":" ms "}"; for (i = 0; i < n; i++) print item}' >"$work/m.jsonl"
   peaks=()
   for ((r = 0; r < rounds; r++)); do
     /usr/bin/time -f '%M %e' "$coremap" run --plugin sleep --manifest "$work/m.jsonl" --quiet \
@@ -21,7 +26,8 @@ for workload in "2000 1000000" "8000 3000000"; do
       END {exit bad || NR != n}' "$work/out.jsonl"
     read -r kib wall <"$work/time"
     peaks+=("$kib")
-    printf '%d items behind a %d ms item: max RSS %.1f MiB, wall %s s\n' "$items" "$slow_ms" "$(calc "$kib / 1024")" "$wall"
+    printf '%d items of %d bytes behind a %d ms item: max RSS %.1f MiB, wall %s s\n' "$items" \
+      "$(sed -n 2p "$work/m.jsonl" | wc -c)" "$slow_ms" "$(calc "$kib / 1024")" "$wall"
   done
   if [ "$rounds" -gt 1 ]; then printf '  median max RSS %.1f MiB\n' "$(calc "$(median "${peaks[@]}") / 1024")"; fi
 done
