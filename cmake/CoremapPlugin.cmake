@@ -1,7 +1,7 @@
 # coremap_add_plugin(<name> SOURCES <src>... [LINK_LIBRARIES <lib>...] [OUTPUT_DIRECTORY <dir>] [NO_INSTALL])
 #
 # Builds <name>.so, a coremap plugin: a MODULE library with no "lib" prefix, hidden
-# visibility (only the entry symbol emitted by COREMAP_PLUGIN is exported), compiled against
+# visibility (only the symbols emitted by COREMAP_PLUGIN are exported), compiled against
 # the plugin header. Used the same way by plugins/ in this tree and by projects outside it.
 function(coremap_add_plugin name)
   cmake_parse_arguments(PARSE_ARGV 1 arg "NO_INSTALL" "OUTPUT_DIRECTORY" "SOURCES;LINK_LIBRARIES")

@@ -118,6 +118,9 @@ TEST(PluginLoaderTest, RefusesPluginsBuiltWithLayoutChangingSettings) {
       << diagnostics;
   // Only the named setting, not the sizes it implies.
   EXPECT_EQ(diagnostics.find("other sizes"), std::string::npos) << diagnostics;
+  // Refused from the fingerprint in the ELF file (COREMAP_PLUGIN exports it): never loaded.
+  EXPECT_FALSE(is_loaded(test::fixture("glibcxx_debug")));
+  EXPECT_FALSE(is_loaded(test::fixture("json_diagnostics")));
 }
 
 TEST(PluginLoaderTest, NamesTheFingerprintFieldThatDiffers) {

@@ -25,7 +25,7 @@ project(@NAME@ LANGUAGES CXX)
 # Installed coremap: add -DCMAKE_PREFIX_PATH=<its prefix> unless it is in /usr or /usr/local.
 find_package(coremap 0.1 CONFIG REQUIRED)
 
-# Builds @NAME@.so: a coremap plugin (no "lib" prefix, only the entry symbol exported).
+# Builds @NAME@.so: a coremap plugin (no "lib" prefix, only the symbols of COREMAP_PLUGIN exported).
 coremap_add_plugin(@NAME@ SOURCES @NAME@.cpp)
 )";
 

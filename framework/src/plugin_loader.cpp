@@ -56,7 +56,29 @@ struct ElfFacts {
   bool exports_entry = false;
   std::vector<std::string> needed;   // DT_NEEDED
   std::set<std::string> sanitizer_symbols;  // init symbols of sanitizer_runtimes it names
+  bool has_fingerprint = false;             // exports plugin_fingerprint_symbol (COREMAP_PLUGIN)
+  std::string fingerprint;                  // its text
 };
+
+// The NUL-terminated text a defined data symbol points at, read from its section's bytes in
+// the file; false when it cannot be read (then the descriptor is checked after loading).
+bool read_symbol_text(Elf* elf, const GElf_Sym& sym, std::string& out) {
+  if (sym.st_shndx == SHN_UNDEF || sym.st_shndx >= SHN_LORESERVE || sym.st_size == 0) return false;
+  Elf_Scn* section = ::elf_getscn(elf, sym.st_shndx);
+  GElf_Shdr sh{};
+  if (section == nullptr || ::gelf_getshdr(section, &sh) == nullptr || sh.sh_type == SHT_NOBITS) return false;
+  if (sym.st_value < sh.sh_addr || sym.st_value - sh.sh_addr > sh.sh_size) return false;
+  Elf_Data* data = ::elf_getdata(section, nullptr);
+  if (data == nullptr || data->d_buf == nullptr) return false;
+  const std::size_t offset = sym.st_value - sh.sh_addr;
+  if (offset >= data->d_size) return false;
+  const std::size_t limit = std::min<std::size_t>(sym.st_size, data->d_size - offset);
+  const char* text = static_cast<const char*>(data->d_buf) + offset;
+  const std::size_t length = ::strnlen(text, limit);
+  if (length == limit) return false;  // no terminating NUL inside the symbol
+  out.assign(text, length);
+  return true;
+}
 
 // Reads the dynamic section and dynamic symbol table (.dynsym: what dlsym can find) with
 // elfutils' libelf. Throws PluginError when the file is not an ELF shared object.
@@ -132,6 +154,10 @@ ElfFacts read_elf(const fs::path& path) {
         }
         continue;
       }
+      if (std::strcmp(name, plugin_fingerprint_symbol) == 0 && GELF_ST_TYPE(sym.st_info) == STT_OBJECT) {
+        facts.has_fingerprint = read_symbol_text(elf, sym, facts.fingerprint);
+        continue;
+      }
       for (const auto& runtime : sanitizer_runtimes) {
         if (std::strcmp(name, runtime.init_symbol) == 0) facts.sanitizer_symbols.insert(runtime.init_symbol);
       }
@@ -205,6 +231,15 @@ std::string fingerprint_difference(std::string_view plugin, std::string_view own
   return named.empty() ? sizes : named;
 }
 
+[[noreturn]] void refuse_fingerprint(const fs::path& path, const std::string& theirs) {
+  std::string difference = fingerprint_difference(theirs, detail::build_fingerprint);
+  if (!difference.empty()) difference += " (";
+  refuse(path, difference + "plugin build fingerprint '" + theirs + "', this coremap's '" + detail::build_fingerprint +
+                   "'" + (difference.empty() ? "" : ")") +
+                   "; the layouts of the types crossing the plugin boundary would differ: rebuild the plugin "
+                   "with the same compiler, standard library, nlohmann_json and settings (docs/plugins.md)");
+}
+
 }  // namespace
 
 Plugin::Plugin(Private, void* handle, const PluginDescriptor* descriptor, std::string path) noexcept
@@ -228,6 +263,9 @@ std::shared_ptr<const Plugin> Plugin::load(const fs::path& path) {
                      "' (register the plugin class with COREMAP_PLUGIN)");
   }
   if (const std::string reason = missing_sanitizer(facts); !reason.empty()) refuse(path, reason);
+  // The fingerprint from the file when COREMAP_PLUGIN exported it: a plugin built with other
+  // layouts is refused before any of its code runs. The descriptor's copy is checked below too.
+  if (facts.has_fingerprint && facts.fingerprint != detail::build_fingerprint) refuse_fingerprint(path, facts.fingerprint);
 
   // RTLD_NOW: an unresolved symbol fails here, with the loader's message, not at the first
   // call in the middle of a run. RTLD_LOCAL: two plugins' symbols never interpose.
@@ -258,13 +296,7 @@ std::shared_ptr<const Plugin> Plugin::load(const fs::path& path) {
   }
   if (descriptor->fingerprint == nullptr ||
       std::strcmp(descriptor->fingerprint, detail::build_fingerprint) != 0) {
-    const std::string theirs = descriptor->fingerprint != nullptr ? descriptor->fingerprint : "(none)";
-    std::string difference = fingerprint_difference(theirs, detail::build_fingerprint);
-    if (!difference.empty()) difference += " (";
-    refuse(path, difference + "plugin build fingerprint '" + theirs + "', this coremap's '" +
-                     detail::build_fingerprint + "'" + (difference.empty() ? "" : ")") +
-                     "; the layouts of the types crossing the plugin boundary would differ: rebuild the plugin "
-                     "with the same compiler, standard library, nlohmann_json and settings (docs/plugins.md)");
+    refuse_fingerprint(path, descriptor->fingerprint != nullptr ? descriptor->fingerprint : "(none)");
   }
   if (descriptor->name == nullptr || descriptor->version == nullptr ||
       descriptor->description == nullptr || descriptor->create == nullptr ||

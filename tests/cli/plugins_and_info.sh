@@ -37,9 +37,14 @@ refused() {  # refused FIXTURE WHY
   grep -q "^coremap: error: cannot load plugin '$F/fixture_$1.so': .*$2" "$WORK/err" &&
     pass "the $1 build is refused with a coremap: error: line saying: $2" || fail "$1: $(cat "$WORK/err")"
   [ ! -s "$WORK/out" ] && pass "no record from the refused $1 build" || fail "$1 wrote records"
+  ! grep -q COREMAP_FIXTURE_LAYOUT_ECHO_LOADED "$WORK/err" && pass "the refused $1 build was never loaded" ||
+    fail "the $1 build's constructor ran"
   cm info "$F/fixture_$1.so"
   expect_eq "$rc" 2 "info refuses the $1 build with exit 2"
 }
+# Oracle: readelf sees the fingerprint COREMAP_PLUGIN exports for the loader to read first.
+readelf --dyn-syms -W "$F/fixture_glibcxx_debug.so" | grep -q 'OBJECT .* coremap_plugin_fingerprint$' &&
+  pass "readelf: COREMAP_PLUGIN exports coremap_plugin_fingerprint" || fail "no coremap_plugin_fingerprint symbol"
 refused glibcxx_debug "the plugin is built with _GLIBCXX_DEBUG, this coremap without"
 refused json_diagnostics "the plugin is built with JSON_DIAGNOSTICS, this coremap without"
 if [ "$COREMAP_ASAN_FIXTURE_BUILT" = 1 ]; then

@@ -57,6 +57,11 @@ inline constexpr std::uint32_t plugin_abi_version = 2;
 /// Name of the C-linkage function every plugin library exports (emitted by COREMAP_PLUGIN).
 inline constexpr const char* plugin_entry_symbol = "coremap_plugin_entry";
 
+/// Name of the C-linkage constant holding detail::build_fingerprint's text that COREMAP_PLUGIN
+/// exports too, so the loader can compare fingerprints from the ELF file before it loads the
+/// library (a library without it is checked through its descriptor after loading).
+inline constexpr const char* plugin_fingerprint_symbol = "coremap_plugin_fingerprint";
+
 /// One configuration key a plugin declares: the framework validates `--config` against the
 /// declared keys (unknown key, wrong type) and fills in defaults before the constructor runs.
 struct ConfigKey {
@@ -457,8 +462,12 @@ const PluginDescriptor* descriptor_of(const char* name, const char* version,
 }  // namespace coremap
 
 /// Registers plugin class `Class` under `name`; write it once, at namespace scope, in the
-/// plugin's source file. Emits the library's only exported symbol, `coremap_plugin_entry`.
+/// plugin's source file. Emits the library's only exported symbols: the entry function
+/// `coremap_plugin_entry` and the constant `coremap_plugin_fingerprint` (the build fingerprint,
+/// read from the file before it is loaded).
 #define COREMAP_PLUGIN(Class, name, version, description)                                   \
+  extern "C" __attribute__((visibility("default"))) const ::coremap::detail::FingerprintText \
+      coremap_plugin_fingerprint = ::coremap::detail::build_fingerprint_text;                \
   extern "C" __attribute__((visibility("default"))) const ::coremap::PluginDescriptor*     \
   coremap_plugin_entry() noexcept {                                                         \
     return ::coremap::detail::descriptor_of<Class>(name, version, description);             \
