@@ -439,6 +439,9 @@ void ResumableOutput::open() {
     sink_.emplace(path_);
     return;
   }
+  // A reordered file left by a run that died while writing it is incomplete: never used.
+  const std::string compact = target_ + ".compact";
+  if (::unlink(compact.c_str()) != 0 && errno != ENOENT) throw OutputError(os_message("cannot remove", compact));
   if (!resumed_) {
     check_replaceable(part_path_, "partial output");
     if (::unlink(part_path_.c_str()) != 0 && errno != ENOENT) throw OutputError(os_message("cannot remove", part_path_));

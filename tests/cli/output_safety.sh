@@ -114,6 +114,11 @@ mkfifo "$WORK/f.jsonl.part"
 refused "a .part that is a FIFO" "not a regular file" -o "$WORK/f.jsonl"
 if [ -p "$WORK/f.jsonl.part" ]; then pass "the FIFO .part is left alone"; else fail "FIFO .part replaced"; fi
 
+echo '{"index":0,"ok":true,"result":"stale"}' >"$WORK/c.jsonl.compact"  # left by a run that died reordering
+cm run --plugin echo --manifest "$WORK/m.jsonl" -o "$WORK/c.jsonl"
+expect_eq "$rc" 0 "a run with a stale FILE.compact exits 0"
+if [ ! -e "$WORK/c.jsonl.compact" ] && cmp -s "$WORK/c.jsonl" "$WORK/ref.jsonl"; then pass "the stale FILE.compact is removed, FILE complete"; else fail "stale FILE.compact"; fi
+
 # --- One writer per output ----------------------------------------------------------------------
 # The first run holds its lock while its first item hangs (the fault plugin's "hang" returns
 # only when the item is cancelled); in index order nothing after it can be written, so its
