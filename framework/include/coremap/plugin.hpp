@@ -233,7 +233,9 @@ namespace detail {
 #define COREMAP_DETAIL_JSON_DIAGNOSTIC_POSITIONS "0"
 #endif
 
-/// The build fingerprint as text, built at compile time (see build_fingerprint).
+/// The build fingerprint as text, built at compile time (see build_fingerprint). COREMAP_PLUGIN
+/// exports one as `coremap_plugin_fingerprint`; the loader reads the NUL-terminated `text` at
+/// the symbol's address, so `text` stays the first member.
 struct FingerprintText {
   char text[384]{};
   std::size_t size = 0;
