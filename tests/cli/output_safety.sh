@@ -144,6 +144,7 @@ second() {  # second WHAT ARGS...: refused at once, naming the output and the fi
   expect_contains "$WORK/err" "pid $first " "$what: names the first run's pid"
   expect_eq "$(sha256sum <"$WORK/h.out.part")" "$part_sum" "$what: the first run's .part untouched"
   expect_eq "$(sha256sum <"$WORK/h.out.journal")" "$journal_sum" "$what: the first run's journal untouched"
+  expect_eq "$(cut -d' ' -f1 "$WORK/h.out.lock")" "$first" "$what: the lock file still names the first run"
 }
 second "a second run on the same output" -o "$WORK/h.out"
 second "a second --resume on the same output" -o "$WORK/h.out" --resume
@@ -176,6 +177,12 @@ print("; ".join(problems[:5]) or "ok")
 PY
 expect_eq "$(cat "$WORK/check")" ok "after kill -9 and --resume: every item once"
 if [ -e "$WORK/h.out.lock" ]; then fail "the lock file was left behind by a run that ended"; else pass "the lock file is removed when the run ends"; fi
+# With no run in progress, -o FILE.part of an output whose journal exists would still destroy
+# that run's records (a later --resume --retry-failed reads FILE): refused.
+cm run --plugin echo --manifest "$WORK/m.jsonl" -o "$WORK/h.out.part"
+expect_eq "$rc" 2 "-o FILE.part while FILE.journal exists exits 2"
+expect_contains "$WORK/err" "h.out.journal" "-o FILE.part while FILE.journal exists: names the journal"
+no_companions "$WORK/h.out.part" "-o FILE.part refused"
 
 # --- A damaged FILE.part is refused, naming file and line ---------------------------------------
 damaged() {  # damaged WHAT TEXT: FILE.part built by the caller in $WORK/d.out.part
