@@ -47,10 +47,13 @@ class InterruptScope {
     sigemptyset(&action.sa_mask);
     ::sigaction(SIGINT, &action, &old_int_);
     ::sigaction(SIGTERM, &action, &old_term_);
+    // A closed terminal or a service manager's reload: stop the same way, flushed and resumable.
+    ::sigaction(SIGHUP, &action, &old_hup_);
   }
   ~InterruptScope() {
     ::sigaction(SIGINT, &old_int_, nullptr);
     ::sigaction(SIGTERM, &old_term_, nullptr);
+    ::sigaction(SIGHUP, &old_hup_, nullptr);
     interrupted_engine.store(nullptr);
   }
   InterruptScope(const InterruptScope&) = delete;
@@ -59,6 +62,7 @@ class InterruptScope {
  private:
   struct sigaction old_int_ {};
   struct sigaction old_term_ {};
+  struct sigaction old_hup_ {};
 };
 
 }  // namespace
@@ -331,8 +335,10 @@ int local_run_command(const RunArgs& args) {
   const std::uint64_t earlier_failed = resumable ? resumable->earlier_failed() : 0;
   const bool summary_failed = report_summaries(stats.summaries, args);
   if (signal_number != 0) {
-    std::fprintf(stderr, "coremap: interrupted by %s: items in progress finished, %llu records written%s%s%s\n",
-                 signal_number == SIGINT ? "SIGINT" : "SIGTERM", static_cast<unsigned long long>(stats.items),
+    const char* name = signal_number == SIGINT ? "SIGINT" : signal_number == SIGHUP ? "SIGHUP" : "SIGTERM";
+    std::fprintf(stderr,
+                 "coremap: interrupted by %s: %llu items recorded, %llu cut short or not started (no record)%s%s%s\n",
+                 name, static_cast<unsigned long long>(stats.items), static_cast<unsigned long long>(stats.not_run),
                  kept == "-" ? "" : "; partial output kept in ", kept == "-" ? "" : kept.c_str(),
                  kept == "-" ? "" : " (rerun with --resume to finish)");
     return 128 + signal_number;

@@ -53,6 +53,9 @@ struct Value {
   std::uint32_t attempts = 1;
   Json data;                // when not failed
   std::string error;        // when failed
+  // The run's stop cut its item short in a later stage: the item gets no record at all (none
+  // of its values), so a resumed run processes it whole.
+  bool stopped = false;
 };
 
 // Collects what one process() call emits (Context::emit, Context::drop).
@@ -102,6 +105,7 @@ struct Batch {
   std::uint64_t items = 0;  // items the first stage processed
   std::uint64_t ok = 0;
   std::uint64_t failed = 0;
+  std::uint64_t not_run = 0;  // items of the batch the run's stop left without a record
   std::uint64_t work_ns = 0;  // time spent in stages, for batch sizing
   // Numbering the records of one item: the item and how many records it has so far.
   std::uint64_t sub_item = ~std::uint64_t{0};
@@ -112,7 +116,7 @@ struct Batch {
     records.clear();
     values.clear();
     next.clear();
-    items = ok = failed = work_ns = 0;
+    items = ok = failed = not_run = work_ns = 0;
     sub_item = ~std::uint64_t{0};
   }
   std::uint64_t written() const noexcept { return ok + failed; }
@@ -573,6 +577,8 @@ struct Engine::Impl {
       Collect(Impl& i, Batch& b) : impl(i), batch(b) {}
       void on_result(const RawItem& raw, detail::ItemOutcome outcome, std::string_view text,
                      std::uint32_t attempts) override {
+        // An outcome that came back once the run was stopping is no record (cut_short()).
+        if (impl.cut_short()) return;
         bool ok = false;
         ++batch.items;
         if (outcome == detail::ItemOutcome::error_message) {
@@ -588,12 +594,22 @@ struct Engine::Impl {
         }
       }
     } collect(*this, batch);
-    if (stop.load(std::memory_order_relaxed)) return;
-    const auto start = Clock::now();
-    worker.run(batch.raw, manifest_name, format, collect);
-    batch.work_ns += static_cast<std::uint64_t>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
+    if (!stop.load(std::memory_order_relaxed)) {
+      const auto start = Clock::now();
+      worker.run(batch.raw, manifest_name, format, collect);
+      batch.work_ns += elapsed_ns(start);
+    }
+    batch.not_run = batch.raw.items.size() - batch.items;
   }
+
+  // Whether the run's own stop (an interrupt, --max-errors, the application's cancellation)
+  // may have cut short the call that just returned: it then saw Context::cancelled() turn
+  // true, or its retries were given up, so its outcome is not the item's own and the item
+  // gets no record (a resumed run processes it). A stop that came after the call ended is
+  // counted too; the item is then merely run again. Asked before note_failure(), so the
+  // failure that reaches --max-errors is still recorded. A per-item --timeout is not a stop:
+  // that outcome is the item's own (recorded as timed out).
+  bool cut_short() noexcept { return should_stop(); }
 
   void note_failure() noexcept {
     const std::uint64_t failed = progress.failed.fetch_add(1, std::memory_order_relaxed) + 1;
@@ -612,7 +628,8 @@ struct Engine::Impl {
 
   // The one per-item code path: every mode ends up here. Retries a failure up to
   // options.retries times (not once the run is stopping); `attempts` says how many calls it
-  // took. `emitter` (null in Engine::map) collects what the call emits.
+  // took. `emitter` (null in Engine::map) collects what the call emits. The caller asks
+  // cut_short() right after: an outcome that came back once the run was stopping is no record.
   bool run_item(PluginInstance& instance, std::uint64_t index, const Json& item, Json& result,
                 std::string& error, std::uint32_t& attempts, CallEmitter* emitter) noexcept {
     const std::int64_t timeout_ns =
@@ -734,28 +751,38 @@ struct Engine::Impl {
         output_ok(batch, last, index, line, fanned, attempts, value);
       }
     };
-    // Processes one input and hands on its outputs: the emitted values, or the result.
+    // Processes one input and hands on its outputs: the emitted values, or the result; none
+    // when the run's stop cut it short (false then).
     auto apply = [&](std::uint64_t index, std::uint64_t line, bool fanned, const Json& input) {
-      if (!run_item_measured(latency, instance, index, input, result, error, attempts, &emitter)) {
+      const bool ok = run_item_measured(latency, instance, index, input, result, error, attempts, &emitter);
+      if (cut_short()) return false;
+      if (!ok) {
         output_error(batch, last, index, line, fanned, attempts, where(line) + error);
       } else if (!emitter.used) {
         hand_on(index, line, fanned, result);
       } else {
         for (Json& value : emitted) hand_on(index, line, true, value);
       }
+      return true;
     };
-    for (const RawItem& raw : batch.raw.items) {
-      if (stop.load(std::memory_order_relaxed)) break;
-      ++batch.items;
+    const std::size_t count = batch.raw.items.size();
+    for (std::size_t i = 0; i < count; ++i) {
+      const RawItem& raw = batch.raw.items[i];
+      if (stop.load(std::memory_order_relaxed)) {
+        batch.not_run += count - i;
+        break;
+      }
       const std::string_view text = batch.raw.text(raw);
       if (raw.malformed) {
         output_error(batch, last, raw.index, raw.line, false, 1,
                      manifest_name + ":" + std::to_string(raw.line) + ": " + std::string(text));
       } else if (!detail::parse_item(text, raw.line, format, manifest_name, item, error)) {
         output_error(batch, last, raw.index, raw.line, false, 1, error);
-      } else {
-        apply(raw.index, raw.line, false, item);
+      } else if (!apply(raw.index, raw.line, false, item)) {
+        batch.not_run += count - i;
+        break;
       }
+      ++batch.items;
     }
     batch.values.clear();
     if (!last) std::swap(batch.values, batch.next);
@@ -787,10 +814,16 @@ struct Engine::Impl {
     };
     for (std::size_t i = first; i < end; ++i) {
       Value& value = batch.values[i];
-      if (value.failed) {
+      if (value.failed || value.stopped) {
         out.push_back(std::move(value));
-      } else if (!run_item_measured(call.latency, instance, value.index, value.data, call.result, call.error,
-                                    call.attempts, &call.emitter)) {
+        continue;
+      }
+      // Once the run is stopping nothing more is started: the value's item gets no record.
+      const bool ok = !should_stop() && run_item_measured(call.latency, instance, value.index, value.data, call.result,
+                                                          call.error, call.attempts, &call.emitter);
+      if (cut_short()) {
+        out.push_back(Value{value.index, value.line, value.fanned, false, 1, Json(), {}, true});
+      } else if (!ok) {
         out.push_back(Value{value.index, value.line, value.fanned, true, call.attempts, Json(), where(value.line) + call.error});
       } else if (!call.emitter.used) {
         hand_on(value, value.fanned, call.result);
@@ -808,11 +841,25 @@ struct Engine::Impl {
       std::swap(batch.values, batch.next);
       return;
     }
-    for (Value& value : batch.next) {
-      if (value.failed) {
-        output_error(batch, true, value.index, value.line, value.fanned, value.attempts, std::move(value.error));
-      } else {
-        output_ok(batch, true, value.index, value.line, value.fanned, value.attempts, value.data);
+    // An item's values are adjacent: all of them are written, or, when the stop cut any of them
+    // short, none (a resumed run then processes the item whole, never half of its fan-out).
+    for (std::size_t i = 0, n = batch.next.size(); i < n;) {
+      std::size_t end = i;
+      bool cut = false;
+      for (; end < n && batch.next[end].index == batch.next[i].index; ++end) cut = cut || batch.next[end].stopped;
+      if (cut) {
+        --batch.items;
+        ++batch.not_run;
+        i = end;
+        continue;
+      }
+      for (; i < end; ++i) {
+        Value& value = batch.next[i];
+        if (value.failed) {
+          output_error(batch, true, value.index, value.line, value.fanned, value.attempts, std::move(value.error));
+        } else {
+          output_ok(batch, true, value.index, value.line, value.fanned, value.attempts, value.data);
+        }
       }
     }
     batch.next.clear();
@@ -883,6 +930,7 @@ struct Engine::Impl {
     stats.records += batch.written();
     stats.ok += batch.ok;
     stats.failed += batch.failed;
+    stats.not_run += batch.not_run;
     progress.done.fetch_add(batch.items, std::memory_order_relaxed);
   }
 
@@ -1067,6 +1115,12 @@ RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Delive
   const std::string& name = manifest.name();
   const ManifestFormat format = manifest.format();
   ProgressReporter reporter(progress, options.on_progress, options.progress_interval);
+  // A manifest read from a pipe waits for input in slices, giving up once the run is stopping.
+  struct StopCheck {
+    BatchSource& source;
+    ~StopCheck() { source.set_stop_check({}); }
+  } stop_check{manifest};
+  manifest.set_stop_check([this] { return should_stop(); });
   auto finish = [&](Batch& batch) {
     deliver(batch);
     account(batch, stats);
@@ -1280,12 +1334,13 @@ RunStats Engine::Impl::map_items(std::span<const Json> items, OnDone&& on_done) 
   const auto start = Clock::now();
   ProgressReporter reporter(progress, options.on_progress, options.progress_interval);
 
+  // Items the stop left without a record: not started, or cut short (see cut_short()).
+  std::atomic<std::uint64_t> not_run{0};
   auto one = [&](PluginInstance& instance, const Json& item) {
     Record record;
     record.index = static_cast<std::uint64_t>(&item - items.data());
-    if (should_stop()) {
-      record.error = "not processed: the run was stopped before this item started";
-    } else {
+    bool cut = should_stop();
+    if (!cut) {
       LatencyHistogram* const latency = options.measure ? &stage.latency.local() : nullptr;
       record.ok = run_item_measured(latency, instance, record.index, item, record.result, record.error, record.attempts,
                                     nullptr);
@@ -1294,9 +1349,15 @@ RunStats Engine::Impl::map_items(std::span<const Json> items, OnDone&& on_done) 
         record.ok = false;
         record.result = Json();
       }
+      cut = cut_short();
+    }
+    if (cut) {
+      not_run.fetch_add(1, std::memory_order_relaxed);
+      on_done(std::move(record), false);
+      return;
     }
     if (!record.ok) note_failure();
-    on_done(std::move(record));
+    on_done(std::move(record), true);
     progress.done.fetch_add(1, std::memory_order_relaxed);
   };
 
@@ -1318,7 +1379,8 @@ RunStats Engine::Impl::map_items(std::span<const Json> items, OnDone&& on_done) 
 
   RunStats stats;
   stats.threads = threads;
-  stats.items = stats.records = items.size();
+  stats.not_run = not_run.load();
+  stats.items = stats.records = items.size() - stats.not_run;
   stats.failed = progress.failed.load();
   stats.ok = stats.items - stats.failed;
   summarize(stats);
@@ -1330,23 +1392,38 @@ RunStats Engine::Impl::map_items(std::span<const Json> items, OnDone&& on_done) 
 
 std::vector<Record> Engine::map(std::span<const Json> items, RunStats* stats) {
   std::vector<Record> records(items.size());
-  const RunStats s = impl_->map_items(items, [&](Record&& record) { records[record.index] = std::move(record); });
+  // Written by one thread per slot; `recorded` says which slots hold a record.
+  auto recorded = std::make_unique<bool[]>(items.size());
+  const RunStats s = impl_->map_items(items, [&](Record&& record, bool kept) {
+    recorded[record.index] = kept;
+    if (kept) records[record.index] = std::move(record);
+  });
+  if (s.not_run != 0) {
+    std::size_t kept = 0;
+    for (std::size_t i = 0; i < records.size(); ++i) {
+      if (recorded[i]) records[kept++] = std::move(records[i]);
+    }
+    records.resize(kept);
+  }
   if (stats != nullptr) *stats = s;
   return records;
 }
 RunStats Engine::map(std::span<const Json> items, const RecordCallback& on_record) {
   if (!impl_->options.ordered) {
     std::mutex mutex;
-    return impl_->map_items(items, [&](Record&& record) {
+    return impl_->map_items(items, [&](Record&& record, bool kept) {
+      if (!kept) return;
       std::lock_guard lock(mutex);
       on_record(record);
     });
   }
   // In order, as soon as possible: a finished record waits only for those before it. Whoever
   // holds the mutex delivers the ready prefix; the re-check after unlocking catches a record
-  // that became ready while the lock was held.
+  // that became ready while the lock was held. An item the stop left unrun is ready with no
+  // record to deliver.
   std::vector<Record> waiting(items.size());
   auto ready = std::make_unique<std::atomic<bool>[]>(items.size());
+  auto kept = std::make_unique<bool[]>(items.size());
   std::atomic<std::size_t> next{0};
   std::mutex mutex;
   auto deliver_ready = [&] {
@@ -1355,7 +1432,7 @@ RunStats Engine::map(std::span<const Json> items, const RecordCallback& on_recor
       if (!lock.owns_lock()) return;
       std::size_t i = next.load(std::memory_order_relaxed);
       while (i < items.size() && ready[i].load(std::memory_order_acquire)) {
-        on_record(waiting[i]);
+        if (kept[i]) on_record(waiting[i]);
         waiting[i] = Record{};
         ++i;
       }
@@ -1364,8 +1441,9 @@ RunStats Engine::map(std::span<const Json> items, const RecordCallback& on_recor
       if (i >= items.size() || !ready[i].load(std::memory_order_acquire)) return;
     }
   };
-  const RunStats stats = impl_->map_items(items, [&](Record&& record) {
+  const RunStats stats = impl_->map_items(items, [&](Record&& record, bool recorded) {
     const std::uint64_t index = record.index;
+    kept[index] = recorded;
     waiting[index] = std::move(record);
     ready[index].store(true, std::memory_order_release);
     deliver_ready();

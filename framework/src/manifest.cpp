@@ -2,6 +2,7 @@
 #include <coremap/manifest.hpp>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,6 +17,9 @@ namespace {
 
 // One read(2) asks for this much; the buffer only grows past it for a longer item.
 constexpr std::size_t read_chunk = std::size_t{1} << 20;
+// A manifest that is a pipe, FIFO, socket or terminal is waited on in slices this long, looking
+// at the stop check (set_stop_check) between them.
+constexpr int wait_slice_ms = 50;
 
 constexpr bool is_blank(char c) noexcept { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
@@ -79,10 +83,12 @@ ManifestReader::ManifestReader(const std::string& path, ManifestFormat format) {
       throw ManifestError("manifest '" + name_ + "' is a directory, not a file");
     }
     if (S_ISREG(st.st_mode)) size_ = static_cast<std::uint64_t>(st.st_size);
+    // Reading a regular file (or a block device) never waits for a writer.
+    stream_ = !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode);
   }
   buffer_.resize(read_chunk);
   try {
-    while (end_ - begin_ < 3 && fill()) {
+    while (end_ - begin_ < 3 && fill() == Fill::data) {
     }
     if (end_ - begin_ >= 3 && std::memcmp(buffer_.data() + begin_, "\xEF\xBB\xBF", 3) == 0) {
       begin_ += 3;
@@ -101,8 +107,27 @@ ManifestReader::~ManifestReader() {
   if (owns_fd_) ::close(fd_);
 }
 
-bool ManifestReader::fill() {
-  if (eof_) return false;
+void ManifestReader::set_stop_check(std::function<bool()> stopped) { stopped_ = std::move(stopped); }
+
+// Waits until the stream has input (true) or, in slices, until it has none right now
+// (`patient` false) or the stop check says so (false).
+bool ManifestReader::wait_readable(bool patient) {
+  for (;;) {
+    pollfd p{fd_, POLLIN, 0};
+    const int timeout = !patient ? 0 : (stopped_ ? wait_slice_ms : -1);
+    const int ready = ::poll(&p, 1, timeout);
+    if (ready > 0) return true;  // data, end of file or an error: read() tells which
+    if (ready < 0 && errno != EINTR) {
+      throw ManifestError("cannot read manifest '" + name_ + "': poll: " + std::strerror(errno));
+    }
+    if (ready == 0 && !patient) return false;
+    if (stopped_ && stopped_()) return false;
+  }
+}
+
+ManifestReader::Fill ManifestReader::fill() {
+  if (eof_) return Fill::eof;
+  if (stream_ && !wait_readable(!hurry_)) return Fill::later;
   // Offsets the cutters hold are relative to begin_, so compacting keeps them valid.
   if (begin_ > 0) {
     std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
@@ -114,11 +139,16 @@ bool ManifestReader::fill() {
     const ssize_t n = ::read(fd_, buffer_.data() + end_, buffer_.size() - end_);
     if (n > 0) {
       end_ += static_cast<std::size_t>(n);
-      return true;
+      return Fill::data;
     }
     if (n == 0) {
       eof_ = true;
-      return false;
+      return Fill::eof;
+    }
+    // A descriptor another process made non-blocking (a shared standard input).
+    if (errno == EAGAIN && stream_) {
+      if (!wait_readable(!hurry_)) return Fill::later;
+      continue;
     }
     if (errno != EINTR) {
       throw ManifestError("cannot read manifest '" + name_ + "': " + std::strerror(errno));
@@ -132,7 +162,7 @@ void ManifestReader::detect_format(const std::string& path, ManifestFormat reque
   char first = '\0';
   std::uint64_t first_line = line_;
   for (;;) {
-    if (begin_ + pos == end_ && !fill()) break;
+    if (begin_ + pos == end_ && fill() != Fill::data) break;
     const char c = buffer_[begin_ + pos];
     if (!is_blank(c)) {
       first = c;
@@ -178,9 +208,14 @@ bool ManifestReader::next_batch(ItemBatch& batch, std::size_t max_items, std::si
   batch.clear();
   while (batch.items.size() < std::max<std::size_t>(max_items, 1) &&
          (batch.items.empty() || batch.bytes.size() < max_bytes)) {
+    // Holding items, a stream is not waited on: what arrived is handed on now (`tail -f` feeds
+    // records as lines come). With none, it is waited on until input comes or the stop check
+    // says to give up.
+    hurry_ = !batch.items.empty();
     const bool got = format_ == ManifestFormat::json_array ? cut_array_element(batch) : cut_line(batch);
     if (!got) break;
   }
+  hurry_ = false;
   return !batch.items.empty();
 }
 
@@ -198,7 +233,9 @@ bool ManifestReader::cut_line(ItemBatch& batch) {
         break;
       }
       scanned = end_ - begin_;
-      if (!fill()) {
+      const Fill got = fill();
+      if (got == Fill::later) return false;  // the line stays unconsumed until the rest comes
+      if (got == Fill::eof) {
         if (end_ == begin_) return false;
         length = end_ - begin_;
         break;
@@ -216,11 +253,13 @@ bool ManifestReader::cut_line(ItemBatch& batch) {
   }
 }
 
-bool ManifestReader::skip_blank() {
+ManifestReader::Fill ManifestReader::skip_blank() {
   for (;;) {
-    if (begin_ == end_ && !fill()) return false;
+    if (begin_ == end_) {
+      if (const Fill got = fill(); got != Fill::data) return got;
+    }
     const char c = buffer_[begin_];
-    if (!is_blank(c)) return true;
+    if (!is_blank(c)) return Fill::data;
     if (c == '\n') ++line_;
     ++begin_;
     ++consumed_;
@@ -234,7 +273,7 @@ bool ManifestReader::cut_array_element(ItemBatch& batch) {
       case ArrayState::failed:
         return false;
       case ArrayState::closed:
-        if (!skip_blank()) return false;
+        if (skip_blank() != Fill::data) return false;
         add_item(batch,
                  "unexpected " + describe_byte(buffer_[begin_]) +
                      " after the closing ']' of the JSON array",
@@ -242,13 +281,16 @@ bool ManifestReader::cut_array_element(ItemBatch& batch) {
         array_state_ = ArrayState::failed;
         return true;
       case ArrayState::before_open:
-        skip_blank();  // detect_format guaranteed a '[' follows
+        if (skip_blank() == Fill::later) return false;  // detect_format guaranteed a '[' follows
         ++begin_;
         ++consumed_;
         array_state_ = ArrayState::expect_element;
         continue;
       case ArrayState::after_element: {
-        if (!skip_blank()) break;
+        if (const Fill got = skip_blank(); got != Fill::data) {
+          if (got == Fill::later) return false;
+          break;
+        }
         const char c = buffer_[begin_];
         if (c == ',' || c == ']') {
           ++begin_;
@@ -263,7 +305,10 @@ bool ManifestReader::cut_array_element(ItemBatch& batch) {
         return true;
       }
       case ArrayState::expect_element: {
-        if (!skip_blank()) break;
+        if (const Fill got = skip_blank(); got != Fill::data) {
+          if (got == Fill::later) return false;
+          break;
+        }
         if (buffer_[begin_] == ']') {
           ++begin_;
           ++consumed_;
@@ -282,7 +327,14 @@ bool ManifestReader::cut_array_element(ItemBatch& batch) {
         bool escaped = false;
         bool complete = false;
         while (!complete) {
-          if (begin_ + pos == end_ && !fill()) break;
+          if (begin_ + pos == end_) {
+            const Fill got = fill();
+            if (got == Fill::later) {
+              line_ = start_line;  // the element is cut again from its start when the rest comes
+              return false;
+            }
+            if (got == Fill::eof) break;
+          }
           const char c = buffer_[begin_ + pos];
           if (in_string) {
             if (escaped) {

@@ -32,8 +32,10 @@
 namespace coremap {
 
 /// A flag an application sets, from any thread, to stop a run: the engine stops taking new
-/// items, lets those in progress finish (Context::cancelled() turns true for them) and
-/// delivers what is done. Copies share the flag.
+/// items and delivers what is done; items in progress see Context::cancelled() turn true once
+/// the engine has looked at the token (it does before each item and each batch, and every
+/// 50 ms while it waits for manifest input), and get no record (see Engine). Copies share the
+/// flag.
 class CancellationToken {
  public:
   CancellationToken() : flag_(std::make_shared<std::atomic<bool>>(false)) {}
@@ -155,6 +157,10 @@ struct RunStats {
   std::uint64_t ok = 0;       ///< ok records
   std::uint64_t failed = 0;   ///< error records
   std::uint64_t skipped = 0;  ///< items passed over because RunOptions::skip held them
+  /// Items taken from the manifest (or given to map()) that have no record because the run was
+  /// stopped (an interrupt, `max_errors`, cancellation): started but cut short by the stop, or
+  /// not started. Not in `items`. A resumed run (RunOptions::skip) processes them.
+  std::uint64_t not_run = 0;
   double wall_seconds = 0;
   std::size_t threads = 0;
   StopReason stopped = StopReason::none;
@@ -216,15 +222,24 @@ class COREMAP_EXPORT Engine {
   RunStats run(BatchSource& manifest, const RecordCallback& on_record);
 
   /// Maps the plugin over items already in memory (tbb::parallel_for_each); returns one record
-  /// per item, in index order. Items not started because the run was stopped get an error
-  /// record saying so.
+  /// per item, in index order (records[i].index == i) unless the run was stopped: then only
+  /// the items done before the stop have a record, still in index order (Record::index says
+  /// which item), and RunStats::not_run counts the others.
   std::vector<Record> map(std::span<const Json> items, RunStats* stats = nullptr);
 
   /// The same, handing each record to `on_record` as soon as it (and, when ordered, every
-  /// record before it) is done, so the application never holds them all.
+  /// record before it) is done, so the application never holds them all. Items the stop left
+  /// unrun are not handed over (RunStats::not_run counts them).
   RunStats map(std::span<const Json> items, const RecordCallback& on_record);
 
-  /// Stops taking new items; items in progress finish. Async-signal-safe.
+  /// Stops the run: no new item is started, items in progress see Context::cancelled() turn
+  /// true, and a manifest being waited on (a pipe) is left within about 50 ms. An item the stop
+  /// cut short gets no record: whatever process() returns once the run is stopping (an
+  /// error, or a result computed after it saw cancelled()) is discarded, and for a fanned-out
+  /// item none of its records are written, so a resumed run (RunOptions::skip) processes it
+  /// whole. The same holds for a stop by `max_errors` (the failure that reaches it is
+  /// recorded) and by RunOptions::cancel. A per-item `timeout` is not a stop: that item is
+  /// recorded as timed out. Async-signal-safe.
   void request_stop() noexcept;
 
   /// Live counters of the current (or last) run.

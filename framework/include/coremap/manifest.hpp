@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -77,6 +78,12 @@ class COREMAP_EXPORT BatchSource {
   virtual std::uint64_t bytes_read() const noexcept { return 0; }
   /// Total bytes when known, for progress.
   virtual std::optional<std::uint64_t> size() const noexcept { return std::nullopt; }
+  /// The engine calls this before a run with a check that turns true once the run is stopping
+  /// (and with an empty function after it). A source whose next_batch() may wait for input
+  /// (a pipe, a socket, another process) should wait in slices of at most about 50 ms,
+  /// calling `stopped` between them, and return false once it is true; and, holding items
+  /// already, should return them rather than wait for more. The default ignores it.
+  virtual void set_stop_check(std::function<bool()> stopped) { (void)stopped; }
 };
 
 /// Reads a manifest file (or standard input for "-") and cuts it into items.
@@ -107,7 +114,14 @@ class COREMAP_EXPORT ManifestReader final : public BatchSource {
   /// Clears `batch` and fills it with the next items: at most `max_items`, and stops adding
   /// once `max_bytes` are stored (a batch always takes at least one item, however long).
   /// Returns false when the manifest has no more items. Throws ManifestError on a read error.
+  /// A manifest that is a pipe, FIFO, socket or terminal (standard input, `tail -f log |`) is
+  /// never waited on while the batch holds an item: the items that have arrived are returned
+  /// at once. With none yet it waits for input, and returns false when the stop check (see
+  /// set_stop_check) turns true meanwhile.
   bool next_batch(ItemBatch& batch, std::size_t max_items, std::size_t max_bytes) override;
+
+  /// See BatchSource::set_stop_check; polled every 50 ms while waiting on a stream.
+  void set_stop_check(std::function<bool()> stopped) override;
 
   /// Items cut so far.
   std::uint64_t items_read() const noexcept { return next_index_; }
@@ -117,9 +131,13 @@ class COREMAP_EXPORT ManifestReader final : public BatchSource {
   std::optional<std::uint64_t> size() const noexcept override { return size_; }
 
  private:
-  bool fill();  // reads more input; false at end of file
+  // What reading more input gave: bytes, the end of the input, or nothing for now (a stream
+  // with no input ready while `hurry_`, or the stop check turned true while waiting).
+  enum class Fill { data, eof, later };
+  Fill fill();
+  bool wait_readable(bool patient);
   void detect_format(const std::string& path, ManifestFormat requested);
-  bool skip_blank();  // skips whitespace between array elements; false at end of input
+  Fill skip_blank();  // skips whitespace between array elements; data when a non-blank byte follows
   bool cut_line(ItemBatch& batch);
   bool cut_array_element(ItemBatch& batch);
   void add_item(ItemBatch& batch, std::string_view text, std::uint64_t line, bool malformed);
@@ -129,6 +147,9 @@ class COREMAP_EXPORT ManifestReader final : public BatchSource {
   int fd_ = -1;
   bool owns_fd_ = false;
   bool eof_ = false;
+  bool stream_ = false;  // a pipe, FIFO, socket or terminal: reading may wait for a writer
+  bool hurry_ = false;   // the batch being cut holds items: do not wait for more
+  std::function<bool()> stopped_;
   std::vector<char> buffer_;
   std::size_t begin_ = 0;  // first unconsumed byte in buffer_
   std::size_t end_ = 0;    // one past the last valid byte in buffer_

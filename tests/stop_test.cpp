@@ -1,0 +1,300 @@
+// SPDX-License-Identifier: MIT
+// Stopping a run: an item the run's own stop cut short (an interrupt, max_errors, the
+// application's cancellation) has no record, in run() and map() alike, and a fanned-out item
+// has all of its records or none; a manifest read from a pipe hands on what arrived and stops
+// waiting when the run stops.
+#include <coremap/coremap.hpp>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "test_util.hpp"
+
+namespace coremap {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using test::numbers;
+
+// Waits until Context::cancelled() (bounded, so a bug cannot hang the test); true when it came.
+bool wait_for_cancel(Context& context) {
+  const auto give_up = Clock::now() + std::chrono::seconds(20);
+  while (!context.cancelled() && Clock::now() < give_up) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return context.cancelled();
+}
+
+// Item `trigger` stops the run through `stop` and returns once it sees cancelled(): a result
+// returned after the stop, which must not be recorded. Every other item returns its n, or
+// "after stop" when it too sees the stop.
+ItemFunction stopping_at(int trigger, std::function<void()> stop) {
+  return [trigger, stop](const Json& item, Context& context) -> Json {
+    const int n = item.at("n");
+    if (n == trigger) {
+      stop();
+      wait_for_cancel(context);
+      return "after stop";
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    if (context.cancelled()) return "after stop";
+    return n;
+  };
+}
+
+// Records of a run that stopped: each ok with its own n, in index order, once; `trigger` absent.
+void expect_only_whole_items(const std::vector<Record>& records, int trigger, std::size_t total, const RunStats& stats) {
+  std::uint64_t previous = 0;
+  bool first = true;
+  for (const Record& r : records) {
+    EXPECT_TRUE(r.ok) << r.index << ": " << r.error;
+    EXPECT_EQ(r.result, Json(static_cast<int>(r.index))) << "a result returned after the stop was recorded";
+    EXPECT_NE(r.index, static_cast<std::uint64_t>(trigger));
+    if (!first) {
+      EXPECT_GT(r.index, previous);
+    }
+    previous = r.index;
+    first = false;
+  }
+  EXPECT_EQ(stats.stopped, StopReason::cancelled);
+  EXPECT_EQ(stats.items, records.size());
+  EXPECT_EQ(stats.ok, records.size());
+  EXPECT_GE(stats.not_run, 1u);  // the trigger at least
+  EXPECT_LE(stats.items + stats.not_run, total);
+}
+
+TEST(StopTest, MapRecordsNoResultReturnedAfterTheStop) {
+  for (bool serial : {true, false}) {
+    // The application's token, or Engine::request_stop().
+    CancellationToken token;
+    Engine* self = nullptr;
+    Engine engine(stopping_at(50, [token, serial, &self] {
+                    if (serial) {
+                      self->request_stop();
+                    } else {
+                      token.cancel();  // seen by cancelled() once another item has started
+                    }
+                  }),
+                  {.threads = 2, .serial = serial, .cancel = token});
+    self = &engine;
+    RunStats stats;
+    const auto records = engine.map(numbers(400), &stats);
+    expect_only_whole_items(records, 50, 400, stats);
+    // Every item before the trigger finished before the stop when serial.
+    if (serial) {
+      EXPECT_EQ(records.size(), 50u);
+      EXPECT_EQ(stats.not_run, 350u);
+    }
+  }
+}
+
+TEST(StopTest, MapCallbackSkipsItemsCutShortInOrderAndUnordered) {
+  for (bool ordered : {true, false}) {
+    Engine* self = nullptr;
+    Engine engine(stopping_at(30, [&self] { self->request_stop(); }), {.threads = 2, .ordered = ordered});
+    self = &engine;
+    std::vector<Record> seen;
+    const RunStats stats = engine.map(numbers(300), [&](const Record& r) { seen.push_back(r); });
+    if (!ordered) {
+      std::sort(seen.begin(), seen.end(), [](const Record& a, const Record& b) { return a.index < b.index; });
+    }
+    expect_only_whole_items(seen, 30, 300, stats);
+    EXPECT_EQ(stats.items + stats.not_run, 300u) << "map() accounts for every item";
+  }
+}
+
+TEST(StopTest, RunRecordsNoResultReturnedAfterTheStop) {
+  test::TempDir dir;
+  std::string text;
+  for (int n = 0; n < 400; ++n) text += "{\"n\":" + std::to_string(n) + "}\n";
+  const std::string manifest = dir.write("m.jsonl", text);
+  for (bool serial : {true, false}) {
+    for (bool ordered : {true, false}) {
+      Engine* self = nullptr;
+      Engine engine(stopping_at(70, [&self] { self->request_stop(); }),
+                    {.threads = 2, .serial = serial, .ordered = ordered});
+      self = &engine;
+      ManifestReader reader(manifest);
+      std::vector<Record> seen;
+      const RunStats stats = engine.run(reader, [&](const Record& r) { seen.push_back(r); });
+      std::sort(seen.begin(), seen.end(), [](const Record& a, const Record& b) { return a.index < b.index; });
+      expect_only_whole_items(seen, 70, 400, stats);
+      if (serial) {
+        EXPECT_EQ(seen.size(), 70u);
+      }
+    }
+  }
+}
+
+TEST(StopTest, TheFailureThatReachesMaxErrorsIsRecordedWhatItCutShortIsNot) {
+  // Item 0 waits for the stop; every other item fails. The first failure to finish stops the
+  // run (max_errors 1) and is recorded; item 0, cut short, is not.
+  Engine engine([](const Json& item, Context& context) -> Json {
+    if (item.at("n") == 0) {
+      wait_for_cancel(context);
+      return "after stop";
+    }
+    throw std::runtime_error("bad " + item.at("n").dump());
+  }, {.threads = 2, .max_errors = 1});
+  RunStats stats;
+  const auto records = engine.map(numbers(2000), &stats);
+  EXPECT_EQ(stats.stopped, StopReason::max_errors);
+  ASSERT_GE(records.size(), 1u);
+  for (const Record& r : records) {
+    EXPECT_NE(r.index, 0u) << "item 0 returned after the stop and was recorded";
+    EXPECT_FALSE(r.ok);
+    EXPECT_EQ(r.error, "bad " + std::to_string(r.index));
+  }
+  EXPECT_EQ(stats.failed, records.size());
+  EXPECT_EQ(stats.items + stats.not_run, 2000u);
+}
+
+TEST(StopTest, TimeoutIsTheItemsOwnOutcomeAndStaysRecorded) {
+  Engine engine([](const Json& item, Context& context) -> Json {
+    if (item.at("n") == 3) wait_for_cancel(context);
+    return item.at("n");
+  }, {.threads = 2, .timeout = std::chrono::milliseconds(50)});
+  RunStats stats;
+  const auto records = engine.map(numbers(10), &stats);
+  ASSERT_EQ(records.size(), 10u);
+  EXPECT_FALSE(records[3].ok);
+  EXPECT_NE(records[3].error.find("timed out"), std::string::npos) << records[3].error;
+  EXPECT_EQ(stats.not_run, 0u);
+  EXPECT_EQ(stats.stopped, StopReason::none);
+}
+
+TEST(StopTest, AFannedOutItemCutShortHasNoneOfItsRecords) {
+  test::TempDir dir;
+  std::string text;
+  for (int n = 0; n < 200; ++n) text += "{\"n\":" + std::to_string(n) + "}\n";
+  const std::string manifest = dir.write("m.jsonl", text);
+  for (bool serial : {true, false}) {
+    Engine* self = nullptr;
+    // Every item fans out into 5 values; the second stage stops the run on item 40's fourth
+    // value, after its first three went through.
+    Pipeline pipeline;
+    pipeline.stages.push_back(Stage{"fan", Plugin::from_function([](const Json& item, Context& context) -> Json {
+                                      for (int k = 0; k < 5; ++k) context.emit({{"n", item.at("n")}, {"k", k}});
+                                      context.drop();
+                                      return nullptr;
+                                    }, "fan"), Json::object(), Concurrency::unlimited()});
+    pipeline.stages.push_back(Stage{"second", Plugin::from_function([&self](const Json& value, Context& context) -> Json {
+                                      if (value.at("n") == 40 && value.at("k") == 3) {
+                                        self->request_stop();
+                                        wait_for_cancel(context);
+                                      }
+                                      return value;
+                                    }, "second"), Json::object(), Concurrency::unlimited()});
+    Engine engine(std::move(pipeline), {.threads = 2, .serial = serial});
+    self = &engine;
+    ManifestReader reader(manifest);
+    std::map<std::uint64_t, std::set<std::int64_t>> subs;
+    const RunStats stats = engine.run(reader, [&](const Record& r) {
+      EXPECT_TRUE(r.ok);
+      EXPECT_TRUE(subs[r.index].insert(r.sub).second) << "record repeated";
+    });
+    EXPECT_EQ(subs.count(40), 0u) << "item 40 was cut short: none of its records may be written";
+    for (const auto& [index, got] : subs) EXPECT_EQ(got, (std::set<std::int64_t>{0, 1, 2, 3, 4})) << index;
+    EXPECT_EQ(stats.items, subs.size());
+    EXPECT_EQ(stats.records, 5 * subs.size());
+    EXPECT_GE(stats.not_run, 1u);
+    if (serial) {
+      EXPECT_EQ(subs.size(), 40u);
+    }
+  }
+}
+
+// A FIFO in a scratch directory, with its write end held open by the test.
+struct Fifo {
+  test::TempDir dir;
+  std::string path;
+  int writer = -1;
+  explicit Fifo(const std::string& name = "manifest.jsonl") : path((dir.path() / name).string()) {
+    EXPECT_EQ(::mkfifo(path.c_str(), 0600), 0);
+    writer = ::open(path.c_str(), O_RDWR | O_CLOEXEC);  // does not wait for a reader
+    EXPECT_GE(writer, 0);
+  }
+  ~Fifo() {
+    if (writer >= 0) ::close(writer);
+  }
+  void write(const std::string& text) const { ASSERT_EQ(::write(writer, text.data(), text.size()), static_cast<ssize_t>(text.size())); }
+};
+
+TEST(StopTest, AStreamedManifestHandsOnWhatArrivedAndStopsWaitingOnTheStopCheck) {
+  for (const char* first : {"{\"n\":0}\n{\"n\":1}\n", "[{\"n\":0}, {\"n\":1},"}) {
+    Fifo fifo(first[0] == '[' ? "manifest.json" : "manifest.jsonl");
+    fifo.write(first);
+    ManifestReader reader(fifo.path);
+    ItemBatch batch;
+    // Two items arrived and the writer is silent: they come at once, not when 100 have come.
+    ASSERT_TRUE(reader.next_batch(batch, 100, 1 << 20));
+    EXPECT_EQ(batch.items.size(), 2u);
+    std::atomic<bool> stop{false};
+    reader.set_stop_check([&stop] { return stop.load(); });
+    std::thread stopper([&stop] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      stop = true;
+    });
+    const auto start = Clock::now();
+    EXPECT_FALSE(reader.next_batch(batch, 100, 1 << 20)) << "no input, and the stop check turned true";
+    EXPECT_LT(Clock::now() - start, std::chrono::seconds(10));
+    stopper.join();
+    // Input that comes later is still read: the reader was not ended, only left.
+    stop = false;
+    fifo.write(first[0] == '[' ? "{\"n\":2}]" : "{\"n\":2}\n");
+    ASSERT_TRUE(reader.next_batch(batch, 100, 1 << 20));
+    ASSERT_EQ(batch.items.size(), 1u);
+    EXPECT_EQ(batch.text(batch.items[0]), "{\"n\":2}");
+    EXPECT_EQ(batch.items[0].index, 2u);
+  }
+}
+
+TEST(StopTest, RunOnASilentPipeProcessesWhatArrivedAndEndsOnStop) {
+  for (std::size_t threads : {1, 2}) {
+    Fifo fifo;
+    fifo.write("{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n");
+    Engine engine([](const Json& item, Context&) -> Json { return item.at("n"); }, {.threads = threads});
+    ManifestReader reader(fifo.path);
+    std::mutex mutex;
+    std::vector<Record> seen;
+    RunStats stats;
+    std::thread run([&] {
+      stats = engine.run(reader, [&](const Record& r) {
+        std::lock_guard lock(mutex);
+        seen.push_back(r);
+      });
+    });
+    // The three records come while the writer is still open (streaming), then the stop ends the
+    // wait for more.
+    const auto give_up = Clock::now() + std::chrono::seconds(20);
+    for (;;) {
+      {
+        std::lock_guard lock(mutex);
+        if (seen.size() == 3 || Clock::now() > give_up) break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    {
+      std::lock_guard lock(mutex);
+      EXPECT_EQ(seen.size(), 3u) << threads << " threads: items that arrived were held back";
+    }
+    engine.request_stop();
+    run.join();
+    EXPECT_EQ(stats.items, 3u);
+    EXPECT_EQ(stats.stopped, StopReason::cancelled);
+    for (std::size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i].result, Json(static_cast<int>(i)));
+  }
+}
+
+}  // namespace
+}  // namespace coremap
