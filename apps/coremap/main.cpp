@@ -13,7 +13,7 @@ namespace {
 // coremap is a child subreaper, so whatever its plugins, exec commands and workers leave
 // behind, even after setsid and the death of its parent, is re-parented here rather than to
 // PID 1, and killed and reaped on the way out by this guard, by the second-signal exit
-// (run_command.cpp) or by a fatal signal (below).
+// (run_command.cpp) or by a signal that ends coremap (below).
 struct KillDescendantsOnExit {
   KillDescendantsOnExit() { coremap::process_tree::become_subreaper(); }
   ~KillDescendantsOnExit() { coremap::process_tree::kill_descendants(); }
@@ -21,9 +21,10 @@ struct KillDescendantsOnExit {
 
 struct sigaction previous_fatal[NSIG];
 
-// A plugin crashing coremap itself (no --isolate) takes its descendants with it, then dies of
-// the same signal through whatever handler was there before (a sanitizer's report, the core
-// dump).
+// A signal that ends coremap takes its descendants with it, then coremap dies of the same
+// signal through whatever handler was there before (a sanitizer's report, the core dump): a
+// plugin crashing coremap itself (no --isolate), a closed terminal or pipe, a signal outside a
+// run (during a run, SIGINT and SIGTERM stop it instead: run_command.cpp).
 extern "C" void on_fatal_signal(int signal_number) {
   coremap::process_tree::kill_descendants();
   ::sigaction(signal_number, &previous_fatal[signal_number], nullptr);
@@ -36,6 +37,13 @@ void kill_descendants_on_fatal_signals() {
   sigemptyset(&action.sa_mask);
   action.sa_flags = SA_NODEFER | SA_RESETHAND;  // a fault inside the handler is not handled again
   for (const int s : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT}) ::sigaction(s, &action, &previous_fatal[s]);
+  // Signals that end a process by default, unless coremap's parent had them ignored (nohup).
+  for (const int s : {SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGPIPE, SIGALRM, SIGUSR1, SIGUSR2, SIGXCPU, SIGXFSZ}) {
+    struct sigaction current {};
+    if (::sigaction(s, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
+      ::sigaction(s, &action, &previous_fatal[s]);
+    }
+  }
 }
 
 }  // namespace

@@ -203,6 +203,17 @@ wait_rc
 expect_eq "$rc" 139 "coremap crashing: dies of SIGSEGV"
 none_survive "coremap crashing" 6
 
+# A closed terminal (SIGHUP) or a signal that stops no run (SIGUSR1) ends coremap; its
+# descendants go with it (with SIGHUP, a run may also stop first and exit 129).
+for sig in HUP USR1; do
+  run_in_background run --plugin exec --config "$(exec_config hang.sh)" --manifest three.jsonl --threads 3 -q
+  wait_for_strays 6
+  kill -s "$sig" "$cm_pid"
+  wait_rc
+  expect_eq "$rc" "$((128 + $(kill -l "$sig")))" "SIG$sig: exit 128+signal"
+  none_survive "SIG$sig" 6
+done
+
 # 8. coremap killed with SIGKILL runs nothing, yet its commands die with it (PR_SET_PDEATHSIG).
 # (What they started in a new session would not: that needs coremap alive, see reliability.md.)
 cat >plain.sh <<EOF
