@@ -103,13 +103,17 @@ run_in_background() {
   cm_pid=$!
 }
 # wait_rc: coremap's exit code in $rc; a coremap still running after 60 s fails the case.
+cm_running() {
+  local state
+  state=$(awk '{print $3}' "/proc/$cm_pid/stat" 2>/dev/null) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
+}
 wait_rc() {
   for _ in $(seq 600); do
-    kill -0 "$cm_pid" 2>/dev/null || break
-    [ -e "/proc/$cm_pid" ] && [ "$(awk '{print $3}' "/proc/$cm_pid/stat")" = Z ] && break
+    cm_running || break
     sleep 0.1
   done
-  if kill -0 "$cm_pid" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$cm_pid/stat" 2>/dev/null)" != Z ]; then
+  if cm_running; then
     fail "coremap (pid $cm_pid) still running after 60 s"
     kill -KILL "$cm_pid" 2>/dev/null || true
   fi
