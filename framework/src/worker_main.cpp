@@ -198,7 +198,8 @@ int worker_main(int argc, char** argv) {
     return fail("redirecting standard input and output");
   }
   ::close(null_fd);
-  // Ctrl-C reaches the whole process group: the engine decides what happens to its items.
+  // The worker has a process group of its own, out of a terminal's Ctrl-C; should a SIGINT
+  // reach it anyway, the engine decides what happens to its items (a stop: worker_stop_signal).
   ::signal(SIGINT, SIG_IGN);
 
   if (!watch_over_descendants()) return fail("setting up the clean-up of descendants");
