@@ -11,7 +11,10 @@ now_ns() { date +%s%N; }
 elapsed_s() { awk -v s="$1" -v e="$(now_ns)" 'BEGIN {printf "%.1f", (e - s) / 1e9}'; }
 # less_than VALUE LIMIT WHAT
 less_than() { if awk -v v="$1" -v l="$2" 'BEGIN {exit !(v < l)}'; then pass "$3 ($1 s)"; else fail "$3: took $1 s"; fi; }
-# no_process PATTERN WHAT: no process whose full command line matches PATTERN.
+# The sleeps below carry this test's pid in their argument (sleep 30.0123<pid>): a token no other
+# process has, so that looking them up finds this test's commands and nothing else.
+u=$$
+# no_process PATTERN WHAT: no process whose full command line matches PATTERN (which holds $u).
 no_process() {
   sleep 0.2
   if pgrep -f -- "$1" >/dev/null; then fail "$2: still running: $(pgrep -af -- "$1")"; pkill -KILL -f -- "$1" || true; else pass "$2"; fi
@@ -81,26 +84,26 @@ cm run --plugin exec --manifest one.jsonl --config '{"argv": ["true"], "cwd": "n
 expect_contains "$WORK/out" "cannot run 'true' in directory 'no-such-dir': No such file or directory" "a missing cwd is named"
 
 # --- Timeouts: the child, its grandchildren, and a child ignoring SIGTERM are all killed.
-printf '{"s": "30.0123"}\n{"s": "30.0124"}\n' >sleeps.jsonl
+printf '{"s": "30.0123%s"}\n{"s": "30.0124%s"}\n' "$u" "$u" >sleeps.jsonl
 start=$(now_ns)
 cm run --plugin exec --manifest sleeps.jsonl --threads 2 --config '{"argv": ["sleep", "{s}"], "timeout_ms": 300}'
 less_than "$(elapsed_s "$start")" 5 "timed-out sleep 30 children are killed at once"
 expect_eq "$(field 0 'r["error"]')" "sleeps.jsonl:1: 'sleep' timed out after 300 ms" "timeout message"
-no_process "sleep 30.012[34]" "no timed-out sleep survives"
+no_process "sleep 30.012[34]$u" "no timed-out sleep survives"
 
 start=$(now_ns)
 cm run --plugin exec --manifest sleeps.jsonl --threads 2 \
   --config '{"argv": ["sh", "-c", "sleep $1; echo never", "sh", "{s}"], "timeout_ms": 300}'
 less_than "$(elapsed_s "$start")" 5 "a shell waiting on a grandchild times out"
 expect_contains "$WORK/out" "timed out after 300 ms" "grandchild case: timeout message"
-no_process "sleep 30.012[34]" "the grandchild sleep is killed with its process group"
+no_process "sleep 30.012[34]$u" "the grandchild sleep is killed with its process group"
 
 start=$(now_ns)
 cm run --plugin exec --manifest one.jsonl \
-  --config '{"argv": ["sh", "-c", "trap \"\" TERM; sleep 30.0125; echo never"], "timeout_ms": 200}'
+  --config '{"argv": ["sh", "-c", "trap \"\" TERM; sleep 30.0125'"$u"'; echo never"], "timeout_ms": 200}'
 less_than "$(elapsed_s "$start")" 5 "a command ignoring SIGTERM is killed with SIGKILL"
 expect_contains "$WORK/out" "timed out after 200 ms" "SIGTERM-ignoring case: timeout message"
-no_process "sleep 30.0125" "no SIGTERM-ignoring sleep survives"
+no_process "sleep 30.0125$u" "no SIGTERM-ignoring sleep survives"
 
 # --- Big output: truncated at max_stdout, the rest drained, no hang.
 start=$(now_ns)
@@ -161,10 +164,10 @@ expect_contains "$WORK/err" "argv[1] \"x}y\": '}' at offset 1 closes nothing" "a
 python3 -c '
 import json
 for i in range(60): print(json.dumps({"cmd": "exit 0"}))
-print(json.dumps({"cmd": "sleep 30.0126"}))' >mixed.jsonl
+print(json.dumps({"cmd": "sleep 30.0126'"$u"'"}))' >mixed.jsonl
 "$COREMAP" run --plugin exec --manifest mixed.jsonl --threads 2 --config '{"argv": ["sh", "-c", "{cmd}"]}' >out 2>err &
 pid=$!
-for _ in $(seq 50); do pgrep -f "sleep 30.0126" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 50); do pgrep -f "sleep 30.0126$u" >/dev/null && break; sleep 0.1; done
 sleep 0.5
 states=$(ps -o stat= --ppid "$pid" | tr -d ' ' | sort | uniq -c | tr -s ' ')
 case "$states" in *Z*) fail "zombie children of coremap: $states" ;; *) pass "no zombie children mid-run ($states)" ;; esac
@@ -185,13 +188,13 @@ recorded = {json.loads(l)["index"] for l in open(sys.argv[2])}
 assert cut and not set(cut) & recorded, (cut, sorted(recorded))
 assert "the run was stopped" not in open(sys.argv[2]).read()
 ' mixed.jsonl "$WORK/out"; then pass "the killed item has no record"; else fail "the killed item was recorded"; fi
-no_process "sleep 30.0126" "the sleeping command is gone after SIGINT"
+no_process "sleep 30.0126$u" "the sleeping command is gone after SIGINT"
 
-printf '{"cmd": "exit 1"}\n{"cmd": "sleep 30.0127"}\n' >cancel.jsonl
+printf '{"cmd": "exit 1"}\n{"cmd": "sleep 30.0127%s"}\n' "$u" >cancel.jsonl
 start=$(now_ns)
 cm run --plugin exec --manifest cancel.jsonl --threads 2 --max-errors 1 --config '{"argv": ["sh", "-c", "sleep 0.3; {cmd}"]}'
 less_than "$(elapsed_s "$start")" 5 "--max-errors cancels the running command"
-no_process "sleep 30.0127" "the cancelled command is gone"
+no_process "sleep 30.0127$u" "the cancelled command is gone"
 # --- plugins/exec/README.md: every command of its sh blocks runs as written from the repository
 # root; where the page shows output, stdout must match it (times normalised).
 python3 - "$COREMAP_SOURCE_DIR" "$COREMAP" <<'PY' && pass "README commands run as written and print what the page shows" || fail "README commands"
