@@ -231,6 +231,25 @@ TEST(PluginLoaderTest, SearchOrderIsFlagThenEnvironmentThenBundled) {
   EXPECT_EQ(PluginLoader().load("only_env")->name(), "throwing");
   ::unsetenv("COREMAP_PLUGIN_PATH");
   EXPECT_EQ(PluginLoader().load("sha256")->name(), "sha256");
+  // A library of the same name that is not a plugin hides nothing, and is never loaded.
+  test::TempDir other_dir;
+  const auto impostor = other_dir.path() / "sha256.so";
+  std::filesystem::copy_file(test::fixture("ctor_marker"), impostor);
+  const PluginLoader shadowed({other_dir.path()}, false, true);
+  EXPECT_EQ(shadowed.load("sha256")->name(), "sha256");
+  EXPECT_FALSE(is_loaded(impostor.string()));
+  std::size_t listed = 0;
+  for (const auto& listing : shadowed.list()) {
+    if (listing.path.filename() == "sha256.so") {
+      ++listed;
+      EXPECT_TRUE(listing.plugin != nullptr) << listing.path;
+    }
+  }
+  EXPECT_EQ(listed, 1u);
+  // With no plugin of that name, the one file found is returned, so load() says why.
+  const std::string alone = (other_dir.path() / "alone.so").string();
+  std::filesystem::copy_file(test::fixture("ctor_marker"), alone);
+  EXPECT_EQ(PluginLoader({other_dir.path()}, false, true).find("alone"), alone);
   try {
     PluginLoader().find("no_such_plugin");
     FAIL();

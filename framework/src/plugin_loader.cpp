@@ -240,6 +240,15 @@ std::string fingerprint_difference(std::string_view plugin, std::string_view own
                    "with the same compiler, standard library, nlohmann_json and settings (docs/plugins.md)");
 }
 
+// True when the file is an ELF shared library exporting the entry symbol; never throws.
+bool exports_entry(const fs::path& path) noexcept {
+  try {
+    return read_elf(path).exports_entry;
+  } catch (...) {
+    return false;
+  }
+}
+
 }  // namespace
 
 Plugin::Plugin(Private, void* handle, const PluginDescriptor* descriptor, std::string path) noexcept
@@ -406,12 +415,19 @@ fs::path PluginLoader::find(std::string_view name_or_path) const {
   std::string file(name_or_path);
   if (!file.ends_with(".so")) file += ".so";
   std::string searched;
+  // A file of that name that is not a coremap plugin (another library on the path) does not
+  // hide a plugin further on; when no file of that name is a plugin, the first one is returned,
+  // so that load() says why it is not one.
+  fs::path first;
   for (const auto& dir : dirs_) {
     fs::path candidate = dir / file;
     std::error_code ec;
-    if (fs::is_regular_file(candidate, ec)) return candidate;
     searched += "\n  " + dir.string();
+    if (!fs::is_regular_file(candidate, ec)) continue;
+    if (exports_entry(candidate)) return candidate;
+    if (first.empty()) first = std::move(candidate);
   }
+  if (!first.empty()) return first;
   throw PluginError("plugin '" + std::string(name_or_path) + "' not found (looked for " + file +
                     " in:" + (searched.empty() ? std::string(" no directories") : searched) +
                     ")\nuse --plugin-path DIR, set COREMAP_PLUGIN_PATH, or give the path to the .so");
@@ -423,7 +439,7 @@ std::shared_ptr<const Plugin> PluginLoader::load(std::string_view name_or_path) 
 
 std::vector<PluginListing> PluginLoader::list() const {
   std::vector<PluginListing> listings;
-  std::set<std::string> seen;
+  std::set<std::string> seen, seen_other;  // names of plugins listed, of other files listed
   for (const auto& dir : dirs_) {
     std::error_code ec;
     std::vector<fs::path> files;
@@ -432,21 +448,25 @@ std::vector<PluginListing> PluginLoader::list() const {
     }
     std::sort(files.begin(), files.end());
     for (auto& file : files) {
-      if (!seen.insert(file.filename().string()).second) continue;
+      // The first plugin of each name, as find() resolves it (a non-plugin of a name that
+      // also has a plugin is dropped below).
+      const std::string name = file.filename().string();
+      if (seen.count(name) != 0) continue;
       PluginListing listing{file, nullptr, {}, false};
       // Only a file that exports the entry symbol is loaded: the search path may hold other
       // libraries (COREMAP_PLUGIN_PATH=/usr/lib/...), whose constructors must not run.
-      bool exports_entry = false;
+      bool has_entry = false;
       try {
-        exports_entry = read_elf(file).exports_entry;
-        if (!exports_entry) {
+        has_entry = read_elf(file).exports_entry;
+        if (!has_entry) {
           listing.error = "cannot load plugin '" + file.string() + "': not a coremap plugin: it does not export '" +
                           plugin_entry_symbol + "'";
         }
       } catch (const Error& e) {
         listing.error = e.what();  // not an ELF shared library at all
       }
-      if (exports_entry) {
+      if (has_entry) {
+        seen.insert(name);
         listing.is_plugin = true;
         try {
           listing.plugin = Plugin::load(file);
@@ -454,9 +474,13 @@ std::vector<PluginListing> PluginLoader::list() const {
           listing.error = e.what();
         }
       }
+      if (!listing.is_plugin && !seen_other.insert(name).second) continue;  // each name once
       listings.push_back(std::move(listing));
     }
   }
+  std::erase_if(listings, [&](const PluginListing& l) {
+    return !l.is_plugin && seen.count(l.path.filename().string()) != 0;
+  });
   return listings;
 }
 

@@ -163,16 +163,18 @@ class COREMAP_EXPORT PluginLoader {
   const std::vector<std::filesystem::path>& directories() const noexcept { return dirs_; }
 
   /// A path when `name_or_path` contains a '/', else the first `<dir>/<name>.so` (or
-  /// `<dir>/<name>` when it already ends in .so) on the search path. Throws PluginError
-  /// listing the directories searched.
+  /// `<dir>/<name>` when it already ends in .so) on the search path that is a coremap plugin
+  /// (exports the entry symbol, read from its ELF file without loading it); when none is, the
+  /// first file of that name, so that load() says why. Throws PluginError listing the
+  /// directories searched when there is no such file.
   std::filesystem::path find(std::string_view name_or_path) const;
 
   /// find() then Plugin::load().
   std::shared_ptr<const Plugin> load(std::string_view name_or_path) const;
 
   /// Every *.so in the search directories, each loaded or with its error; a name found twice
-  /// is listed once, first directory first. Files that are not coremap plugins are listed
-  /// with is_plugin false and are never loaded.
+  /// is listed once, as find() resolves it. Files that are not coremap plugins are listed
+  /// with is_plugin false (only when no plugin has their name) and are never loaded.
   std::vector<PluginListing> list() const;
 
   /// The bundled plugins directory, derived from where libcoremap itself was loaded from.
