@@ -350,6 +350,25 @@ ResumableOutput::ResumableOutput(const std::string& path, const Json& fingerprin
   journal_path_ = target_ + ".journal";
   lock_path_ = target_ + ".lock";
   refuse_manifest();
+  // An output named X.lock is the file every run on X creates, truncates and removes as its
+  // lock: it would be removed as this run ends (and truncated by any run on X).
+  if (target_.ends_with(".lock") && target_.size() > 5) {
+    throw UsageError("output '" + path + "' is named like the lock file of output '" +
+                     target_.substr(0, target_.size() - 5) +
+                     "', which coremap creates, truncates and removes while a run writes that output; choose "
+                     "another -o");
+  }
+  // A companion of this output (X.part, X.journal, ...) that is itself the output of a recorded
+  // run (X.part.journal exists) would be removed or replaced by this run: checked before the
+  // lock, whose file is one of them.
+  for (const auto& [suffix, role] : companions) {
+    const std::string companion = target_ + std::string(suffix);
+    if (std::error_code ec; std::filesystem::exists(companion + ".journal", ec)) {
+      throw OutputError("output '" + path + "' would replace its " + std::string(role) + " " + companion +
+                        ", which is the output of the coremap run recorded in " + companion +
+                        ".journal: choose another -o (or move " + companion + " and its journal away)");
+    }
+  }
   // Exclusive from here on: nothing is read, renamed or truncated before the lock is held.
   // An output named like another output's companion (-o X.part) takes X's lock too, so it
   // cannot run beside the run writing X.
@@ -486,7 +505,12 @@ std::uint64_t ResumableOutput::scan_earlier(const std::string& source, std::opti
           throw ResumeError(source + ":" + std::to_string(line) +
                             ": not a coremap record (it should start with {\"index\":N,\"ok\":...); cannot resume");
         }
+        // The JSON parser stops at a NUL byte as at the end of its input, and JSON allows
+        // whitespace after the object: neither is a line coremap wrote, and either would be
+        // copied into the resumed output as it is.
+        if (text.find('\0') != std::string_view::npos) throw damaged("the record holds a NUL byte");
         if (!Json::accept(text)) throw damaged("the record is not valid JSON");
+        if (text.back() != '}') throw damaged("the record does not end where its JSON object ends");
         if (items && head->index >= *items) {
           throw damaged("item " + std::to_string(head->index) + " is past the manifest's end (it has " +
                         std::to_string(*items) + " items)");
