@@ -249,6 +249,15 @@ void check_resume_target(const RunArgs& args) {
   if (args.resume && args.output == "-") {
     throw UsageError("--resume needs -o FILE: the records of the earlier run are read back from FILE.part");
   }
+  if (args.resume && args.input.manifest != "-") {
+    // Refused before the manifest is opened: opening a FIFO waits for a writer.
+    struct stat st{};
+    if (::stat(args.input.manifest.c_str(), &st) == 0 &&
+        (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || S_ISCHR(st.st_mode))) {
+      throw UsageError("--resume needs the manifest as a regular file: " + args.input.manifest +
+                       " is a FIFO, socket or device, read once, and cannot be checked against the journal");
+    }
+  }
   // -o against the manifest is checked by ResumableOutput; --summary is written at the end,
   // over whatever it names, so it must not be the records, their companions or the input.
   if (args.summary.empty() || args.summary == "-") return;

@@ -219,7 +219,15 @@ std::string file_sha256(const std::string& path) { return sha256_of_file<Error>(
 
 Json run_fingerprint(const std::string& manifest_path, ManifestFormat format, const Pipeline& pipeline) {
   Json manifest = {{"path", manifest_path}, {"format", std::string(to_string(format))}};
-  if (manifest_path != "-") {
+  std::error_code status_error;
+  const auto type = manifest_path == "-" ? std::filesystem::file_type::unknown
+                                         : std::filesystem::status(manifest_path, status_error).type();
+  if (type == std::filesystem::file_type::fifo || type == std::filesystem::file_type::socket ||
+      type == std::filesystem::file_type::character) {
+    // A FIFO or a device is read once, as the run goes: like standard input, it cannot be
+    // hashed beforehand (that would consume it), and a run from it cannot be resumed.
+    manifest["stream"] = true;
+  } else if (manifest_path != "-") {
     std::error_code ec;
     const auto size = std::filesystem::file_size(manifest_path, ec);
     if (ec) throw ManifestError("cannot read manifest '" + manifest_path + "': " + ec.message());
@@ -403,6 +411,11 @@ ResumableOutput::ResumableOutput(const std::string& path, const Json& fingerprin
     }
     if (fingerprint.at("manifest").at("path") == "-") {
       throw ResumeError("--resume needs the manifest as a file: standard input cannot be checked against the journal");
+    }
+    if (fingerprint.at("manifest").contains("stream")) {
+      throw ResumeError("--resume needs the manifest as a regular file: " +
+                        fingerprint.at("manifest").at("path").get<std::string>() +
+                        " is a FIFO, socket or device, read once, and cannot be checked against the journal");
     }
     if (const std::string difference = describe_difference(earlier, fingerprint); !difference.empty()) {
       throw ResumeError("--resume: this is not the run recorded in " + journal_path_ + ": " + difference +

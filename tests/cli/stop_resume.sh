@@ -17,6 +17,7 @@ wait_lines() {
   return 1
 }
 
+calls=0
 signal_code() { case "$1" in INT) echo 130 ;; TERM) echo 143 ;; HUP) echo 129 ;; esac; }
 
 # The exec plugin's records hold the command's run time ("ms"): compare without it.
@@ -36,7 +37,8 @@ for line in open(sys.argv[1]):
 stop_then_resume() {
   local name=$1 sig=$2 n=$3
   shift 3
-  local out="$WORK/$name.$sig.jsonl"
+  calls=$((calls + 1))
+  local out="$WORK/$name.$sig.$calls.jsonl"
   "$COREMAP" run "$@" -o "$out" 2>"$WORK/err" &
   local pid=$!
   if ! wait_lines "$out.part" "$n"; then fail "$name $sig: no $n records within 30 s"; fi
@@ -86,6 +88,10 @@ python3 -c 'import json; [print(json.dumps({"n": i})) for i in range(60)]' >"$WO
 exec_args=(--plugin exec --config '{"argv": ["sh", "-c", "sleep 0.2; echo {n}"]}' --manifest "$WORK/exec.jsonl" --threads 4)
 "$COREMAP" run "${exec_args[@]}" -o "$WORK/exec.full" -q
 for sig in INT TERM HUP; do stop_then_resume exec "$sig" 8 "${exec_args[@]}"; done
+
+# --isolate: the items in the workers when the run stops are cancelled there and get no record.
+stop_then_resume sleep TERM 20 "${sleep_args[@]}" --isolate
+stop_then_resume exec INT 8 "${exec_args[@]}" --isolate
 
 # Fan-out: each file fans out into its lines (lines), each line then sleeps 5 ms on 8 threads
 # of its own. An item whose lines were cut short has none of its records.
@@ -183,6 +189,27 @@ fifo_run TERM
 fifo_run INT --threads 1
 fifo_run HUP --serial
 fifo_run TERM --threads 2 --isolate
+
+# With -o FILE: the FIFO is not hashed beforehand (that would wait for the writer and consume
+# the items); the records are kept in FILE.part, and --resume refuses a FIFO it cannot check.
+mkfifo "$WORK/feed.o"
+(printf '{"ms":1}\n{"ms":2}\n'; exec sleep 60) >"$WORK/feed.o" &
+writer=$!
+"$COREMAP" run --plugin sleep --manifest "$WORK/feed.o" --format jsonl -o "$WORK/fifo.o.jsonl" 2>"$WORK/err" &
+pid=$!
+if wait_lines "$WORK/fifo.o.jsonl.part" 2; then pass "FIFO -o: records written while the writer is open"; else fail "FIFO -o: no records"; cat "$WORK/err" >&2; fi
+kill -s TERM "$pid"
+set +e
+wait "$pid"
+rc=$?
+set -e
+kill "$writer" 2>/dev/null || true
+wait "$writer" 2>/dev/null || true
+expect_eq "$rc" 143 "FIFO -o: SIGTERM exits 143"
+expect_eq "$(record_values "$WORK/fifo.o.jsonl.part" 'r["result"]["ms"]' | tr '\t\n' ': ')" "0:1 1:2 " "FIFO -o: both items recorded"
+cm run --plugin sleep --manifest "$WORK/feed.o" --format jsonl -o "$WORK/fifo.o.jsonl" --resume
+expect_eq "$rc" 2 "FIFO -o --resume: refused (exit 2)"
+expect_contains "$WORK/err" "is a FIFO, socket or device" "FIFO -o --resume: says why"
 
 # Standard input from a pipe, the `tail -f log | coremap ... -m -` case.
 mkfifo "$WORK/stdin.fifo"
