@@ -90,4 +90,34 @@ set +e
 set -e
 expect_eq "$rc" 2 "new-plugin refuses a non-empty directory"
 expect_eq "$rc2" 2 "new-plugin refuses an invalid name"
+# (5) find_package(coremap) in a project that finds another nlohmann_json: a configure error
+# naming both versions, not undefined symbols at link time. The other release is a stand-in
+# package claiming 3.99.0; the version coremap was built with is read from nlohmann_json's own
+# header (the oracle).
+built_with=$(awk '/#define NLOHMANN_JSON_VERSION_(MAJOR|MINOR|PATCH)/ {v = v (v == "" ? "" : ".") $3} END {print v}' \
+  /usr/include/nlohmann/detail/abi_macros.hpp)
+mkdir -p "$WORK/other_json" "$WORK/other_app"
+cat >"$WORK/other_json/nlohmann_jsonConfigVersion.cmake" <<'CMAKE'
+set(PACKAGE_VERSION 3.99.0)
+set(PACKAGE_VERSION_COMPATIBLE TRUE)
+CMAKE
+cat >"$WORK/other_json/nlohmann_jsonConfig.cmake" <<'CMAKE'
+if(NOT TARGET nlohmann_json::nlohmann_json)
+  add_library(nlohmann_json::nlohmann_json INTERFACE IMPORTED)
+endif()
+CMAKE
+cat >"$WORK/other_app/CMakeLists.txt" <<'CMAKE'
+cmake_minimum_required(VERSION 3.20)
+project(other_json_app CXX)
+find_package(coremap REQUIRED)
+CMAKE
+set +e
+cmake -S "$WORK/other_app" -B "$WORK/other_app/build" -DCMAKE_PREFIX_PATH="$prefix" \
+  -Dnlohmann_json_DIR="$WORK/other_json" >"$WORK/other.log" 2>&1
+rc=$?
+set -e
+expect_eq "$rc" 1 "find_package(coremap) with another nlohmann_json fails at configure time"
+tr -s ' \n' ' ' <"$WORK/other.log" >"$WORK/other.flat"
+expect_contains "$WORK/other.flat" "coremap was built against nlohmann_json $built_with, but this project found nlohmann_json 3.99.0" \
+  "the configure error names both nlohmann_json versions"
 finish

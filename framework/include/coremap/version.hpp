@@ -3,9 +3,13 @@
 
 /// \file
 /// What this coremap is: its version, git revision and the libraries it was built with.
+/// The version at compile time: COREMAP_VERSION_MAJOR, COREMAP_VERSION_MINOR,
+/// COREMAP_VERSION_PATCH and COREMAP_VERSION (MAJOR * 10000 + MINOR * 100 + PATCH), from
+/// coremap/config.hpp; version() is the library the program runs with, which may be newer.
 
 #include <string>
 
+#include <coremap/config.hpp>
 #include <coremap/export.hpp>
 
 namespace coremap {
