@@ -298,6 +298,9 @@ int local_run_command(const RunArgs& args) {
   }
   const PluginLoader loader = make_loader(args.input.search);
   ManifestReader manifest(args.input.manifest, parse_manifest_format(args.input.format));
+  if (!args.quiet && !manifest.format_hint().empty()) {
+    std::fprintf(stderr, "coremap: note: %s\n", manifest.format_hint().c_str());
+  }
   Pipeline pipeline = make_pipeline(args.input, loader, "run");
   check_reductions(pipeline, args, false);
   RunOptions options = make_run_options(args);

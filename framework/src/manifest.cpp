@@ -179,6 +179,11 @@ void ManifestReader::detect_format(const std::string& path, ManifestFormat reque
       format_ = ManifestFormat::jsonl;
     } else if (ext == "txt" || ext == "list" || ext == "lst" || ext == "paths") {
       format_ = ManifestFormat::lines;
+      if (first == '{' || first == '[') {
+        format_hint_ = name_ + " is read as a list of paths (one per line) because its name ends in ." + ext +
+                       ", but line " + std::to_string(first_line) + " starts with '" + first +
+                       "': if its lines are JSON items, add --format jsonl (or --format json for one array)";
+      }
     } else if (first == '[') {
       format_ = ManifestFormat::json_array;
     } else if (first == '{' || ext == "json") {

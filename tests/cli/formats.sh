@@ -42,4 +42,15 @@ expect_contains "$WORK/out" "missing ']'" "unterminated array error"
 cm run --plugin echo --manifest "$WORK/empty.jsonl"
 expect_eq "$rc" 0 "empty manifest exits 0"
 expect_eq "$(wc -c <"$WORK/out")" 0 "empty manifest writes nothing"
+# A .txt manifest whose lines are JSON objects is read as paths (by its name), with a note
+# saying so and how to read it as JSON; --format jsonl reads the objects.
+printf '\n{"n": 1}\n{"n": 2}\n' >"$WORK/objects.txt"
+cm run --plugin echo --manifest "$WORK/objects.txt"
+expect_eq "$rc" 0 "a .txt of JSON objects still runs (as paths)"
+expect_contains "$WORK/err" "coremap: note: $WORK/objects.txt is read as a list of paths" "the note names the manifest"
+expect_contains "$WORK/err" "line 2 starts with '{'" "the note names the line"
+expect_contains "$WORK/err" "add --format jsonl" "the note says what to do"
+cm run --plugin echo --manifest "$WORK/objects.txt" --format jsonl
+expect_eq "$(record_values "$WORK/out" 'r["result"]["n"]' | cut -f2 | tr '\n' ' ')" "1 2 " "--format jsonl reads the objects"
+if grep -q "note:" "$WORK/err"; then fail "--format jsonl: no note"; else pass "--format jsonl: no note"; fi
 finish

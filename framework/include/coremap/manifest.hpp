@@ -110,6 +110,10 @@ class COREMAP_EXPORT ManifestReader final : public BatchSource {
   const std::string& name() const noexcept override { return name_; }
   /// The format in use (never `automatic`).
   ManifestFormat format() const noexcept override { return format_; }
+  /// A note for the user when the format was chosen from the file name but the content looks
+  /// like another (a `.txt` whose first line starts with `{`: every item would be a path that
+  /// is JSON text); empty otherwise. The CLI prints it before the run.
+  const std::string& format_hint() const noexcept { return format_hint_; }
 
   /// Clears `batch` and fills it with the next items: at most `max_items`, and stops adding
   /// once `max_bytes` are stored (a batch always takes at least one item, however long).
@@ -144,6 +148,7 @@ class COREMAP_EXPORT ManifestReader final : public BatchSource {
 
   std::string name_;
   ManifestFormat format_ = ManifestFormat::automatic;
+  std::string format_hint_;
   int fd_ = -1;
   bool owns_fd_ = false;
   bool eof_ = false;
