@@ -221,8 +221,11 @@ void print_run_summary(const RunArgs& args, const RunOptions& options, const Run
                  static_cast<unsigned long long>(stats.failed + earlier_failed));
   }
   if (stats.stopped == StopReason::max_errors) {
-    std::fprintf(stderr, "coremap: stopped early: %llu failed items reached --max-errors %llu\n",
-                 static_cast<unsigned long long>(stats.failed), static_cast<unsigned long long>(options.max_errors));
+    std::fprintf(stderr,
+                 "coremap: stopped early: %llu failed items reached --max-errors %llu; %llu items cut short or not "
+                 "started have no record (--resume runs them)\n",
+                 static_cast<unsigned long long>(stats.failed), static_cast<unsigned long long>(options.max_errors),
+                 static_cast<unsigned long long>(stats.not_run));
   }
 }
 
