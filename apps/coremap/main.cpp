@@ -57,6 +57,14 @@ int main(int argc, char** argv) {
   app.name("coremap");
   app.set_version_flag("--version", coremap::build_description());
   app.require_subcommand(1);
+  // Usage errors read like every other error: `coremap: error: ...` (scripts grep for it).
+  app.failure_message([](const CLI::App* failed, const CLI::Error& e) {
+    std::string message = "coremap: error: " + std::string(e.what()) + "\n";
+    if (failed && failed->get_help_ptr() != nullptr) {
+      message += "Run with " + failed->get_help_ptr()->get_name() + " for more information.\n";
+    }
+    return message;
+  });
 
   RunArgs run_args;
   BenchArgs bench_args;

@@ -25,8 +25,12 @@ setup_error() {  # setup_error WHAT EXPECTED-TEXT ARGS...
   cm "$@"
   expect_eq "$rc" 2 "$what exits 2"
   expect_contains "$WORK/err" "$text" "$what: message"
+  expect_eq "$(head -c 16 "$WORK/err")" "coremap: error: " "$what: the message starts with 'coremap: error: '"
 }
 setup_error "unknown flag" "--bogus" run --plugin echo --manifest "$WORK/good.jsonl" --bogus
+setup_error "missing required flag" "--manifest is required" run --plugin echo
+setup_error "no subcommand" "A subcommand is required"
+setup_error "a flag's value out of range" "--threads" run --plugin echo --manifest "$WORK/good.jsonl" --threads -3
 setup_error "missing manifest" "cannot open manifest '$WORK/none.jsonl': No such file" run --plugin echo --manifest "$WORK/none.jsonl"
 setup_error "directory manifest" "is a directory" run --plugin echo --manifest "$WORK"
 setup_error "unknown plugin" "plugin 'no_such_plugin' not found" run --plugin no_such_plugin --manifest "$WORK/good.jsonl"
