@@ -146,11 +146,14 @@ double tick_step(double span, int ticks) {
 
 // Amdahl's serial fraction by least squares on 1/S: 1/S(p) - 1/p = f (1 - 1/p) is linear in f
 // through the origin, so f = sum(x y) / sum(x x) with x = 1 - 1/p, y = 1/S - 1/p, over the rows
-// with p > 1 (each row's Karp-Flatt value is y / x; this weights them by x^2).
-std::optional<double> fit_serial_fraction(const std::vector<Row>& rows) {
+// with p > 1 (each row's Karp-Flatt value is y / x; this weights them by x^2). Rows with more
+// threads than `cores` (0: no bound) are left out: past the cores, threads share them, and the
+// speedup stops rising for that reason, not for a serial fraction.
+std::optional<double> fit_serial_fraction(const std::vector<Row>& rows, std::size_t cores) {
   double xy = 0, xx = 0;
   for (const Row& row : rows) {
     if (row.serial || row.parallelism() < 2 || row.speedup <= 0) continue;
+    if (cores != 0 && row.parallelism() > cores) continue;
     const double p = static_cast<double>(row.parallelism());
     const double x = 1 - 1 / p;
     const double y = 1 / row.speedup - 1 / p;
@@ -526,9 +529,13 @@ int sweep(const BenchArgs& args, const Pipeline& pipeline, Runner& runner) {
     }
     std::printf("max/min: the busiest rank's busy time over the least busy one's, median over the timed runs\n");
   }
-  const std::optional<double> fit = fit_serial_fraction(rows);
+  // Under MPI the rows' parallelism spans ranks on other machines: no one core count bounds it.
+  const std::size_t fit_cores = ranks > 1 ? 0 : cores;
+  const std::optional<double> fit = fit_serial_fraction(rows, fit_cores);
   if (fit) {
-    std::printf("Amdahl fit (least squares on 1/speedup over rows with threads > 1): serial fraction f = %.4f\n", *fit);
+    std::printf("Amdahl fit (least squares on 1/speedup over rows with 1 < threads <= %zu cores): serial fraction "
+                "f = %.4f\n",
+                cores, *fit);
   }
 
   std::vector<std::string> warnings;
@@ -631,7 +638,8 @@ int sweep(const BenchArgs& args, const Pipeline& pipeline, Runner& runner) {
     out["mpi"] = runner.describe();
     out["amdahl"] = {{"serial_fraction", fit ? Json(std::clamp(*fit, 0.0, 1.0)) : Json(nullptr)},
                      {"fitted", fit ? Json(*fit) : Json(nullptr)},
-                     {"method", "least squares of 1/S - 1/p = f (1 - 1/p) over the rows with threads > 1"}};
+                     {"method", fit_cores != 0 ? "least squares of 1/S - 1/p = f (1 - 1/p) over the rows with 1 < threads <= cores"
+                                                : "least squares of 1/S - 1/p = f (1 - 1/p) over the rows with threads > 1"}};
     out["warnings"] = warnings;
     json_file->write(out.dump(2, ' ', false, Json::error_handler_t::replace) + "\n");
     json_file->finish();

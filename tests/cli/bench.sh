@@ -86,6 +86,33 @@ PY
 )
 expect_eq "$check" ok "JSON figures recomputed independently, manifest, percentiles, SVG"
 
+# The fit leaves out rows with more threads than cores (they share the cores: their speedup
+# stops rising for that reason, not for a serial fraction).
+cores=$(nproc)
+for i in $(seq 16); do echo '{"us": 2000}'; done >"$WORK/spin16.jsonl"
+cm bench --plugin spin --manifest "$WORK/spin16.jsonl" --threads "1,2,$((cores + 2))" --repeat 1 --warmup 0 \
+  --json "$WORK/over.json"
+expect_eq "$rc" 0 "bench with a row over the core count exits 0"
+check=$(python3 - "$WORK/over.json" "$cores" <<'PY'
+import json, sys
+data = json.load(open(sys.argv[1]))
+cores = int(sys.argv[2])
+if data["machine"]["cores"] != cores:
+    print("machine cores %r, nproc %d" % (data["machine"]["cores"], cores)); sys.exit()
+rows = [r for r in data["runs"] if r["threads"] > 1 and r["threads"] <= cores and r["label"] != "serial"]
+xs = [(1 - 1 / r["threads"], 1 / r["speedup"] - 1 / r["threads"]) for r in rows]
+want = sum(x * y for x, y in xs) / sum(x * x for x, y in xs) if xs else None
+got = data["amdahl"]["fitted"]
+if (want is None) != (got is None) or (want is not None and abs(got - want) > 1e-9 * max(1, abs(want))):
+    print("fitted %r, want %r over rows %r" % (got, want, [r["threads"] for r in rows]))
+elif not any(r["threads"] > cores for r in data["runs"]):
+    print("no row over the core count")
+else:
+    print("ok")
+PY
+)
+expect_eq "$check" ok "the Amdahl fit leaves out the row with more threads than cores"
+
 # Setup errors exit 2 and say what is wrong.
 cm bench --plugin spin --manifest "$WORK/spin.jsonl" --threads 0
 expect_eq "$rc" 2 "--threads 0 exits 2"
