@@ -532,10 +532,12 @@ int sweep(const BenchArgs& args, const Pipeline& pipeline, Runner& runner) {
   // Under MPI the rows' parallelism spans ranks on other machines: no one core count bounds it.
   const std::size_t fit_cores = ranks > 1 ? 0 : cores;
   const std::optional<double> fit = fit_serial_fraction(rows, fit_cores);
-  if (fit) {
+  if (fit && fit_cores != 0) {
     std::printf("Amdahl fit (least squares on 1/speedup over rows with 1 < threads <= %zu cores): serial fraction "
                 "f = %.4f\n",
-                cores, *fit);
+                fit_cores, *fit);
+  } else if (fit) {
+    std::printf("Amdahl fit (least squares on 1/speedup over rows with threads > 1): serial fraction f = %.4f\n", *fit);
   }
 
   std::vector<std::string> warnings;
