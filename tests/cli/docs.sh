@@ -16,4 +16,33 @@ expect_eq "$rc" 1 "the documented run exits 1 (one item lacks the field)"
 expect_eq "$(record_values "$WORK/out" 'r["result"]["name"] if r["ok"] else "error"' | cut -f2 | tr '\n' ' ')" \
   "$(python3 -c 'print(" ".join(["ada".upper(), "grace".upper(), "error"]))') " "names upper-cased, missing field is an error"
 expect_contains "$WORK/out" "people.jsonl:3:" "the error names the manifest line"
+# docs/plugins.md's read_file_chunks snippet, compiled into a plugin class as written and run
+# on two files: bytes and lines against wc -c and wc -l.
+awk '/^  ```cpp$/ {on = 1; next} /^  ```$/ && on {exit} on' docs/plugins.md >"$WORK/snippet.inc"
+grep -q read_file_chunks "$WORK/snippet.inc" && pass "found the read_file_chunks snippet"
+cat >"$WORK/counts.cpp" <<CPP
+#include <algorithm>
+#include <array>
+#include <coremap/file.hpp>
+#include <coremap/plugin.hpp>
+class Counts {
+ public:
+  explicit Counts(const coremap::Json&) {}
+#include "$WORK/snippet.inc"
+};
+COREMAP_PLUGIN(Counts, "counts", "1.0", "bytes and lines of a file")
+CPP
+if g++ -std=c++20 -O1 -shared -fPIC -fvisibility=hidden -I"$COREMAP_SOURCE_DIR/framework/include" \
+    "$WORK/counts.cpp" -o "$WORK/counts.so" 2>"$WORK/cc.err"; then
+  pass "the read_file_chunks snippet compiles"
+else
+  fail "the read_file_chunks snippet does not compile"; cat "$WORK/cc.err" >&2
+fi
+python3 -c 'import random; r = random.Random(7); print("\n".join("x" * r.randrange(0, 300) for _ in range(3000)))' >"$WORK/a.txt"
+printf 'no newline at the end' >"$WORK/b.txt"
+printf '%s\n' "$WORK/a.txt" "$WORK/b.txt" >"$WORK/files.list"
+"$COREMAP" run --plugin "$WORK/counts.so" --manifest "$WORK/files.list" -q >"$WORK/counts.jsonl" || true
+expect_eq "$(record_values "$WORK/counts.jsonl" '"%d %d" % (r["result"]["bytes"], r["result"]["lines"])' | cut -f2 | tr '\n' ' ')" \
+  "$(wc -c <"$WORK/a.txt") $(wc -l <"$WORK/a.txt") $(wc -c <"$WORK/b.txt") $(wc -l <"$WORK/b.txt") " \
+  "the snippet's bytes and lines equal wc -c and wc -l"
 finish
