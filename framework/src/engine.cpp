@@ -24,6 +24,7 @@
 #include <coremap/record.hpp>
 
 #include "item_parser.hpp"
+#include "reorder_buffer.hpp"
 #include "tsan_handoff.hpp"
 #include "worker_process.hpp"
 
@@ -40,7 +41,7 @@ constexpr std::uint64_t isolated_batch_target_ns = 2'000'000;
 constexpr std::size_t max_batch_items = 4096;
 constexpr std::size_t max_batch_bytes = std::size_t{1} << 20;
 // Ordered runs: finished batches waiting for an earlier one give their token back while they
-// hold less than this (ReorderBuffer).
+// hold less than this (detail::ReorderBuffer).
 constexpr std::size_t default_reorder_budget_bytes = std::size_t{64} << 20;
 
 // A value on its way from one stage to the next. A failed value passes the later stages
@@ -249,100 +250,6 @@ std::size_t footprint(const Batch& batch) {
   }
   return bytes;
 }
-
-// Ordered runs: finished batches wait here for the batches before them, and whoever finds the
-// next one in order writes the ready run of them (one writer at a time; the others park and
-// leave). A batch parked behind one still being processed gives its in-flight token back at
-// once while the parked batches stay under `budget` bytes, so a slow item holds up only the
-// writing, not the processing of the items after it, as a sequencer_node in front of the
-// writer would (the window of tokens fills behind the slow item and the threads idle). Over
-// the budget, or when it waits for the writer only, a batch keeps its token until it is
-// written: memory stays bounded.
-template <class Write, class Release>
-class ReorderBuffer {
- public:
-  ReorderBuffer(std::size_t budget, Write write, Release release)
-      : budget_(budget), write_(std::move(write)), release_(std::move(release)), ring_(64) {}
-
-  // Called from any thread, for each batch once, when its last stage is done.
-  void put(Batch* batch) {
-    // Each parked batch also takes up to two ring slots (the ring doubles), a slot of `ready_`
-    // and one in the pool's list of batches.
-    const std::size_t size = footprint(*batch) + 3 * sizeof(Parked) + sizeof(std::unique_ptr<Batch>);
-    bool release = false;
-    {
-      std::lock_guard lock(mutex_);
-      // Early only while the next batch to write is still being processed: behind a batch that
-      // waits for the writer, every batch waits for the writer alone and keeps its token, so a
-      // run bound by writing stays within the window.
-      while (batch->seq - next_ >= ring_.size()) grow();
-      release = batch->seq != next_ && ring_[next_ & (ring_.size() - 1)].batch == nullptr &&
-                parked_bytes_ + size <= budget_;
-      parked_bytes_ += size;
-      ring_[batch->seq & (ring_.size() - 1)] = Parked{batch, size, !release};
-    }
-    if (release) release_();
-    drain();
-  }
-
- private:
-  struct Parked {
-    Batch* batch = nullptr;
-    std::size_t size = 0;
-    bool holds_token = false;
-  };
-
-  // Writes batches from `next_` on while they are there. Returns at once when another thread
-  // is writing: that one looks again before it stops.
-  void drain() {
-    for (;;) {
-      {
-        std::lock_guard lock(mutex_);
-        if (writing_) return;
-        ready_.clear();
-        for (Parked* slot = &ring_[next_ & (ring_.size() - 1)]; slot->batch != nullptr;
-             slot = &ring_[next_ & (ring_.size() - 1)]) {
-          ready_.push_back(*slot);
-          *slot = Parked{};
-          ++next_;
-        }
-        if (ready_.empty()) return;
-        writing_ = true;
-      }
-      std::size_t freed = 0, held = 0;
-      for (const Parked& parked : ready_) {
-        freed += parked.size;
-        held += parked.holds_token ? 1 : 0;
-        write_(parked.batch);
-      }
-      {
-        std::lock_guard lock(mutex_);
-        parked_bytes_ -= freed;
-        writing_ = false;
-      }
-      for (; held > 0; --held) release_();
-    }
-  }
-
-  // Doubles the ring, keeping each parked batch at its sequence number's slot.
-  void grow() {
-    std::vector<Parked> bigger(ring_.size() * 2);
-    for (std::uint64_t seq = next_; seq < next_ + ring_.size(); ++seq) {
-      bigger[seq & (bigger.size() - 1)] = ring_[seq & (ring_.size() - 1)];
-    }
-    ring_.swap(bigger);
-  }
-
-  const std::size_t budget_;
-  Write write_;
-  Release release_;
-  std::mutex mutex_;
-  std::vector<Parked> ring_;    // slot seq % size holds batch seq, for seq in [next_, next_ + size)
-  std::vector<Parked> ready_;   // the writer's run of batches, reused
-  std::uint64_t next_ = 0;      // the next batch to write
-  std::size_t parked_bytes_ = 0;
-  bool writing_ = false;
-};
 
 // The batches of a streamed run, recycled: a steady run keeps `keep` of them (the tokens in
 // flight, plus the one the cut stage fills) and allocates none. More exist only while finished
@@ -1251,20 +1158,20 @@ RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Delive
       // Ordered: batches are written from the reorder buffer, in sequence, by the thread that
       // completes the next one; unordered: by a serial writer node, as they come.
       auto write_in_order = [&](Batch* batch) {
-        // Serial: one writer at a time (ReorderBuffer), `stats` and the sink pass between them.
-        detail::SerialBody serial(&stats);
+        // One writer at a time (ReorderBuffer): `stats` and the sink pass between them.
         finish(*batch);
         detail::handed_over(batch);
         batches.give_back(batch);
       };
       auto release_token = [&limiter] { limiter.decrementer().try_put(flow::continue_msg()); };
-      ReorderBuffer<decltype(write_in_order), decltype(release_token)> reorder_buffer(
+      detail::ReorderBuffer<Batch*, decltype(write_in_order), decltype(release_token)> reorder_buffer(
           options.reorder_budget_bytes != 0 ? options.reorder_budget_bytes : default_reorder_budget_bytes,
           write_in_order, release_token);
       flow::function_node<Batch*, flow::continue_msg> reorder(graph, flow::unlimited, [&](Batch* batch) {
         detail::TbbBody tbb_body(batch);
         learn_speed(*batch);
-        reorder_buffer.put(batch);
+        // A parked batch also takes a slot in the pool's list of batches.
+        reorder_buffer.put(batch->seq, batch, footprint(*batch) + sizeof(std::unique_ptr<Batch>));
         return flow::continue_msg();
       });
       if (options.ordered) {
