@@ -1,0 +1,280 @@
+// SPDX-License-Identifier: MIT
+// The stage runner: one stage over one batch. The first stage parses each item and calls its
+// plugin through run_item (engine_impl.hpp); later stages take the values the one before made,
+// whole or in chunks over several threads; the last stage writes the records into the batch.
+// The per-item loop is run_stage's; everything here runs once per batch or per item, so it
+// allocates nothing beyond the items' JSON and takes no lock.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <oneapi/tbb/parallel_for_each.h>
+
+#include "engine_impl.hpp"
+#include "item_parser.hpp"
+
+namespace coremap {
+namespace {
+
+// What one call of a stage's plugin needs, reused from call to call within a batch.
+struct CallScratch {
+  using CallEmitter = detail::CallEmitter;
+  explicit CallScratch(LatencyHistogram* timing) : emitter(emitted), latency(timing) {}
+  CallScratch(const CallScratch&) = delete;
+  CallScratch& operator=(const CallScratch&) = delete;
+  Json result;
+  std::string error;
+  std::uint32_t attempts = 1;
+  std::vector<Json> emitted;
+  CallEmitter emitter;
+  LatencyHistogram* latency;  // RunOptions::measure, else null
+};
+
+}  // namespace
+
+// run_stage with the plugin in a worker process (options.isolate). The whole batch goes to
+// the worker, which writes the records; a stop request takes effect at the next batch.
+void Engine::Impl::run_stage_isolated(Batch& batch, detail::WorkerProcess& worker, const std::string& manifest_name,
+                        ManifestFormat format) {
+  struct Collect final : detail::ResultSink {
+    Impl& impl;
+    Batch& batch;
+    Collect(Impl& i, Batch& b) : impl(i), batch(b) {}
+    void on_result(const RawItem& raw, detail::ItemOutcome outcome, std::string_view text,
+                   std::uint32_t attempts) override {
+      // An outcome that came back once the run was stopping is no record (cut_short()).
+      if (impl.cut_short()) return;
+      bool ok = false;
+      ++batch.items;
+      if (outcome == detail::ItemOutcome::error_message) {
+        batch.record_error(raw.index, std::string(text), attempts, false);
+      } else {
+        ok = batch.record_line(raw.index, outcome == detail::ItemOutcome::ok_record, text);
+      }
+      if (ok) {
+        ++batch.ok;
+      } else {
+        ++batch.failed;
+        impl.note_failure();
+      }
+    }
+  } collect(*this, batch);
+  if (!stop.load(std::memory_order_relaxed)) {
+    const auto start = Clock::now();
+    worker.run(batch.raw, manifest_name, format, collect);
+    batch.work_ns += elapsed_ns(start);
+  }
+  batch.not_run = batch.raw.items.size() - batch.items;
+}
+
+std::string Engine::Impl::timed_out_message(std::int64_t took_ns) const {
+  char text[128];
+  std::snprintf(text, sizeof text, "timed out: ran %.3f s, over --timeout %g s (its result was discarded)",
+                static_cast<double>(took_ns) / 1e9, static_cast<double>(options.timeout.count()) / 1e3);
+  return text;
+}
+
+// One output of a stage: a record when the stage is the last, else the next stage's input.
+void Engine::Impl::output_ok(Batch& batch, bool last, std::uint64_t index, std::uint64_t line, bool fanned,
+               std::uint32_t attempts, Json& data) {
+  if (!last) {
+    batch.next.push_back(Value{index, line, fanned, false, attempts, std::move(data), {}});
+  } else if (batch.record_ok(index, data, attempts, fanned, line)) {
+    ++batch.ok;
+  } else {
+    ++batch.failed;
+    note_failure();
+  }
+}
+
+void Engine::Impl::output_error(Batch& batch, bool last, std::uint64_t index, std::uint64_t line, bool fanned,
+                  std::uint32_t attempts, std::string message) {
+  if (!last) {
+    batch.next.push_back(Value{index, line, fanned, true, attempts, Json(), std::move(message)});
+    return;
+  }
+  batch.record_error(index, std::move(message), attempts, fanned);
+  ++batch.failed;
+  note_failure();
+}
+
+// Runs stage `s` over a batch: the raw items for the first stage (parsed here, in parallel),
+// the previous stage's outputs otherwise.
+void Engine::Impl::run_stage(Batch& batch, std::size_t s, PluginInstance& instance, const std::string& manifest_name,
+               ManifestFormat format) {
+  const auto start = Clock::now();
+  const bool last = s + 1 == stages.size();
+  if (s > 0) {
+    run_values(batch, s, instance, 0, batch.values.size(), batch.next, manifest_name);
+    finish_stage(batch, s);
+    batch.work_ns += elapsed_ns(start);
+    return;
+  }
+  const std::string& stage_name = stages[s]->spec.name;
+  const bool name_stage = stages.size() > 1;
+  Json item;
+  CallScratch call(options.measure ? &stages[s]->latency.local() : nullptr);
+  // References, not a structured binding: lambdas below capture them (clang 14 cannot
+  // capture a binding).
+  Json& result = call.result;
+  std::string& error = call.error;
+  std::uint32_t& attempts = call.attempts;
+  std::vector<Json>& emitted = call.emitted;
+  CallEmitter& emitter = call.emitter;
+  LatencyHistogram* const latency = call.latency;
+  auto where = [&](std::uint64_t line) {
+    return manifest_name + ":" + std::to_string(line) + ": " + (name_stage ? "stage '" + stage_name + "': " : "");
+  };
+  const bool check = checks_values(batch);
+  std::string why;
+  auto hand_on = [&](std::uint64_t index, std::uint64_t line, bool fanned, Json& value) {
+    if (check && !writable_result(value, why)) {
+      output_error(batch, last, index, line, fanned, attempts, where(line) + why);
+    } else {
+      output_ok(batch, last, index, line, fanned, attempts, value);
+    }
+  };
+  // Processes one input and hands on its outputs: the emitted values, or the result; none
+  // when the run's stop cut it short (false then).
+  auto apply = [&](std::uint64_t index, std::uint64_t line, bool fanned, const Json& input) {
+    const bool ok = run_item_measured(latency, instance, index, input, result, error, attempts, &emitter);
+    if (cut_short()) return false;
+    if (!ok) {
+      output_error(batch, last, index, line, fanned, attempts, where(line) + error);
+    } else if (!emitter.used) {
+      hand_on(index, line, fanned, result);
+    } else {
+      for (Json& value : emitted) hand_on(index, line, true, value);
+    }
+    return true;
+  };
+  const std::size_t count = batch.raw.items.size();
+  for (std::size_t i = 0; i < count; ++i) {
+    const RawItem& raw = batch.raw.items[i];
+    if (stop.load(std::memory_order_relaxed)) {
+      batch.not_run += count - i;
+      break;
+    }
+    const std::string_view text = batch.raw.text(raw);
+    if (raw.malformed) {
+      output_error(batch, last, raw.index, raw.line, false, 1,
+                   manifest_name + ":" + std::to_string(raw.line) + ": " + std::string(text));
+    } else if (!detail::parse_item(text, raw.line, format, manifest_name, item, error)) {
+      output_error(batch, last, raw.index, raw.line, false, 1, error);
+    } else if (!apply(raw.index, raw.line, false, item)) {
+      batch.not_run += count - i;
+      break;
+    }
+    ++batch.items;
+  }
+  batch.values.clear();
+  if (!last) std::swap(batch.values, batch.next);
+  batch.work_ns += elapsed_ns(start);
+}
+
+// Stage s > 0 over the previous stage's outputs [first, end): its own outputs are appended to
+// `out` as values (records are written by finish_stage). Chunks of one batch may run on
+// several threads at once, each with its own instance and its own `out`.
+void Engine::Impl::run_values(Batch& batch, std::size_t s, PluginInstance& instance, std::size_t first, std::size_t end,
+                std::vector<Value>& out, const std::string& manifest_name) {
+  const std::string& stage_name = stages[s]->spec.name;
+  CallScratch call(options.measure ? &stages[s]->latency.local() : nullptr);
+  auto where = [&](std::uint64_t line) {
+    return manifest_name + ":" + std::to_string(line) + ": stage '" + stage_name + "': ";
+  };
+  std::string why;
+  // A value that cannot be written fails here, naming this stage, and reaches no later one.
+  auto hand_on = [&](const Value& from, bool fanned, Json& data) {
+    if (!writable_result(data, why)) {
+      out.push_back(Value{from.index, from.line, fanned, true, call.attempts, Json(), where(from.line) + why});
+    } else {
+      out.push_back(Value{from.index, from.line, fanned, false, call.attempts, std::move(data), {}});
+    }
+  };
+  for (std::size_t i = first; i < end; ++i) {
+    Value& value = batch.values[i];
+    if (value.failed || value.stopped) {
+      out.push_back(std::move(value));
+      continue;
+    }
+    // Once the run is stopping nothing more is started: the value's item gets no record.
+    const bool ok = !should_stop() && run_item_measured(call.latency, instance, value.index, value.data, call.result,
+                                                        call.error, call.attempts, &call.emitter);
+    if (cut_short()) {
+      out.push_back(Value{value.index, value.line, value.fanned, false, 1, Json(), {}, true});
+    } else if (!ok) {
+      out.push_back(Value{value.index, value.line, value.fanned, true, call.attempts, Json(), where(value.line) + call.error});
+    } else if (!call.emitter.used) {
+      hand_on(value, value.fanned, call.result);
+    } else {
+      for (Json& emitted_value : call.emitted) hand_on(value, true, emitted_value);
+    }
+  }
+}
+
+// After stage s > 0 ran over the whole batch (its outputs in batch.next): hands them to the
+// next stage, or, after the last stage, writes them as records in order.
+void Engine::Impl::finish_stage(Batch& batch, std::size_t s) {
+  batch.values.clear();
+  if (s + 1 < stages.size()) {
+    std::swap(batch.values, batch.next);
+    return;
+  }
+  // An item's values are adjacent: all of them are written, or, when the stop cut any of them
+  // short, none (a resumed run then processes the item whole, never half of its fan-out).
+  for (std::size_t i = 0, n = batch.next.size(); i < n;) {
+    std::size_t end = i;
+    bool cut = false;
+    for (; end < n && batch.next[end].index == batch.next[i].index; ++end) cut = cut || batch.next[end].stopped;
+    if (cut) {
+      --batch.items;
+      ++batch.not_run;
+      i = end;
+      continue;
+    }
+    for (; i < end; ++i) {
+      Value& value = batch.next[i];
+      if (value.failed) {
+        output_error(batch, true, value.index, value.line, value.fanned, value.attempts, std::move(value.error));
+      } else {
+        output_ok(batch, true, value.index, value.line, value.fanned, value.attempts, value.data);
+      }
+    }
+  }
+  batch.next.clear();
+}
+
+// Stage s over a batch's values in chunks on the arena's threads (splits(s)), each chunk with
+// the calling thread's instance; outputs joined in order.
+void Engine::Impl::run_stage_split(Batch& batch, std::size_t s, const std::string& manifest_name) {
+  const auto start = Clock::now();
+  const std::size_t n = batch.values.size();
+  const std::size_t chunks = std::min(n, 4 * threads);
+  std::vector<std::vector<Value>> outs(chunks);
+  auto body = [&](std::vector<Value>& out) {
+    detail::taken_over(&detail::run_start_key);  // before anything reads the closure
+    detail::TbbBody tbb_body(&batch);
+    const auto c = static_cast<std::size_t>(&out - outs.data());
+    StageRuntime::Lease lease(*stages[s]);
+    run_values(batch, s, *lease, n * c / chunks, n * (c + 1) / chunks, out, manifest_name);
+  };
+  // TBB's threads read `body` (taken by reference) where this thread built it.
+  detail::handed_over(&detail::run_start_key);
+  tbb::parallel_for_each(outs.begin(), outs.end(), body);
+  detail::taken_over(&batch);  // the chunks' outputs, written on other threads
+  join_chunks(batch, outs);
+  finish_stage(batch, s);
+  batch.work_ns += elapsed_ns(start);
+}
+
+void Engine::Impl::join_chunks(Batch& batch, std::vector<std::vector<Value>>& outs) {
+  batch.next.clear();
+  for (auto& chunk : outs) {
+    for (Value& value : chunk) batch.next.push_back(std::move(value));
+  }
+}
+
+}  // namespace coremap
