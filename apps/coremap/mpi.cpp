@@ -5,13 +5,15 @@
 // records back (ResultSink).
 #include "mpi.hpp"
 
+#include "batch_sizing.hpp"
+#include "wire_encoding.hpp"
+
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -40,7 +42,7 @@ constexpr int tag_finished = 4;  // worker -> 0: the worker's RunStats; it sends
 // before it runs dry.
 constexpr int outstanding_chunks = 2;
 // An adaptive chunk is sized to about this much of its worker's wall time.
-constexpr double chunk_target_seconds = 0.05;
+constexpr std::uint64_t chunk_target_ns = 50'000'000;
 constexpr std::size_t max_chunk_items = 1 << 16;
 constexpr std::size_t max_chunk_bytes = std::size_t{4} << 20;
 // Unordered results are sent when this much has collected, or this long after the last send.
@@ -58,37 +60,8 @@ std::uint64_t process_cpu_ns() {
   return ns(usage.ru_utime) + ns(usage.ru_stime);
 }
 
-// Little framing helpers: fixed-width integers and raw bytes, in the host's byte order (every
-// rank runs the same binary on the same architecture).
-struct Writer {
-  std::string bytes;
-  void u64(std::uint64_t v) { bytes.append(reinterpret_cast<const char*>(&v), sizeof v); }
-  void text(std::string_view t) {
-    u64(t.size());
-    bytes.append(t);
-  }
-};
-struct Reader {
-  const std::string& bytes;
-  std::size_t at = 0;
-  std::uint64_t u64() {
-    if (at + 8 > bytes.size()) throw Error("MPI message truncated (internal error)");
-    std::uint64_t v;
-    std::memcpy(&v, bytes.data() + at, sizeof v);
-    at += sizeof v;
-    return v;
-  }
-  const char* raw(std::uint64_t n) {
-    if (n > bytes.size() - at) throw Error("MPI message truncated (internal error)");
-    const char* p = bytes.data() + at;
-    at += n;
-    return p;
-  }
-  std::string_view text() {
-    const std::uint64_t n = u64();
-    return std::string_view(raw(n), n);
-  }
-};
+using detail::WireReader;
+using detail::WireWriter;
 
 // Receives the message `probe` found, whole, into `into`.
 void receive(const MPI_Status& probe, std::string& into) {
@@ -98,7 +71,7 @@ void receive(const MPI_Status& probe, std::string& into) {
   MPI_Recv(into.data(), count, MPI_BYTE, probe.MPI_SOURCE, probe.MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
 }
 
-void send(const std::string& bytes, int to, int tag) {
+void send(std::string_view bytes, int to, int tag) {
   MPI_Send(bytes.data(), static_cast<int>(bytes.size()), MPI_BYTE, to, tag, MPI_COMM_WORLD);
 }
 
@@ -174,11 +147,11 @@ class ChunkSource final : public BatchSource {
 
   // Caller holds the link's mutex.
   void request() {
-    Writer w;
+    WireWriter w;
     w.u64(progress_ != nullptr ? progress_->done.load(std::memory_order_relaxed) : 0);
     w.u64(first_chunk_ ? ns_since(*first_chunk_) : 0);
     w.u64(threads_);
-    send(w.bytes, 0, tag_request);
+    send(w.data(), 0, tag_request);
     ++requested_;
   }
 
@@ -200,7 +173,7 @@ class ChunkSource final : public BatchSource {
       }
       std::this_thread::sleep_for(pause);
     }
-    Reader r{bytes};
+    WireReader r(bytes);
     const std::uint64_t seq = r.u64();
     const std::uint64_t count = r.u64();
     chunk_items_.clear();
@@ -213,12 +186,8 @@ class ChunkSource final : public BatchSource {
     seq_ = seq;
     ++chunks_;
     for (std::uint64_t i = 0; i < count; ++i) {
-      Item item;
-      item.index = r.u64();
-      item.line = r.u64();
-      item.malformed = r.u64() != 0;
-      item.text = std::string(r.text());
-      chunk_items_.push_back(std::move(item));
+      const detail::WireItem wire = detail::decode_item(r);
+      chunk_items_.push_back(Item{wire.index, wire.line, wire.malformed, std::string(wire.text)});
     }
     if (!ended_ && !draining_) {
       std::lock_guard lock(link_.mutex);
@@ -272,14 +241,14 @@ class ResultSink final : public Sink {
 
  private:
   void flush(std::uint64_t seq, bool last) {
-    Writer w;
+    WireWriter w;
     w.u64(seq);
     w.u64(last ? 1 : 0);
     w.u64(progress_ != nullptr ? progress_->failed.load(std::memory_order_relaxed) : 0);
-    w.bytes.append(pending_);
+    w.bytes(pending_);
     {
       std::lock_guard lock(link_.mutex);
-      send(w.bytes, 0, tag_result);
+      send(w.data(), 0, tag_result);
     }
     pending_.clear();
     last_send_ = Clock::now();
@@ -301,7 +270,7 @@ class ResultSink final : public Sink {
 // states of its reducing stages (RunStats::states, as CBOR: exact bytes, no text round trip)
 // and, when the run was measured, each stage's figures with the whole latency histogram, so
 // that rank 0 can merge every rank's calls into exact percentiles.
-void write_report(Writer& w, const RunStats& stats, std::uint64_t cpu) {
+void write_report(WireWriter& w, const RunStats& stats, std::uint64_t cpu) {
   for (std::uint64_t v : {stats.items, stats.records, stats.ok, stats.failed, static_cast<std::uint64_t>(stats.threads),
                           static_cast<std::uint64_t>(stats.stopped), cpu, static_cast<std::uint64_t>(stats.stages.size())}) {
     w.u64(v);
@@ -313,14 +282,13 @@ void write_report(Writer& w, const RunStats& stats, std::uint64_t cpu) {
     w.u64(stage.latency.sum());
     w.u64(stage.latency.min());
     w.u64(stage.latency.max());
-    const auto buckets = stage.latency.buckets();
-    w.bytes.append(reinterpret_cast<const char*>(buckets.data()), buckets.size_bytes());
+    for (const std::uint64_t count : stage.latency.buckets()) w.u64(count);
   }
   const std::vector<std::uint8_t> states = Json::to_cbor(stats.states);
   w.text(std::string_view(reinterpret_cast<const char*>(states.data()), states.size()));
 }
 
-void read_report(Reader& r, RankReport& report) {
+void read_report(WireReader& r, RankReport& report) {
   RunStats& s = report.stats;
   s.items = r.u64();
   s.records = r.u64();
@@ -338,7 +306,7 @@ void read_report(Reader& r, RankReport& report) {
     stage.own_threads = r.u64() != 0;
     const std::uint64_t sum = r.u64(), min = r.u64(), max = r.u64();
     std::array<std::uint64_t, LatencyHistogram::bucket_count> buckets;
-    std::memcpy(buckets.data(), r.raw(sizeof buckets), sizeof buckets);
+    for (std::uint64_t& count : buckets) count = r.u64();
     stage.latency = LatencyHistogram::from_parts(buckets, sum, min, max);
     stage.take_figures_from_latency();
     s.stages.push_back(std::move(stage));
@@ -397,7 +365,7 @@ class Coordinator {
       const auto handling = Clock::now();
       receive(status, bytes);
       WorkerState& worker = workers_[static_cast<std::size_t>(status.MPI_SOURCE)];
-      Reader r{bytes};
+      WireReader r(bytes);
       switch (status.MPI_TAG) {
         case tag_request: {
           worker.done = r.u64();
@@ -410,7 +378,7 @@ class Coordinator {
           const std::uint64_t seq = r.u64();
           const bool last = r.u64() != 0;
           worker.failed = r.u64();
-          on_result(seq, last, std::string_view(bytes).substr(r.at));
+          on_result(seq, last, r.rest());
           check_errors();
           break;
         }
@@ -451,33 +419,28 @@ class Coordinator {
 
   std::size_t chunk_items(const WorkerState& worker) const {
     if (fixed_chunk_ != 0) return fixed_chunk_;
+    // Until the worker has finished something, one item per thread.
     const std::size_t threads = std::max<std::size_t>(1, worker.threads);
-    std::size_t want = threads;
-    if (worker.done != 0 && worker.elapsed_ns != 0) {
-      const double per_second = static_cast<double>(worker.done) * 1e9 / static_cast<double>(worker.elapsed_ns);
-      want = std::clamp<std::size_t>(static_cast<std::size_t>(per_second * chunk_target_seconds), 1, max_chunk_items);
-    }
-    // Guided self-scheduling near the end: no chunk takes more than 1 / (2 x workers) of the
-    // items left, so the last items spread over every rank instead of queueing at one while the
-    // others run dry. Items left are estimated from the bytes left of a manifest of known size.
-    const std::optional<std::uint64_t> size = manifest_.size();
-    const std::uint64_t read = manifest_.bytes_read();
-    if (size && cut_ > 0 && read > 0 && *size > read) {
-      const double left = static_cast<double>(*size - read) * static_cast<double>(cut_) / static_cast<double>(read);
-      const auto share = static_cast<std::size_t>(std::ceil(left / (2.0 * static_cast<double>(workers_.size() - 1))));
-      want = std::min(want, std::max(threads, share));
+    std::size_t want = detail::items_for_duration(chunk_target_ns, worker.done, worker.elapsed_ns, max_chunk_items, threads);
+    // Guided self-scheduling near the end: the last items spread over every rank instead of
+    // queueing at one while the others run dry. Items left are estimated from the bytes left of
+    // a manifest of known size.
+    if (const std::optional<std::uint64_t> size = manifest_.size()) {
+      const double left = detail::estimate_items_left(*size, manifest_.bytes_read(), cut_);
+      if (left > 0) want = std::min(want, detail::guided_share(left, workers_.size() - 1, threads));
     }
     return want;
   }
 
   void send_chunk(int to, WorkerState& worker) {
-    Writer w;
+    WireWriter w;
     w.u64(next_seq_);
-    w.u64(0);  // the item count, filled in below
+    const std::size_t count_at = w.size();
+    w.u64(0);  // the item count, patched below
     std::uint64_t count = 0;
     const std::size_t want = chunk_items(worker);
-    while (!stopped_ && !manifest_done_ && count < want && w.bytes.size() < max_chunk_bytes) {
-      if (!manifest_.next_batch(batch_, want - count, max_chunk_bytes - w.bytes.size())) {
+    while (!stopped_ && !manifest_done_ && count < want && w.size() < max_chunk_bytes) {
+      if (!manifest_.next_batch(batch_, want - count, max_chunk_bytes - w.size())) {
         manifest_done_ = true;
         break;
       }
@@ -487,14 +450,11 @@ class Coordinator {
           ++skipped_;
           continue;
         }
-        w.u64(item.index);
-        w.u64(item.line);
-        w.u64(item.malformed ? 1 : 0);
-        w.text(batch_.text(item));
+        detail::encode_item(w, detail::WireItem{item.index, item.line, item.malformed, 1, batch_.text(item)});
         ++count;
       }
     }
-    std::memcpy(w.bytes.data() + 8, &count, sizeof count);
+    w.patch_u64(count_at, count);
     if (count > 0) {
       if (ordered_) open_.emplace(next_seq_, OpenChunk{to, false, {}});
       ++next_seq_;
@@ -502,7 +462,7 @@ class Coordinator {
       worker.items_sent += count;
     }
     // Never a blocking send: a worker's writer may be sending results to us at this moment.
-    sends_.push_back(PendingSend{std::move(w.bytes), MPI_REQUEST_NULL});
+    sends_.push_back(PendingSend{std::move(w.buffer()), MPI_REQUEST_NULL});
     PendingSend& pending = sends_.back();
     MPI_Isend(pending.bytes.data(), static_cast<int>(pending.bytes.size()), MPI_BYTE, to, tag_chunk, MPI_COMM_WORLD,
               &pending.request);
@@ -683,9 +643,9 @@ void serve(const Session& session, Engine& engine, const std::string& name, Mani
   } catch (const std::exception& e) {
     abort_job(session.rank(), e.what());
   }
-  Writer w;
+  WireWriter w;
   write_report(w, stats, process_cpu_ns() - cpu_before);
-  send(w.bytes, 0, tag_finished);
+  send(w.data(), 0, tag_finished);
 }
 
 Json merge_summaries(const Pipeline& pipeline, const DistributedRun& run) {

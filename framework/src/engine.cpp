@@ -17,6 +17,7 @@
 #include <coremap/error.hpp>
 #include <coremap/record.hpp>
 
+#include "batch_sizing.hpp"
 #include "engine_impl.hpp"
 #include "reorder_buffer.hpp"
 #include "stage_pool.hpp"
@@ -80,9 +81,7 @@ void Engine::Impl::collect_stage_stats(RunStats& stats) {
 
 std::size_t Engine::Impl::next_batch_size() const noexcept {
   const std::uint64_t ns = per_item_ns.load(std::memory_order_relaxed);
-  if (ns == 0) return 1;
-  const std::uint64_t target = workers ? isolated_batch_target_ns : batch_target_ns;
-  return static_cast<std::size_t>(std::clamp<std::uint64_t>(target / ns, 1, max_batch_items));
+  return detail::items_for_duration(workers ? isolated_batch_target_ns : batch_target_ns, 1, ns, max_batch_items);
 }
 
 // Cuts the next batch, leaving out items an earlier run recorded (RunOptions::skip). False

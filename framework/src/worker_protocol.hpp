@@ -6,8 +6,8 @@
 //
 //   u32 payload length (little-endian) | u8 kind | payload
 //
-// Integers inside payloads are little-endian too. Both ends reuse their buffers, so a steady
-// run allocates nothing per frame.
+// Payloads are fields of wire_encoding.hpp (little-endian integers, texts, items). Both ends
+// reuse their buffers, so a steady run allocates nothing per frame.
 
 #include <signal.h>
 
@@ -15,12 +15,13 @@
 #include <cstdint>
 #include <cstring>
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
 
 #include <coremap/manifest.hpp>
+
+#include "wire_encoding.hpp"
 
 namespace coremap::detail {
 
@@ -51,44 +52,22 @@ inline constexpr std::size_t frame_header_size = 5;
 /// manifest), a single huge item or result is the only way near it.
 inline constexpr std::uint32_t max_frame_payload = std::uint32_t{1} << 30;
 
-/// A malformed frame or payload: the peer is not speaking this protocol.
-class ProtocolError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
-/// Builds frames into one reusable string.
-class FrameWriter {
+/// Builds frames into one reusable string: begin(), the payload's fields (WireWriter), end().
+class FrameWriter : public WireWriter {
  public:
   /// Starts a frame; its length is filled in by end().
   void begin(FrameKind kind) {
-    start_ = data_.size();
-    data_.append(frame_header_size, '\0');
-    data_[start_ + 4] = static_cast<char>(kind);
-  }
-  void u8(std::uint8_t v) { data_.push_back(static_cast<char>(v)); }
-  void u32(std::uint32_t v) { put(v, 4); }
-  void u64(std::uint64_t v) { put(v, 8); }
-  void bytes(std::string_view v) { data_.append(v); }
-  /// A u32 length, then the bytes.
-  void text(std::string_view v) {
-    u32(static_cast<std::uint32_t>(v.size()));
-    bytes(v);
+    start_ = size();
+    bytes(std::string_view("\0\0\0\0", 4));
+    u8(static_cast<std::uint8_t>(kind));
   }
   void end() {
-    const std::size_t length = data_.size() - start_ - frame_header_size;
+    const std::size_t length = size() - start_ - frame_header_size;
     if (length > max_frame_payload) throw ProtocolError("frame of " + std::to_string(length) + " bytes is too large");
-    for (std::size_t i = 0; i < 4; ++i) data_[start_ + i] = static_cast<char>((length >> (8 * i)) & 0xFF);
+    for (std::size_t i = 0; i < 4; ++i) buffer()[start_ + i] = static_cast<char>((length >> (8 * i)) & 0xFF);
   }
-  /// All frames written since the last clear().
-  std::string_view data() const noexcept { return data_; }
-  void clear() noexcept { data_.clear(); }
 
  private:
-  void put(std::uint64_t v, std::size_t n) {
-    for (std::size_t i = 0; i < n; ++i) data_.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
-  }
-  std::string data_;
   std::size_t start_ = 0;
 };
 
@@ -146,39 +125,10 @@ class FrameReader {
   std::size_t end_ = 0;
 };
 
-/// Reads a payload field by field; throws ProtocolError when it ends early.
-class PayloadReader {
- public:
-  explicit PayloadReader(std::string_view payload) noexcept : rest_(payload) {}
-  std::uint8_t u8() { return static_cast<std::uint8_t>(get(1)); }
-  std::uint32_t u32() { return static_cast<std::uint32_t>(get(4)); }
-  std::uint64_t u64() { return get(8); }
-  std::string_view bytes(std::size_t n) {
-    need(n);
-    const std::string_view v = rest_.substr(0, n);
-    rest_.remove_prefix(n);
-    return v;
-  }
-  std::string_view text() { return bytes(u32()); }
-  std::string_view rest() noexcept { return std::exchange(rest_, std::string_view()); }
-  bool empty() const noexcept { return rest_.empty(); }
+/// A frame's payload is read field by field.
+using PayloadReader = WireReader;
 
- private:
-  void need(std::size_t n) const {
-    if (rest_.size() < n) throw ProtocolError("truncated payload");
-  }
-  std::uint64_t get(std::size_t n) {
-    need(n);
-    std::uint64_t v = 0;
-    for (std::size_t i = 0; i < n; ++i) v |= static_cast<std::uint64_t>(static_cast<unsigned char>(rest_[i])) << (8 * i);
-    rest_.remove_prefix(n);
-    return v;
-  }
-  std::string_view rest_;
-};
-
-/// A batch frame: u8 format, text manifest name, u32 count, then per item u64 index, u64 line,
-/// u8 malformed, text bytes. Items [from, end) of `batch` are sent: after a crash the engine
+/// A batch frame: u8 format, text manifest name, u32 count, then the items (encode_item). Items [from, end) of `batch` are sent: after a crash the engine
 /// resends the rest of a batch to the replacement worker.
 inline void encode_batch(FrameWriter& out, const ItemBatch& batch, std::size_t from, std::string_view manifest_name,
                          ManifestFormat format, std::uint32_t first_attempt = 1) {
@@ -188,12 +138,8 @@ inline void encode_batch(FrameWriter& out, const ItemBatch& batch, std::size_t f
   out.u32(static_cast<std::uint32_t>(batch.items.size() - from));
   for (std::size_t i = from; i < batch.items.size(); ++i) {
     const RawItem& item = batch.items[i];
-    out.u64(item.index);
-    out.u64(item.line);
-    out.u8(item.malformed ? 1 : 0);
     // The attempt the worker starts this item at: above 1 when earlier attempts crashed it.
-    out.u32(i == from ? first_attempt : 1);
-    out.text(batch.text(item));
+    encode_item(out, WireItem{item.index, item.line, item.malformed, i == from ? first_attempt : 1u, batch.text(item)});
   }
   out.end();
 }
@@ -214,23 +160,7 @@ inline BatchHeader decode_batch_header(PayloadReader& in) {
 }
 
 /// One item of a batch frame; `text` points into the frame.
-struct WireItem {
-  std::uint64_t index;
-  std::uint64_t line;
-  bool malformed;
-  std::uint32_t first_attempt;
-  std::string_view text;
-};
-
-inline WireItem decode_batch_item(PayloadReader& in) {
-  WireItem item{};
-  item.index = in.u64();
-  item.line = in.u64();
-  item.malformed = in.u8() != 0;
-  item.first_attempt = in.u32();
-  item.text = in.text();
-  return item;
-}
+inline WireItem decode_batch_item(PayloadReader& in) { return decode_item(in); }
 
 /// "512M", "2G", "1536K" or plain bytes: how --memory-limit is shown in messages.
 inline std::string format_size(std::uint64_t bytes) {
