@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // `coremap bench` across the ranks of an MPI job (docs/distributed.md, docs/bench.md): rank 0
 // runs the sweep of bench_command.cpp; its --serial row runs on rank 0 alone, every other row is
-// a run across the ranks exactly as `coremap run` makes it (mpi.hpp), with the load balance of
+// a run across the ranks exactly as `coremap run` makes it (coremap/mpi.hpp), with the load balance of
 // each. The worker ranks wait for rank 0's commands between runs, without keeping a core busy.
 #include <unistd.h>
 
@@ -13,8 +13,11 @@
 #include <string>
 #include <vector>
 
+#include <coremap/mpi.hpp>
+
 #include "bench.hpp"
-#include "mpi.hpp"
+#include "commands.hpp"
+#include "mpi_setup.hpp"
 
 namespace coremap::cli {
 namespace {
@@ -28,10 +31,10 @@ struct Command {
   std::uint64_t measure = 0;
 };
 
-void share_command(Command& command) {
+void share_command(const mpi::Session& session, Command& command) {
   std::array<std::uint64_t, 3> words{command.run, command.threads, command.measure};
   MPI_Request request;
-  MPI_Ibcast(words.data(), static_cast<int>(words.size()), MPI_UINT64_T, 0, MPI_COMM_WORLD, &request);
+  MPI_Ibcast(words.data(), static_cast<int>(words.size()), MPI_UINT64_T, 0, session.comm(), &request);
   mpi::wait_idle(request);
   command = Command{words[0], words[1], words[2]};
 }
@@ -50,7 +53,7 @@ std::vector<Place> gather_places(const mpi::Session& session) {
   ::gethostname(mine.host, sizeof mine.host - 1);
   mine.cores = bench::available_cores();
   std::vector<Wire> all(static_cast<std::size_t>(session.size()));
-  MPI_Gather(&mine, sizeof mine, MPI_BYTE, all.data(), sizeof mine, MPI_BYTE, 0, MPI_COMM_WORLD);
+  MPI_Gather(&mine, sizeof mine, MPI_BYTE, all.data(), sizeof mine, MPI_BYTE, 0, session.comm());
   std::vector<Place> places;
   for (const Wire& wire : all) places.push_back(Place{std::string(wire.host, ::strnlen(wire.host, sizeof wire.host)), wire.cores});
   return places;
@@ -73,16 +76,16 @@ class MpiRunner final : public bench::Runner {
   bench::Timed run(bool serial, std::size_t threads, bool measure, Sink& sink) override {
     if (serial) return local_.run(true, 1, measure, sink);
     Command command{1, threads, measure ? 1u : 0u};
-    share_command(command);
+    share_command(session_, command);
     bench::Timed timed;
     mpi::DistributedRun run;
     try {
       const auto start = Clock::now();
       ManifestReader manifest(manifest_, format_);
-      run = mpi::coordinate(session_, manifest, sink, RunOptions{}, chunk_);
+      run = mpi::coordinate(session_, manifest, sink, RunOptions{}, {.chunk_items = chunk_});
       timed.wall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
     } catch (const std::exception& e) {
-      mpi::abort_job(0, e.what());  // the workers are mid-run: only ending the job frees them
+      mpi::abort_job(session_, e.what());  // the workers are mid-run: only ending the job frees them
     }
     timed.stats = run.stats;
     for (std::size_t rank = 1; rank < run.ranks.size(); ++rank) {
@@ -101,7 +104,7 @@ class MpiRunner final : public bench::Runner {
   // Tells the worker ranks that there are no more runs.
   void stop() {
     Command command{};
-    share_command(command);
+    share_command(session_, command);
   }
 
   Json describe() const override {
@@ -143,12 +146,12 @@ class MpiRunner final : public bench::Runner {
 };
 
 // A worker rank: serves runs until rank 0 says stop; one Engine per (threads, measure).
-void serve_runs(const mpi::Session& session, const Pipeline& pipeline, const std::string& name, ManifestFormat format) {
+void serve_runs(const mpi::Session& session, const Pipeline& pipeline) {
   std::optional<Engine> engine;
   Command current{};
   for (;;) {
     Command command;
-    share_command(command);
+    share_command(session, command);
     if (command.run == 0) return;
     if (!engine || command.threads != current.threads || command.measure != current.measure) {
       engine.reset();
@@ -156,7 +159,7 @@ void serve_runs(const mpi::Session& session, const Pipeline& pipeline, const std
                                           .measure = command.measure != 0});
       current = command;
     }
-    mpi::serve(session, *engine, name, format, true);
+    mpi::serve(session, *engine, true);
   }
 }
 
@@ -169,14 +172,12 @@ int mpi_bench_command(const BenchArgs& args) {
     return local_bench_command(args);
   }
   std::optional<Pipeline> pipeline;
-  std::string name;
   ManifestFormat format{};
   std::string error;
   try {
     if (session.rank() == 0) {
       bench::check_args(args);
       const ManifestReader manifest(args.input.manifest, parse_manifest_format(args.input.format));
-      name = manifest.name();
       format = manifest.format();
     }
     const PluginLoader loader = make_loader(args.input.search);
@@ -184,12 +185,11 @@ int mpi_bench_command(const BenchArgs& args) {
   } catch (const std::exception& e) {
     error = e.what();
   }
-  if (!mpi::all_set_up(session, error)) return exit_setup;
-  mpi::share_manifest(name, format);
+  if (!set_up_everywhere(session, error)) return exit_setup;
   std::vector<Place> places = gather_places(session);
 
   if (session.rank() != 0) {
-    serve_runs(session, *pipeline, name, format);
+    serve_runs(session, *pipeline);
     return exit_ok;
   }
   MpiRunner runner(session, std::move(places), *pipeline, format, args.input.manifest, args.mpi_chunk);

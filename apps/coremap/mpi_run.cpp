@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: MIT
 // `coremap run` across the ranks of an MPI job (docs/distributed.md): rank 0 reads the manifest
 // and writes the output through the same ResumableOutput as a local run (FILE.part, journal,
-// --resume); the other ranks serve chunks (mpi.hpp).
+// --resume); the other ranks serve chunks. Glue over coremap::mpi (coremap/mpi.hpp).
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <optional>
 #include <string>
 
-#include "mpi.hpp"
+#include <coremap/mpi.hpp>
+
+#include "commands.hpp"
+#include "mpi_setup.hpp"
 
 namespace coremap::cli {
 namespace {
@@ -26,11 +29,8 @@ int run_worker(const mpi::Session& session, const RunArgs& args) {
   } catch (const std::exception& e) {
     error = e.what();
   }
-  if (!mpi::all_set_up(session, error)) return exit_setup;
-  std::string name;
-  ManifestFormat format{};
-  mpi::share_manifest(name, format);
-  mpi::serve(session, *engine, name, format, !args.unordered);
+  if (!set_up_everywhere(session, error)) return exit_setup;
+  mpi::serve(session, *engine, !args.unordered);
   return exit_ok;
 }
 
@@ -62,10 +62,7 @@ int run_coordinator(const mpi::Session& session, const RunArgs& args) {
   } catch (const std::exception& e) {
     error = e.what();
   }
-  if (!mpi::all_set_up(session, error)) return exit_setup;
-  std::string name = manifest->name();
-  ManifestFormat format = manifest->format();
-  mpi::share_manifest(name, format);
+  if (!set_up_everywhere(session, error)) return exit_setup;
   if (!args.quiet && resumable && !resumable->note().empty()) {
     std::fprintf(stderr, "coremap: %s\n", resumable->note().c_str());
   }
@@ -75,7 +72,7 @@ int run_coordinator(const mpi::Session& session, const RunArgs& args) {
   try {
     if (resumable) resumable->open();
     Sink& sink = resumable ? resumable->sink() : *stdout_sink;
-    run = mpi::coordinate(session, *manifest, sink, options, args.mpi_chunk);
+    run = mpi::coordinate(session, *manifest, sink, options, {.chunk_items = args.mpi_chunk});
     if (resumable) {
       resumable->finish(options.ordered);
     } else {
@@ -84,7 +81,7 @@ int run_coordinator(const mpi::Session& session, const RunArgs& args) {
   } catch (const std::exception& e) {
     // Workers may be waiting on this rank: only ending the job frees them. FILE.part and the
     // journal stay for --resume.
-    mpi::abort_job(0, e.what());
+    mpi::abort_job(session, e.what());
   }
   RunStats& stats = run.stats;
   stats.wall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
