@@ -1,5 +1,7 @@
 # `cpack -G DEB` in the build directory makes coremap_<version>_<arch>.deb: the CLI, libcoremap,
-# the bundled plugins, the headers and the CMake/pkg-config package, installed under /usr.
+# the bundled plugins, the headers and the CMake/pkg-config package, installed under /usr, and,
+# in a build with MPI, libcoremap-mpi with its header and CMake targets (install component
+# `mpi`, ready for a package of its own).
 set(CPACK_PACKAGE_NAME coremap)
 set(CPACK_PACKAGE_VENDOR "coremap developers")
 set(CPACK_PACKAGE_CONTACT "coremap developers <coremap@localhost>")

@@ -11,6 +11,13 @@ dpkg -s coremap | grep -E '^(Version|Depends):'
 # libcoremap reads plugins' ELF symbols with libelf: dpkg-shlibdeps must have found it.
 dpkg -s coremap | grep -E '^Depends:.*\blibelf1\b' >/dev/null || { echo "the package does not depend on libelf1" >&2; exit 1; }
 /usr/bin/coremap plugins | grep -q '/usr/lib/coremap/plugins/wordcount.so'
+# A build with MPI packages coremap::mpi (component mpi); libcoremap itself never links MPI.
+if [ -f build/framework/mpi/cmake_install.cmake ]; then
+  dpkg -L coremap | grep -q '/libcoremap-mpi\.so\.' || { echo "the package lacks libcoremap-mpi" >&2; exit 1; }
+  dpkg -L coremap | grep -q '/usr/include/coremap/mpi\.hpp$' || { echo "the package lacks coremap/mpi.hpp" >&2; exit 1; }
+fi
+lib=$(dpkg -L coremap | grep -m1 '/libcoremap\.so\.[0-9.]*$')
+if readelf -d "$lib" | grep NEEDED | grep -qi mpi; then echo "$lib needs an MPI library" >&2; exit 1; fi
 /usr/bin/coremap run --plugin wordcount --manifest examples/texts.txt >/tmp/coremap-deb.jsonl
 build/bin/coremap run --plugin wordcount --manifest examples/texts.txt --quiet | cmp - /tmp/coremap-deb.jsonl
 python3 -c '
