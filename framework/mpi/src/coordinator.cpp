@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Rank 0's side of a run: the only rank that reads the manifest and the only one that writes
 // the output. It cuts chunks on demand (sized by batch_sizing.hpp), sends them without ever
-// blocking, and writes the records that come back, in index order when the run is ordered.
+// blocking, and writes the records that come back, in index order when the run is ordered
+// (chunks in order through ordered_delivery.hpp, the oldest one streaming).
 #include <algorithm>
 #include <chrono>
 #include <list>
@@ -14,6 +15,7 @@
 #include <coremap/error.hpp>
 
 #include "batch_sizing.hpp"
+#include "ordered_delivery.hpp"
 #include "messages.hpp"
 
 namespace coremap::mpi {
@@ -31,10 +33,10 @@ struct WorkerState {
   RankReport report;
 };
 
-// A chunk handed out and not yet written (ordered runs).
+// A chunk handed out and not yet complete (ordered runs): its records so far, unless it is the
+// next chunk to write, whose records stream straight to the sink.
 struct OpenChunk {
   int worker = 0;
-  bool complete = false;
   std::string text;
 };
 
@@ -94,10 +96,11 @@ class Coordinator {
           worker.report.busy_ns = ns_since(start_);
           --running;
           // Its chunks not complete now never will be: write what arrived of them.
-          for (auto& [seq, chunk] : open_) {
-            if (chunk.worker == status.MPI_SOURCE) chunk.complete = true;
+          std::vector<std::uint64_t> cut_short;
+          for (const auto& [seq, chunk] : open_) {
+            if (chunk.worker == status.MPI_SOURCE) cut_short.push_back(seq);
           }
-          write_ready();
+          for (const std::uint64_t seq : cut_short) complete(seq);
           break;
         }
         default:
@@ -106,8 +109,7 @@ class Coordinator {
       }
       handling_ns_ += ns_since(handling);
     }
-    for (auto& [seq, chunk] : open_) chunk.complete = true;
-    write_ready();
+    while (!open_.empty()) complete(open_.begin()->first);
     while (!sends_.empty()) reap_sends(true);
   }
 
@@ -163,7 +165,7 @@ class Coordinator {
     }
     w.patch_u64(count_at, count);
     if (count > 0) {
-      if (ordered_) open_.emplace(next_seq_, OpenChunk{to, false, {}});
+      if (ordered_) open_.emplace(next_seq_, OpenChunk{to, {}});
       ++next_seq_;
       ++worker.report.chunks;
       worker.items_sent += count;
@@ -195,26 +197,30 @@ class Coordinator {
     }
     auto it = open_.find(seq);
     if (it == open_.end()) throw Error("results for unknown chunk " + std::to_string(seq) + " (internal error)");
-    if (it == open_.begin() && it->second.text.empty()) {
-      // The oldest chunk streams straight through.
+    if (seq == in_order_.next()) {
+      // Every chunk before it is written: its records stream straight through.
       if (!text.empty()) sink_.write(text);
     } else {
       it->second.text.append(text);
     }
-    if (last) it->second.complete = true;
-    write_ready();
+    if (last) complete(seq);
   }
 
-  void write_ready() {
-    while (!open_.empty()) {
-      OpenChunk& head = open_.begin()->second;
-      if (!head.text.empty()) {
-        sink_.write(head.text);
-        head.text.clear();
-        head.text.shrink_to_fit();
-      }
-      if (!head.complete) return;
-      open_.erase(open_.begin());
+  // A chunk's records are all here (or its rank finished without them): it is handed to the
+  // in-order delivery, which writes it once every chunk before it is written. The chunk next
+  // in line then streams: what it collected so far is written now.
+  void complete(std::uint64_t seq) {
+    auto it = open_.find(seq);
+    std::string text = std::move(it->second.text);
+    open_.erase(it);
+    in_order_.put_and_drain(seq, std::move(text), [this](std::string& records) {
+      if (!records.empty()) sink_.write(records);
+    });
+    const auto head = open_.find(in_order_.next());
+    if (head != open_.end() && !head->second.text.empty()) {
+      sink_.write(head->second.text);
+      head->second.text.clear();
+      head->second.text.shrink_to_fit();
     }
   }
 
@@ -242,6 +248,8 @@ class Coordinator {
   std::uint64_t cut_ = 0;  // items cut from the manifest so far, skipped ones included
   std::uint64_t handling_ns_ = 0;
   std::map<std::uint64_t, OpenChunk> open_;
+  // Chunks' records in chunk order (one thread here: the primitive's lock is never contended).
+  coremap::detail::OrderedDelivery<std::string> in_order_;
   std::list<PendingSend> sends_;
 };
 
