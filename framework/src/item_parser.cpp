@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "json_nesting.hpp"
+
 namespace coremap::detail {
 namespace {
 
@@ -13,26 +15,10 @@ constexpr std::size_t max_item_depth = 1000;
 
 // The 1-based line (relative to the item) where nesting first exceeds max_item_depth, or 0.
 std::size_t line_too_deep(std::string_view text) noexcept {
-  std::size_t depth = 0;
+  JsonNesting nesting;
   std::size_t line = 1;
-  bool in_string = false;
-  bool escaped = false;
   for (const char c : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > max_item_depth) return line;
-    } else if ((c == ']' || c == '}') && depth > 0) {
-      --depth;
-    }
+    if (nesting.feed(c) == JsonByte::open && nesting.depth() > max_item_depth) return line;
     if (c == '\n') ++line;
   }
   return 0;

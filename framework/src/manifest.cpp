@@ -12,6 +12,8 @@
 
 #include <coremap/error.hpp>
 
+#include "json_nesting.hpp"
+
 namespace coremap {
 namespace {
 
@@ -327,9 +329,7 @@ bool ManifestReader::cut_array_element(ItemBatch& batch) {
         // Find where the element ends: a ',' or ']' outside strings at nesting depth 0.
         const std::uint64_t start_line = line_;
         std::size_t pos = 0;
-        std::size_t depth = 0;
-        bool in_string = false;
-        bool escaped = false;
+        detail::JsonNesting nesting;
         bool complete = false;
         while (!complete) {
           if (begin_ + pos == end_) {
@@ -341,25 +341,7 @@ bool ManifestReader::cut_array_element(ItemBatch& batch) {
             if (got == Fill::eof) break;
           }
           const char c = buffer_[begin_ + pos];
-          if (in_string) {
-            if (escaped) {
-              escaped = false;
-            } else if (c == '\\') {
-              escaped = true;
-            } else if (c == '"') {
-              in_string = false;
-            }
-          } else if (c == '"') {
-            in_string = true;
-          } else if (c == '{' || c == '[') {
-            ++depth;
-          } else if (c == '}' || c == ']') {
-            if (depth == 0) {
-              complete = true;
-              continue;
-            }
-            --depth;
-          } else if (c == ',' && depth == 0) {
+          if (nesting.feed(c) == detail::JsonByte::end) {
             complete = true;
             continue;
           }
