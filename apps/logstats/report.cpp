@@ -5,6 +5,8 @@
 #include <cstdarg>
 #include <cstdio>
 
+#include <coremap/top_k.hpp>
+
 namespace logstats {
 namespace {
 
@@ -48,18 +50,8 @@ void absorb_map(Map& into, Map& from) {
 }
 
 std::vector<Ranked> top_of(const StringCounts& counts, std::size_t top) {
-  std::vector<const StringCounts::value_type*> entries;
-  entries.reserve(counts.size());
-  for (const auto& entry : counts) entries.push_back(&entry);
-  // Count descending, then key ascending in byte order (std::string compares like memcmp).
-  const auto before = [](const StringCounts::value_type* a, const StringCounts::value_type* b) {
-    return a->second != b->second ? a->second > b->second : a->first < b->first;
-  };
-  const std::size_t n = std::min(top, entries.size());
-  std::partial_sort(entries.begin(), entries.begin() + static_cast<std::ptrdiff_t>(n), entries.end(), before);
   std::vector<Ranked> ranked;
-  ranked.reserve(n);
-  for (std::size_t i = 0; i < n; ++i) ranked.push_back({entries[i]->first, entries[i]->second});
+  for (const auto* entry : coremap::top_k(counts, top)) ranked.push_back({entry->first, entry->second});
   return ranked;
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include <coremap/plugin.hpp>
+#include <coremap/top_k.hpp>
 
 /// A reduction over parsed requests ({"path", "status", "bytes", "hour"}, what `clf_parse`
 /// returns): requests per status code, bytes per hour, the most requested paths, total requests
@@ -83,14 +84,10 @@ class ClfStats {
     coremap::Json hours = coremap::Json::object();  // "YYYY-MM-DD HH" sorts in time order
     for (const auto& [hour, bytes] : bytes_per_hour_) hours[hour] = bytes;
 
-    std::vector<std::pair<const std::string*, std::uint64_t>> ranked;
-    ranked.reserve(paths_.size());
-    for (const auto& [path, count] : paths_) ranked.emplace_back(&path, count);
-    const auto n = std::min<std::size_t>(ranked.size(), static_cast<std::size_t>(top_));
-    std::partial_sort(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(n), ranked.end(),
-                      [](const auto& a, const auto& b) { return a.second != b.second ? a.second > b.second : *a.first < *b.first; });
     coremap::Json top = coremap::Json::array();
-    for (std::size_t i = 0; i < n; ++i) top.push_back({{"path", *ranked[i].first}, {"count", ranked[i].second}});
+    for (const auto* entry : coremap::top_k(paths_, static_cast<std::size_t>(top_))) {
+      top.push_back({{"path", entry->first}, {"count", entry->second}});
+    }
 
     return {{"requests", requests_},
             {"bytes", bytes_},

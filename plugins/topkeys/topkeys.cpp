@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <coremap/plugin.hpp>
+#include <coremap/top_k.hpp>
 
 /// A reduction: counts the values of one field over every item and summarises the most
 /// frequent. Each worker thread's instance counts its share; merge() adds the counts, so the
@@ -58,14 +59,10 @@ class TopKeys {
   }
 
   coremap::Json summary() {
-    std::vector<std::pair<const std::string*, std::uint64_t>> ranked;
-    ranked.reserve(counts_.size());
-    for (const auto& [key, count] : counts_) ranked.emplace_back(&key, count);
-    const auto n = std::min<std::size_t>(ranked.size(), static_cast<std::size_t>(top_));
-    std::partial_sort(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(n), ranked.end(),
-                      [](const auto& a, const auto& b) { return a.second != b.second ? a.second > b.second : *a.first < *b.first; });
     coremap::Json top = coremap::Json::array();
-    for (std::size_t i = 0; i < n; ++i) top.push_back({{"key", *ranked[i].first}, {"count", ranked[i].second}});
+    for (const auto* entry : coremap::top_k(counts_, static_cast<std::size_t>(top_))) {
+      top.push_back({{"key", entry->first}, {"count", entry->second}});
+    }
     return {{"field", field_}, {"items", items_}, {"distinct", counts_.size()}, {"top", std::move(top)}};
   }
 
