@@ -341,6 +341,8 @@ RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Delive
   stats.wall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   stats.stopped = stop_reason.load();
   if (options.measure) collect_stage_stats(stats);
+  // The progress callback threw: the run went on to its end; the application hears of it now.
+  if (const std::exception_ptr error = reporter.error()) std::rethrow_exception(error);
   return stats;
 }
 

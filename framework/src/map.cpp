@@ -81,6 +81,8 @@ RunStats Engine::Impl::map_items(std::span<const Json> items, OnDone&& on_done) 
   stats.wall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   stats.stopped = stop_reason.load();
   if (options.measure) collect_stage_stats(stats);
+  // The progress callback threw: the run went on to its end; the application hears of it now.
+  if (const std::exception_ptr error = reporter.error()) std::rethrow_exception(error);
   return stats;
 }
 

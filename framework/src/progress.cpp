@@ -21,12 +21,6 @@ std::string format_duration(double seconds) {
 
 }  // namespace
 
-double ProgressSnapshot::fraction() const noexcept {
-  if (total_items > 0) return static_cast<double>(done) / static_cast<double>(total_items);
-  if (total_bytes > 0) return static_cast<double>(bytes_read) / static_cast<double>(total_bytes);
-  return -1;
-}
-
 ProgressReporter::ProgressReporter(const Progress& progress, ProgressCallback callback,
                                    std::chrono::milliseconds interval)
     : progress_(progress), callback_(std::move(callback)), interval_(interval),
@@ -46,17 +40,29 @@ void ProgressReporter::stop() {
   thread_.join();
 }
 
+ProgressSnapshot ProgressReporter::snapshot() const {
+  ProgressSnapshot snapshot;
+  snapshot.done = progress_.done.load(std::memory_order_relaxed);
+  snapshot.failed = progress_.failed.load(std::memory_order_relaxed);
+  snapshot.total_items = progress_.total_items.load(std::memory_order_relaxed);
+  snapshot.bytes_read = progress_.bytes_read.load(std::memory_order_relaxed);
+  snapshot.total_bytes = progress_.total_bytes.load(std::memory_order_relaxed);
+  snapshot.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  return snapshot;
+}
+
 void ProgressReporter::loop() {
   std::unique_lock lock(mutex_);
-  while (!wake_.wait_for(lock, interval_, [this] { return stopping_; })) {
-    ProgressSnapshot snapshot;
-    snapshot.done = progress_.done.load(std::memory_order_relaxed);
-    snapshot.failed = progress_.failed.load(std::memory_order_relaxed);
-    snapshot.total_items = progress_.total_items.load(std::memory_order_relaxed);
-    snapshot.bytes_read = progress_.bytes_read.load(std::memory_order_relaxed);
-    snapshot.total_bytes = progress_.total_bytes.load(std::memory_order_relaxed);
-    snapshot.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-    callback_(snapshot);
+  for (;;) {
+    // Woken by stop(): one last call, with the counters the run ended with.
+    const bool last = wake_.wait_for(lock, interval_, [this] { return stopping_; });
+    try {
+      callback_(snapshot());
+    } catch (...) {
+      error_ = std::current_exception();  // read by stop()'s caller once this thread is joined
+      return;
+    }
+    if (last) return;
   }
 }
 

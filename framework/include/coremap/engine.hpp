@@ -88,7 +88,11 @@ struct RunOptions {
   bool isolate = false;
   /// With `isolate`: each worker's address-space limit (RLIMIT_AS) in bytes; 0 means none.
   std::size_t memory_limit_bytes = 0;
-  /// Called every `progress_interval` from a background thread while a run goes on.
+  /// Called every `progress_interval` from a background thread while a run goes on, and once
+  /// more after the run's last record, with the final counters (done == records delivered).
+  /// An exception it throws does not cut the run short and does not end the process: the
+  /// callback is not called again, and run() or map() rethrows the exception when the run is
+  /// over (the records were all delivered; the sink is not finished).
   ProgressCallback on_progress{};
   std::chrono::milliseconds progress_interval{200};
   /// Time every process() call (with `retries`, the calls of one item together) and report

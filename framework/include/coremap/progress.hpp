@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -38,16 +39,26 @@ struct ProgressSnapshot {
   double seconds = 0;             ///< since the run started
 
   /// Fraction done from items when their count is known, else from manifest bytes; -1 if neither.
-  double fraction() const noexcept;
+  double fraction() const noexcept {
+    if (total_items > 0) return static_cast<double>(done) / static_cast<double>(total_items);
+    if (total_bytes > 0) return static_cast<double>(bytes_read) / static_cast<double>(total_bytes);
+    return -1;
+  }
 };
 
-/// Called with a snapshot every interval while a run goes on, from a background thread.
+/// Called with a snapshot every interval while a run goes on, from a background thread, and
+/// once more when the run has ended (the last call's counters are the run's final ones).
 using ProgressCallback = std::function<void(const ProgressSnapshot&)>;
 
-/// Calls `callback` with a snapshot of `progress` every `interval` on its own thread, until
-/// stopped or destroyed. The engine runs one for RunOptions::on_progress.
+/// Calls `callback` with a snapshot of `progress` every `interval` on its own thread, and a
+/// last time, with the final counters, when stopped. The engine runs one for
+/// RunOptions::on_progress and stops it after the run's last record was delivered.
 ///
-/// Thread safety: construct and stop from one thread; the callback runs on another.
+/// An exception from `callback` is caught on the reporter's thread (it would otherwise end the
+/// process): the callback is not called again, and stop() hands the exception on (error()) so
+/// the engine rethrows it once the run is over; the run itself is not cut short by it.
+///
+/// Thread safety: construct, stop and error() from one thread; the callback runs on another.
 class COREMAP_EXPORT ProgressReporter {
  public:
   ProgressReporter(const Progress& progress, ProgressCallback callback, std::chrono::milliseconds interval);
@@ -55,11 +66,16 @@ class COREMAP_EXPORT ProgressReporter {
   ProgressReporter(const ProgressReporter&) = delete;
   ProgressReporter& operator=(const ProgressReporter&) = delete;
 
-  /// Stops the thread; the callback is not called again.
+  /// Calls the callback a last time with the final counters (unless it threw before), then
+  /// stops the thread; the callback is not called again.
   void stop();
+
+  /// What the callback threw, or null; read after stop().
+  std::exception_ptr error() const noexcept { return error_; }
 
  private:
   void loop();
+  ProgressSnapshot snapshot() const;
 
   const Progress& progress_;
   ProgressCallback callback_;
@@ -68,6 +84,7 @@ class COREMAP_EXPORT ProgressReporter {
   std::mutex mutex_;
   std::condition_variable wake_;
   bool stopping_ = false;
+  std::exception_ptr error_;
   std::thread thread_;
 };
 
