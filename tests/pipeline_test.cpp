@@ -84,7 +84,7 @@ TEST(PipelineTest, EmitIsNotAvailableInMap) {
   const std::vector<Json> items = {Json{{"n", 1}}};
   const auto records = engine.map(items);
   ASSERT_FALSE(records[0].ok);
-  EXPECT_NE(records[0].error.find("Context::emit: not available in Engine::map"), std::string::npos) << records[0].error;
+  EXPECT_NE(records[0].error.find("Context::emit: not available in a map over items in memory"), std::string::npos) << records[0].error;
 }
 
 // Sums "n" over the items it sees; merge() adds another instance's partial sum.

@@ -25,6 +25,7 @@
 #include <coremap/engine.hpp>
 #include <coremap/error.hpp>
 #include <coremap/latency_histogram.hpp>
+#include <coremap/map.hpp>
 #include <coremap/record.hpp>
 
 #include "batch.hpp"
@@ -205,7 +206,8 @@ struct Engine::Impl {
   // Batches finish on several threads at once; a lost update only delays the average.
   void learn_speed(const Batch& batch) noexcept;
 
-  // Polled once per batch (and per in-memory item): turns the application's token into `stop`.
+  // Polled once per batch: turns the application's token into `stop` (Engine::map's chunks
+  // poll it per item through detail::MapControl, on the same flag).
   bool should_stop() noexcept {
     if (options.cancel.cancelled()) stop_with(StopReason::cancelled);
     return stop.load(std::memory_order_relaxed);
@@ -213,8 +215,10 @@ struct Engine::Impl {
 
   template <class Deliver>
   RunStats run_stream(BatchSource& manifest, bool as_records, Deliver&& deliver);
-  template <class OnDone>
-  RunStats map_items(std::span<const Json> items, OnDone&& on_done);
+  // Engine::map (map.cpp): the records go into `records` (one per item) when it is set, else
+  // to `on_record` chunk by chunk; `report` gets the map core's report.
+  RunStats map_items(std::span<const Json> items, Record* records, const RecordCallback* on_record,
+                     MapReport& report);
 
   void reset_for_run();
 

@@ -10,6 +10,7 @@
 #include <coremap/journal.hpp>
 #include <coremap/latency_histogram.hpp>
 #include <coremap/manifest.hpp>
+#include <coremap/map.hpp>
 #include <coremap/pipeline.hpp>
 #include <coremap/plugin.hpp>
 #include <coremap/plugin_loader.hpp>

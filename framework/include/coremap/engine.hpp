@@ -4,8 +4,8 @@
 /// \file
 /// The engine: a pipeline of plugins (one stage for `--plugin`) over every item of a manifest,
 /// streamed through a tbb::flow::graph with a bounded number of batches in flight, or serially
-/// on the calling thread; or one plugin over a range already in memory
-/// (tbb::parallel_for_each). One per-item code path serves them all.
+/// on the calling thread; or one plugin over a range already in memory (in chunks, on the core
+/// that coremap/map.hpp's typed map runs on). One per-item code path serves them all.
 
 #include <atomic>
 #include <chrono>
@@ -225,14 +225,15 @@ class COREMAP_EXPORT Engine {
   /// The same run, handing each record to `on_record` instead of writing JSON Lines.
   RunStats run(BatchSource& manifest, const RecordCallback& on_record);
 
-  /// Maps the plugin over items already in memory (tbb::parallel_for_each); returns one record
+  /// Maps the plugin over items already in memory (in chunks on the run's threads, each chunk
+  /// with one plugin instance, as coremap::map_into runs typed items); returns one record
   /// per item, in index order (records[i].index == i) unless the run was stopped: then only
   /// the items done before the stop have a record, still in index order (Record::index says
   /// which item), and RunStats::not_run counts the others.
   std::vector<Record> map(std::span<const Json> items, RunStats* stats = nullptr);
 
-  /// The same, handing each record to `on_record` as soon as it (and, when ordered, every
-  /// record before it) is done, so the application never holds them all. Items the stop left
+  /// The same, handing each record to `on_record` as soon as its chunk (and, when ordered, every
+  /// chunk before it) is done, so the application never holds them all. Items the stop left
   /// unrun are not handed over (RunStats::not_run counts them).
   RunStats map(std::span<const Json> items, const RecordCallback& on_record);
 

@@ -118,15 +118,15 @@ class Context {
   /// Fan-out: makes `value` one output of this call (the next stage's input, or a record of
   /// the last stage). A call that emits has exactly the values it emitted as outputs, in order,
   /// and its return value is ignored. Throws std::logic_error where outputs cannot fan out
-  /// (Engine::map over items in memory).
+  /// (Engine::map and coremap::map over items in memory).
   void emit(Json value) {
-    if (emitter_ == nullptr) throw std::logic_error("Context::emit: not available in Engine::map (one result per item)");
+    if (emitter_ == nullptr) throw std::logic_error("Context::emit: not available in a map over items in memory (one result per item)");
     emitter_->emit(emitter_, &value);
   }
 
   /// Filtering: this call has no output unless it also emits (its return value is ignored).
   void drop() {
-    if (emitter_ == nullptr) throw std::logic_error("Context::drop: not available in Engine::map (one result per item)");
+    if (emitter_ == nullptr) throw std::logic_error("Context::drop: not available in a map over items in memory (one result per item)");
     emitter_->emit(emitter_, nullptr);
   }
 

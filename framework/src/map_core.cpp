@@ -1,0 +1,157 @@
+// SPDX-License-Identifier: MIT
+// The non-template core of every map over items in memory (coremap::map, map_into and
+// Engine::map): cuts the items into chunks, runs them on a task arena's threads with one
+// indirect call per chunk, counts progress, stops, and hands finished chunks over, in order
+// or as they finish. The per-item loops are templates in coremap/map.hpp.
+#include <coremap/map.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include <oneapi/tbb/blocked_range.h>
+#include <oneapi/tbb/global_control.h>
+#include <oneapi/tbb/info.h>
+#include <oneapi/tbb/parallel_for.h>
+#include <oneapi/tbb/partitioner.h>
+#include <oneapi/tbb/task_arena.h>
+
+#include "ordered_delivery.hpp"
+#include "tsan_handoff.hpp"
+
+namespace coremap::detail {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Enough chunks per thread that the last ones balance the threads, few enough that the cost
+// of one (a task, a progress update, a hand-over) stays well under 1 % of its work for items
+// of a microsecond or more.
+constexpr std::size_t chunks_per_thread = 64;
+constexpr std::size_t max_grain = 2048;
+
+}  // namespace
+
+void MapControl::stop_with(StopReason reason) noexcept {
+  StopReason expected = StopReason::none;
+  reason_.compare_exchange_strong(expected, reason);
+  stop_.store(true, std::memory_order_relaxed);
+}
+
+void MapControl::note_failure() noexcept {
+  const std::uint64_t failed = progress_.failed.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (max_errors_ != 0 && failed >= max_errors_) stop_with(StopReason::max_errors);
+}
+
+std::size_t map_threads(std::size_t threads, bool serial) {
+  if (serial) return 1;
+  return threads == 0 ? static_cast<std::size_t>(tbb::info::default_concurrency()) : threads;
+}
+
+std::size_t map_grain(std::size_t count, std::size_t threads, std::size_t grain) noexcept {
+  if (grain != 0) return grain;
+  return std::clamp<std::size_t>(count / (std::max<std::size_t>(threads, 1) * chunks_per_thread), 1, max_grain);
+}
+
+MapReport run_map(const MapJob& job, MapControl& control) {
+  const auto start = Clock::now();
+  Progress& progress = control.progress();
+  progress.total_items.store(job.count, std::memory_order_relaxed);
+  const std::size_t grain = std::max<std::size_t>(job.grain, 1);
+  const std::size_t count = (job.count + grain - 1) / grain;
+  std::vector<MapChunk> chunks(count);
+  for (std::size_t c = 0; c < count; ++c) {
+    chunks[c].number = c;
+    chunks[c].begin = c * grain;
+    chunks[c].end = std::min(job.count, (c + 1) * grain);
+  }
+  ProgressReporter reporter(progress, job.on_progress != nullptr ? *job.on_progress : ProgressCallback{},
+                            job.progress_interval);
+
+  // Ordered hand-over: chunk numbers in, delivered in number order as each and every one
+  // before it are finished.
+  OrderedDelivery<std::size_t> sequencer(0, std::max<std::size_t>(64, 4 * job.threads));
+  std::mutex deliver_mutex;  // unordered hand-over, one chunk at a time
+  std::atomic<bool> broken{false};  // a hand-over threw: nothing more is handed over
+  auto deliver = [&](std::size_t c) {
+    if (broken.load(std::memory_order_relaxed)) return;
+    try {
+      job.deliver(job.user, chunks[c]);
+    } catch (...) {
+      broken.store(true, std::memory_order_relaxed);
+      control.stop_with(StopReason::cancelled);
+      throw;
+    }
+  };
+  auto one = [&](MapChunk& chunk) {
+    if (!control.should_stop()) job.run_chunk(job.user, control, chunk);
+    progress.done.fetch_add(chunk.done, std::memory_order_relaxed);
+    if (job.deliver == nullptr) return;
+    if (job.ordered) {
+      sequencer.put_and_drain(chunk.number, chunk.number, [&](std::size_t c) { deliver(c); });
+    } else {
+      std::lock_guard lock(deliver_mutex);
+      deliver(chunk.number);
+    }
+  };
+
+  if (job.serial) {
+    for (MapChunk& chunk : chunks) one(chunk);
+  } else {
+    // An arena wider than the machine needs the global worker limit raised too.
+    std::optional<tbb::global_control> widen;
+    if (job.threads > static_cast<std::size_t>(tbb::info::default_concurrency())) {
+      widen.emplace(tbb::global_control::max_allowed_parallelism, job.threads);
+    }
+    tbb::task_arena arena(static_cast<int>(job.threads));
+    // The arena's threads read the closures below where this thread built them.
+    handed_over(&run_start_key);
+    arena.execute([&] {
+      TbbBody setup(&run_start_key);
+      // One task per chunk, in chunk order as far as the threads allow (simple_partitioner
+      // with grain 1 splits down to single chunks): ordered hand-over then rarely waits.
+      tbb::parallel_for(
+          tbb::blocked_range<std::size_t>(0, count, 1),
+          [&](const tbb::blocked_range<std::size_t>& range) {
+            for (std::size_t c = range.begin(); c != range.end(); ++c) {
+              TbbBody body(&chunks[c]);
+              one(chunks[c]);
+            }
+          },
+          tbb::simple_partitioner());
+    });
+    taken_over(&run_end_key);
+  }
+
+  MapReport report;
+  std::uint64_t done = 0;
+  for (MapChunk& chunk : chunks) {
+    done += chunk.done;
+    for (MapError& error : chunk.errors) report.errors.push_back(std::move(error));
+    if (chunk.begin + chunk.done == chunk.end) continue;
+    const std::uint64_t from = chunk.begin + chunk.done;
+    if (!report.not_run.empty() && report.not_run.back().end == from) {
+      report.not_run.back().end = chunk.end;
+    } else {
+      report.not_run.push_back(IndexRange{from, chunk.end});
+    }
+  }
+  reporter.stop();  // its last call has the final counters
+  RunStats& stats = report.stats;
+  stats.threads = job.threads;
+  stats.items = stats.records = done;
+  stats.failed = report.errors.size();
+  stats.ok = done - stats.failed;
+  stats.not_run = job.count - done;
+  stats.stopped = control.reason();
+  stats.wall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  // The progress callback threw: the run went on to its end; the application hears of it now.
+  if (const std::exception_ptr error = reporter.error()) std::rethrow_exception(error);
+  return report;
+}
+
+}  // namespace coremap::detail
