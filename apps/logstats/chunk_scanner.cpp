@@ -16,8 +16,6 @@
 namespace logstats {
 namespace {
 
-using coremap::Json;
-
 // Reads are this size; a longer line grows the buffer.
 constexpr std::size_t read_size = std::size_t{1} << 20;
 
@@ -90,30 +88,6 @@ void for_each_line(std::vector<char>& buffer, std::uint64_t base, Read&& read, O
   if (have > 0) on_line(std::string_view(buffer.data(), have), base);
 }
 
-Json key_counts(const StringCounts& counts) {
-  Json keys = Json::array();
-  Json values = Json::array();
-  keys.get_ref<Json::array_t&>().reserve(counts.size());
-  values.get_ref<Json::array_t&>().reserve(counts.size());
-  for (const auto& [key, count] : counts) {
-    keys.push_back(json_safe(key));
-    values.push_back(count);
-  }
-  return {{"keys", std::move(keys)}, {"counts", std::move(values)}};
-}
-
-Json key_counts(const std::unordered_map<std::uint64_t, std::uint64_t>& counts) {
-  Json keys = Json::array();
-  Json values = Json::array();
-  keys.get_ref<Json::array_t&>().reserve(counts.size());
-  values.get_ref<Json::array_t&>().reserve(counts.size());
-  for (const auto& [key, count] : counts) {
-    keys.push_back(key);
-    values.push_back(count);
-  }
-  return {{"keys", std::move(keys)}, {"counts", std::move(values)}};
-}
-
 inline void count(StringCounts& counts, std::string_view key) {
   if (const auto it = counts.find(key); it != counts.end()) {
     ++it->second;
@@ -129,28 +103,16 @@ std::string json_safe(std::string_view text) {
   return ascii ? std::string(text) : coremap::escape_invalid_utf8(text);
 }
 
-ChunkScanner::ChunkScanner(const coremap::Json& /*config*/) : buffer_(read_size) {}
+ChunkScanner::ChunkScanner() : buffer_(read_size) {}
 
-void ChunkScanner::reset() {
-  lines_ = requests_ = bytes_ = malformed_ = 0;
-  std::fill(std::begin(status_requests_), std::end(status_requests_), 0);
-  std::fill(std::begin(status_bytes_), std::end(status_bytes_), 0);
-  paths_.clear();
-  clients_.clear();
-  hours_.clear();
-  sizes_.clear();
-  examples_ = coremap::Json::array();
-}
-
-coremap::Json ChunkScanner::process(const coremap::Json& item) {
-  reset();
-  const std::string& path = item.at("path").get_ref<const std::string&>();
-  if (item.value("gzip", false)) {
+ChunkPartial ChunkScanner::scan(const std::string& path, std::uint64_t offset, std::uint64_t length, bool gzip) {
+  partial_ = ChunkPartial{};
+  if (gzip) {
     scan_gzip(path);
   } else {
-    scan_plain(path, item.at("offset").get<std::uint64_t>(), item.at("length").get<std::uint64_t>());
+    scan_plain(path, offset, length);
   }
-  return result();
+  return std::move(partial_);
 }
 
 void ChunkScanner::scan_plain(const std::string& path, std::uint64_t offset, std::uint64_t length) {
@@ -191,43 +153,27 @@ void ChunkScanner::scan_gzip(const std::string& path) {
 }
 
 void ChunkScanner::add_line(std::string_view line, std::uint64_t offset) {
-  ++lines_;
+  ChunkPartial& p = partial_;
+  ++p.lines;
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
   if (line.empty()) return;
   const LineError error = parse_line(line, parsed_);
   if (error != LineError::none) {
-    ++malformed_;
-    if (examples_.size() < max_examples) {
-      examples_.push_back({{"line", lines_},
-                           {"offset", offset},
-                           {"reason", describe(error)},
-                           {"text", json_safe(line.substr(0, max_example_bytes))}});
+    ++p.malformed;
+    if (p.examples.size() < max_examples) {
+      p.examples.push_back({p.lines, offset, describe(error), std::string(line.substr(0, max_example_bytes))});
     }
     return;
   }
-  ++requests_;
-  bytes_ += parsed_.size;
+  ++p.requests;
+  p.bytes += parsed_.size;
   const std::size_t status_class = parsed_.status / 100u - 1u;
-  ++status_requests_[status_class];
-  status_bytes_[status_class] += parsed_.size;
-  count(paths_, parsed_.path);
-  count(clients_, parsed_.host);
-  ++hours_[parsed_.hour];
-  if (parsed_.has_size) ++sizes_[parsed_.size];
-}
-
-coremap::Json ChunkScanner::result() const {
-  return {{"lines", lines_},
-          {"requests", requests_},
-          {"bytes", bytes_},
-          {"malformed", malformed_},
-          {"status_requests", status_requests_},
-          {"status_bytes", status_bytes_},
-          {"paths", key_counts(paths_)},
-          {"clients", key_counts(clients_)},
-          {"hours", key_counts(hours_)},
-          {"sizes", key_counts(sizes_)},
-          {"examples", examples_}};
+  ++p.status_requests[status_class];
+  p.status_bytes[status_class] += parsed_.size;
+  count(p.paths, parsed_.path);
+  count(p.clients, parsed_.host);
+  ++p.hours[parsed_.hour];
+  if (parsed_.has_size) ++p.sizes[parsed_.size];
 }
 
 }  // namespace logstats

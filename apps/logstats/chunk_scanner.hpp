@@ -2,27 +2,21 @@
 #pragma once
 
 /// \file
-/// The per-item plugin class logstats runs in the coremap engine: it reads one chunk of one log
-/// file (a line-aligned byte range of a plain file, or a whole gzip file), parses its lines and
-/// returns the chunk's partial aggregate as JSON.
+/// What logstats runs per item with coremap::map: it reads one chunk of one log file (a
+/// line-aligned byte range of a plain file, or a whole gzip file), parses its lines and
+/// returns the chunk's partial aggregate, a ChunkPartial (typed: no JSON between the threads
+/// and the merge).
 ///
-/// Item:   {"path": "logs/a.log", "offset": 0, "length": 4194304, "gzip": false}
-///         (`offset` and `length` are ignored for gzip files, which are read whole)
-/// Result: {"lines": N, "requests": N, "bytes": N, "malformed": N,
-///          "status_requests": [1xx, 2xx, 3xx, 4xx, 5xx], "status_bytes": [...],
-///          "paths":   {"keys": ["/a", ...], "counts": [3, ...]},
-///          "clients": {"keys": ["10.0.0.1", ...], "counts": [...]},
-///          "hours":   {"keys": [2000101013, ...], "counts": [...]},
-///          "sizes":   {"keys": [512, ...], "counts": [...]},
-///          "examples": [{"line": 17, "offset": 2345, "reason": "bad status", "text": "..."}]}
 /// `lines` counts every line of the chunk, blank ones included, so the application can turn a
 /// chunk-relative line number into a file line number; `examples` holds the chunk's first
 /// malformed lines (line relative to the chunk, 1-based; offset in the file, or in the
-/// decompressed stream for gzip).
+/// decompressed stream for gzip). Keys and texts are the log's bytes as they are (json_safe()
+/// makes them printable).
 ///
-/// Thread safety: not re-entrant (the engine keeps one instance per worker thread); the
-/// instance reuses its read buffer and hash tables from chunk to chunk.
+/// Thread safety: a ChunkScanner is not re-entrant (logstats keeps one per thread); it reuses
+/// its read buffer from chunk to chunk.
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -30,8 +24,6 @@
 #include <string_view>
 #include <unordered_map>
 #include <vector>
-
-#include <coremap/plugin.hpp>
 
 #include "log_parser.hpp"
 
@@ -55,31 +47,46 @@ using StringCounts = std::unordered_map<std::string, std::uint64_t, StringHash, 
 /// Apache itself escapes them); ASCII text is returned unchanged.
 std::string json_safe(std::string_view text);
 
-/// The plugin class (see the file comment).
+/// One malformed line of a chunk.
+struct ChunkExample {
+  std::uint64_t line = 0;    ///< 1-based, relative to the chunk
+  std::uint64_t offset = 0;  ///< in the file (in the decompressed stream for gzip)
+  std::string reason;
+  std::string text;  ///< the line, cut at max_example_bytes
+};
+
+/// The partial aggregate of one chunk.
+struct ChunkPartial {
+  std::uint64_t lines = 0;  ///< all lines, blank ones included
+  std::uint64_t requests = 0;
+  std::uint64_t bytes = 0;
+  std::uint64_t malformed = 0;
+  std::array<std::uint64_t, 5> status_requests{};  ///< 1xx .. 5xx
+  std::array<std::uint64_t, 5> status_bytes{};
+  StringCounts paths;
+  StringCounts clients;
+  std::unordered_map<std::uint64_t, std::uint64_t> hours;  ///< YYYYMMDDHH -> requests
+  std::unordered_map<std::uint64_t, std::uint64_t> sizes;  ///< response size -> responses
+  std::vector<ChunkExample> examples;                      ///< at most max_examples
+};
+
+/// Scans chunks (see the file comment).
 class ChunkScanner {
  public:
-  explicit ChunkScanner(const coremap::Json& config);
-  coremap::Json process(const coremap::Json& item);
+  ChunkScanner();
+
+  /// The partial aggregate of `length` bytes from `offset` of the plain file `path`, or of
+  /// the whole file when `gzip` (offset and length ignored). Throws std::runtime_error when
+  /// the file cannot be opened, read or decompressed, or has shrunk.
+  ChunkPartial scan(const std::string& path, std::uint64_t offset, std::uint64_t length, bool gzip);
 
  private:
-  void reset();
   void scan_plain(const std::string& path, std::uint64_t offset, std::uint64_t length);
   void scan_gzip(const std::string& path);
   void add_line(std::string_view line, std::uint64_t offset);
-  coremap::Json result() const;
 
   std::vector<char> buffer_;
-  std::uint64_t lines_ = 0;
-  std::uint64_t requests_ = 0;
-  std::uint64_t bytes_ = 0;
-  std::uint64_t malformed_ = 0;
-  std::uint64_t status_requests_[5] = {};
-  std::uint64_t status_bytes_[5] = {};
-  StringCounts paths_;
-  StringCounts clients_;
-  std::unordered_map<std::uint64_t, std::uint64_t> hours_;
-  std::unordered_map<std::uint64_t, std::uint64_t> sizes_;
-  coremap::Json examples_;
+  ChunkPartial partial_;
   LogLine parsed_;
 };
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // logstats: access-log analytics on all cores. Lists the log files, cuts them into line-aligned
-// chunks, maps ChunkScanner over the chunks with the coremap engine, and merges the partial
-// aggregates in chunk order. See README.md.
+// chunks, maps a ChunkScanner over the chunks with coremap::map (typed chunks in, typed partial
+// aggregates out, no JSON), and merges the partials in chunk order. See README.md.
 #include <cmath>
 #include <cstdio>
 #include <exception>
@@ -31,7 +31,7 @@ struct Options {
   double chunk_mib = 4;
 };
 
-// Folds each chunk's partial into the totals as its record arrives (in index order). The chunks
+// Folds each chunk's partial into the totals as it arrives (in index order). The chunks
 // of a file with several are gathered in `file_` first, so a file with one unreadable chunk is
 // left out whole and the figures are those of the files that were read.
 class Merger {
@@ -39,22 +39,30 @@ class Merger {
   Merger(const logstats::Plan& plan, std::vector<std::string>& file_errors)
       : plan_(plan), file_errors_(file_errors) {}
 
-  void add(const coremap::Record& record) {
-    const logstats::Chunk& chunk = plan_.chunks[record.index];
+  // coremap::map's receiver: a chunk's partial, or its error.
+  void operator()(std::size_t index, logstats::ChunkPartial&& partial) { add(index, &partial, nullptr); }
+  void operator()(const coremap::MapError& error) { add(error.index, nullptr, &error.message); }
+
+  const logstats::Totals& totals() const noexcept { return totals_; }
+
+ private:
+  void add(std::size_t index, logstats::ChunkPartial* partial, const std::string* error) {
+    const logstats::Chunk& chunk = plan_.chunks[index];
     const logstats::LogFile& file = plan_.files[chunk.file];
-    const bool first = record.index == 0 || plan_.chunks[record.index - 1].file != chunk.file;
-    const bool last = record.index + 1 == plan_.chunks.size() || plan_.chunks[record.index + 1].file != chunk.file;
+    const bool first = index == 0 || plan_.chunks[index - 1].file != chunk.file;
+    const bool last = index + 1 == plan_.chunks.size() || plan_.chunks[index + 1].file != chunk.file;
     if (first) {
       line_base_ = 0;
       failed_ = false;
     }
-    if (!record.ok) {
-      if (!failed_) file_errors_[chunk.file] = record.error;
+    if (error != nullptr) {
+      if (!failed_) file_errors_[chunk.file] = *error;
       failed_ = true;
     } else if (!failed_) {
       logstats::Totals& into = first && last ? totals_ : file_;
-      into.add_chunk(record.result, file.path, line_base_);
-      line_base_ += record.result.at("lines").get<std::uint64_t>();
+      const std::uint64_t lines = partial->lines;
+      into.add_chunk(std::move(*partial), file.path, line_base_);
+      line_base_ += lines;
     }
     if (last && !(first && last)) {
       if (!failed_) totals_.absorb(std::move(file_));
@@ -62,9 +70,6 @@ class Merger {
     }
   }
 
-  const logstats::Totals& totals() const noexcept { return totals_; }
-
- private:
   const logstats::Plan& plan_;
   std::vector<std::string>& file_errors_;
   logstats::Totals totals_;
@@ -77,34 +82,21 @@ int run(const Options& options) {
   const auto chunk_bytes = static_cast<std::uint64_t>(std::llround(options.chunk_mib * 1024.0 * 1024.0));
   logstats::Plan plan = logstats::plan_chunks(options.paths, chunk_bytes);
 
-  std::vector<coremap::Json> items;
-  items.reserve(plan.chunks.size());
-  for (const logstats::Chunk& chunk : plan.chunks) {
-    const logstats::LogFile& file = plan.files[chunk.file];
-    items.push_back({{"path", file.path}, {"offset", chunk.offset}, {"length", chunk.length}, {"gzip", file.gzip}});
-  }
-
-  const auto plugin = coremap::Plugin::from_descriptor(
-      coremap::detail::descriptor_of<logstats::ChunkScanner>(
-          "logstats-chunk", "1.0.0", "parses one chunk of an access log into partial counts"),
-      "builtin");
-  coremap::Engine engine(plugin, coremap::Json::object(),
-                         coremap::RunOptions{.threads = options.threads, .serial = options.serial});
-
   std::vector<std::string> file_errors(plan.files.size());
   for (std::size_t i = 0; i < plan.files.size(); ++i) file_errors[i] = plan.files[i].error;
   Merger merger(plan, file_errors);
-  std::string merge_error;
-  engine.map(items, [&](const coremap::Record& record) {
-    // The callback runs inside the engine's worker threads: keep exceptions here.
-    if (!merge_error.empty()) return;
-    try {
-      merger.add(record);
-    } catch (const std::exception& e) {
-      merge_error = e.what();
-    }
-  });
-  if (!merge_error.empty()) throw std::runtime_error("merging partial results: " + merge_error);
+  // One scanner per thread: it keeps its read buffer from chunk to chunk.
+  const auto scan = [&plan](const logstats::Chunk& chunk) {
+    thread_local logstats::ChunkScanner scanner;
+    const logstats::LogFile& file = plan.files[chunk.file];
+    return scanner.scan(file.path, chunk.offset, chunk.length, file.gzip);
+  };
+  try {
+    coremap::map(plan.chunks, scan, merger, coremap::MapOptions{.threads = options.threads, .serial = options.serial});
+  } catch (const std::exception& e) {
+    // What the merge threw (a scan's failure is that chunk's error, handed to the merger).
+    throw std::runtime_error(std::string("merging partial results: ") + e.what());
+  }
 
   logstats::Report report = logstats::make_report(merger.totals(), options.top);
   for (std::size_t i = 0; i < plan.files.size(); ++i) {

@@ -10,28 +10,21 @@
 namespace logstats {
 namespace {
 
-using coremap::Json;
-
-void merge_strings(StringCounts& into, const Json& partial) {
-  const auto& keys = partial.at("keys").get_ref<const Json::array_t&>();
-  const auto& counts = partial.at("counts").get_ref<const Json::array_t&>();
-  if (keys.size() != counts.size()) throw std::runtime_error("partial result: keys and counts differ in length");
-  for (std::size_t i = 0; i < keys.size(); ++i) {
-    const std::string& key = keys[i].get_ref<const std::string&>();
-    const auto count = counts[i].get<std::uint64_t>();
-    if (const auto it = into.find(key); it != into.end()) {
+// Keys as the log had them: the ones that are not valid UTF-8 are made printable first.
+void merge_strings(StringCounts& into, StringCounts& partial) {
+  for (auto& [key, count] : partial) {
+    const std::string safe = json_safe(key);
+    if (const auto it = into.find(safe); it != into.end()) {
       it->second += count;
     } else {
-      into.emplace(key, count);
+      into.emplace(safe, count);
     }
   }
 }
 
-void merge_numbers(std::unordered_map<std::uint64_t, std::uint64_t>& into, const Json& partial) {
-  const auto& keys = partial.at("keys").get_ref<const Json::array_t&>();
-  const auto& counts = partial.at("counts").get_ref<const Json::array_t&>();
-  if (keys.size() != counts.size()) throw std::runtime_error("partial result: keys and counts differ in length");
-  for (std::size_t i = 0; i < keys.size(); ++i) into[keys[i].get<std::uint64_t>()] += counts[i].get<std::uint64_t>();
+void merge_numbers(std::unordered_map<std::uint64_t, std::uint64_t>& into,
+                   const std::unordered_map<std::uint64_t, std::uint64_t>& partial) {
+  for (const auto& [key, count] : partial) into[key] += count;
 }
 
 template <class Map>
@@ -112,26 +105,23 @@ void ranked_table(std::string& out, const char* title, const char* column, const
 
 }  // namespace
 
-void Totals::add_chunk(const Json& partial, const std::string& file, std::uint64_t line_base) {
-  lines += partial.at("lines").get<std::uint64_t>();
-  requests += partial.at("requests").get<std::uint64_t>();
-  bytes += partial.at("bytes").get<std::uint64_t>();
-  malformed += partial.at("malformed").get<std::uint64_t>();
-  const Json& partial_requests = partial.at("status_requests");
-  const Json& partial_bytes = partial.at("status_bytes");
+void Totals::add_chunk(ChunkPartial&& partial, const std::string& file, std::uint64_t line_base) {
+  lines += partial.lines;
+  requests += partial.requests;
+  bytes += partial.bytes;
+  malformed += partial.malformed;
   for (std::size_t i = 0; i < 5; ++i) {
-    status_requests[i] += partial_requests.at(i).get<std::uint64_t>();
-    status_bytes[i] += partial_bytes.at(i).get<std::uint64_t>();
+    status_requests[i] += partial.status_requests[i];
+    status_bytes[i] += partial.status_bytes[i];
   }
-  merge_strings(paths, partial.at("paths"));
-  merge_strings(clients, partial.at("clients"));
-  merge_numbers(hours, partial.at("hours"));
-  merge_numbers(sizes, partial.at("sizes"));
-  for (const Json& example : partial.at("examples")) {
+  merge_strings(paths, partial.paths);
+  merge_strings(clients, partial.clients);
+  merge_numbers(hours, partial.hours);
+  merge_numbers(sizes, partial.sizes);
+  for (ChunkExample& example : partial.examples) {
     if (examples.size() >= max_examples) break;
-    examples.push_back({file, line_base + example.at("line").get<std::uint64_t>(),
-                        example.at("offset").get<std::uint64_t>(), example.at("reason").get<std::string>(),
-                        example.at("text").get<std::string>()});
+    examples.push_back({file, line_base + example.line, example.offset, std::move(example.reason),
+                        json_safe(example.text)});
   }
 }
 

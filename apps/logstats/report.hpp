@@ -44,9 +44,10 @@ struct Totals {
   std::unordered_map<std::uint64_t, std::uint64_t> sizes;
   std::vector<Example> examples;  ///< the first max_examples malformed lines, in file order
 
-  /// Adds the partial result of a chunk of `file` (ChunkScanner's result) that begins after
-  /// `line_base` lines of that file.
-  void add_chunk(const coremap::Json& partial, const std::string& file, std::uint64_t line_base);
+  /// Adds the partial result of a chunk of `file` (ChunkScanner::scan's) that begins after
+  /// `line_base` lines of that file; its keys and texts are made printable with json_safe().
+  /// `partial` is left valid but unspecified.
+  void add_chunk(ChunkPartial&& partial, const std::string& file, std::uint64_t line_base);
   /// Adds everything `other` holds (a later file's totals); `other` is left valid but unspecified.
   void absorb(Totals&& other);
   bool empty() const noexcept { return lines == 0 && examples.empty(); }

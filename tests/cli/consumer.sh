@@ -57,6 +57,8 @@ for f in "$src"/examples/data/*.txt; do
   want=$(awk '{ if (length($0) > m) m = length($0) } END { print m + 0 }' "$f")
   got=$(awk -v f="$f" '$1 == "longest" { n = $2; sub(/^longest [0-9]+ /, ""); if ($0 == f) print n }' "$WORK/totals.out")
   expect_eq "$got" "$want" "longest line of $(basename "$f") equals awk"
+  got=$(awk -v f="$f" '$1 == "lines" { n = $2; sub(/^lines [0-9]+ /, ""); if ($0 == f) print n }' "$WORK/totals.out")
+  expect_eq "$got" "$(wc -l <"$f")" "typed map: lines of $(basename "$f") equal wc -l"
 done
 
 # (3) pkg-config.

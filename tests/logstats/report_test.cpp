@@ -17,7 +17,6 @@ namespace logstats {
 namespace {
 
 namespace fs = std::filesystem;
-using coremap::Json;
 
 class TempDir {
  public:
@@ -61,17 +60,17 @@ std::string sample_log(int lines) {
 
 // Runs the scanner over every chunk of `plan`, in order, merging like logstats does.
 Totals scan(const Plan& plan) {
-  ChunkScanner scanner(Json::object());
+  ChunkScanner scanner;
   Totals totals;
   std::uint64_t line_base = 0;
   for (std::size_t i = 0; i < plan.chunks.size(); ++i) {
     const Chunk& chunk = plan.chunks[i];
     const LogFile& file = plan.files[chunk.file];
     if (i == 0 || plan.chunks[i - 1].file != chunk.file) line_base = 0;
-    const Json partial = scanner.process(
-        {{"path", file.path}, {"offset", chunk.offset}, {"length", chunk.length}, {"gzip", file.gzip}});
-    totals.add_chunk(partial, file.path, line_base);
-    line_base += partial.at("lines").get<std::uint64_t>();
+    ChunkPartial partial = scanner.scan(file.path, chunk.offset, chunk.length, file.gzip);
+    const std::uint64_t lines = partial.lines;
+    totals.add_chunk(std::move(partial), file.path, line_base);
+    line_base += lines;
   }
   return totals;
 }
