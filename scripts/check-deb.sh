@@ -1,25 +1,58 @@
 #!/usr/bin/env bash
-# Builds the Debian package from build/ (scripts/build.sh first), installs it on this machine
-# with apt-get (as root), and runs the example manifest with the installed /usr/bin/coremap:
-# the records must equal those of the build tree's coremap and the counts those of wc.
+# Builds coremap's Debian packages (cmake/Packaging.cmake) in build-deb/, configured for /usr so
+# the libraries go to the multiarch directory; checks each package's dependencies with dpkg-deb
+# (no library package depends on Open MPI or zlib); installs them all with apt-get (as root, on
+# a machine of its own: CI's fresh Debian 12); then runs the installed /usr/bin/coremap over the
+# example manifest (records equal to build/'s coremap, counts equal to wc), and builds
+# tests/consumer (a plugin and an application) and examples/mpi against the installed -dev
+# packages and runs the consumer (oracle: rev).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-(cd build && cpack -G DEB)
-deb=$(ls build/coremap_*.deb)
-apt-get install -y -q "./$deb"
-dpkg -s coremap | grep -E '^(Version|Depends):'
+src=$PWD
+die() { echo "check-deb: $*" >&2; exit 1; }
+
+cmake -S . -B build-deb -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=/usr -DCOREMAP_WERROR=ON \
+  -DCOREMAP_BUILD_TESTS=OFF -DCOREMAP_BUILD_BENCH=OFF -DCOREMAP_BUILD_EXAMPLES=OFF "$@"
+cmake --build build-deb -j "$(nproc)"
+rm -f build-deb/*.deb
+(cd build-deb && cpack -G DEB)
+with_mpi=0
+[ -f build-deb/framework/mpi/cmake_install.cmake ] && with_mpi=1
+soversion=$(sed -n 's/^project(coremap VERSION \([0-9]*\)\.\([0-9]*\)\..*/\1.\2/p' CMakeLists.txt)
+packages=("libcoremap$soversion" libcoremap-dev coremap)
+[ "$with_mpi" = 1 ] && packages+=("libcoremap-mpi$soversion" libcoremap-mpi-dev)
+debs=()
+for p in "${packages[@]}"; do
+  deb=$(ls build-deb/"${p}"_*.deb 2>/dev/null) || die "cpack made no package $p"
+  debs+=("./$deb")
+  depends=$(dpkg-deb -f "$deb" Depends)
+  echo "$p: Depends: $depends"
+  case $p in
+    libcoremap[0-9]*|libcoremap-dev)
+      if grep -Eqi 'mpi|zlib' <<<"$depends"; then die "$p depends on MPI or zlib: $depends"; fi ;;
+  esac
+done
 # libcoremap reads plugins' ELF symbols with libelf: dpkg-shlibdeps must have found it.
-dpkg -s coremap | grep -E '^Depends:.*\blibelf1\b' >/dev/null || { echo "the package does not depend on libelf1" >&2; exit 1; }
-/usr/bin/coremap plugins | grep -q '/usr/lib/coremap/plugins/wordcount.so'
-# A build with MPI packages coremap::mpi (component mpi); libcoremap itself never links MPI.
-if [ -f build/framework/mpi/cmake_install.cmake ]; then
-  dpkg -L coremap | grep -q '/libcoremap-mpi\.so\.' || { echo "the package lacks libcoremap-mpi" >&2; exit 1; }
-  dpkg -L coremap | grep -q '/usr/include/coremap/mpi\.hpp$' || { echo "the package lacks coremap/mpi.hpp" >&2; exit 1; }
+grep -Eq '\blibelf1\b' <<<"$(dpkg-deb -f "build-deb/libcoremap${soversion}_"*.deb Depends)" ||
+  die "libcoremap$soversion does not depend on libelf1"
+
+apt-get install -y -q "${debs[@]}"
+libdir=$(dirname "$(dpkg -L "libcoremap$soversion" | grep -m1 "/libcoremap\.so\.$soversion\$")")
+case $libdir in /usr/lib/*-linux-gnu) ;; *) die "libcoremap is in $libdir, not the multiarch directory" ;; esac
+dpkg -L "libcoremap$soversion" | grep -qx "$libdir/coremap/coremap-worker" || die "libcoremap$soversion lacks the --isolate worker"
+dpkg -L libcoremap-dev | grep -qx "$libdir/cmake/coremap/coremapConfig.cmake" || die "libcoremap-dev lacks the CMake package"
+dpkg -L libcoremap-dev | grep -qx "$libdir/pkgconfig/coremap.pc" || die "libcoremap-dev lacks coremap.pc"
+if readelf -d "$libdir/libcoremap.so.$soversion" | grep NEEDED | grep -qi mpi; then die "libcoremap needs an MPI library"; fi
+if [ "$with_mpi" = 1 ]; then
+  dpkg -L "libcoremap-mpi$soversion" | grep -qx "$libdir/libcoremap-mpi.so.$soversion" || die "no libcoremap-mpi.so.$soversion"
+  dpkg -L libcoremap-mpi-dev | grep -qx '/usr/include/coremap/mpi.hpp' || die "libcoremap-mpi-dev lacks coremap/mpi.hpp"
 fi
-lib=$(dpkg -L coremap | grep -m1 '/libcoremap\.so\.[0-9.]*$')
-if readelf -d "$lib" | grep NEEDED | grep -qi mpi; then echo "$lib needs an MPI library" >&2; exit 1; fi
+/usr/bin/coremap plugins | grep -q "$libdir/coremap/plugins/wordcount.so" || die "installed coremap does not find its bundled plugins"
+
 /usr/bin/coremap run --plugin wordcount --manifest examples/texts.txt >/tmp/coremap-deb.jsonl
-build/bin/coremap run --plugin wordcount --manifest examples/texts.txt --quiet | cmp - /tmp/coremap-deb.jsonl
+if [ -x build/bin/coremap ]; then
+  build/bin/coremap run --plugin wordcount --manifest examples/texts.txt --quiet | cmp - /tmp/coremap-deb.jsonl
+fi
 python3 -c '
 import json, subprocess, sys
 paths = [l.rstrip("\n") for l in open("examples/texts.txt")]
@@ -30,4 +63,22 @@ for line in open("/tmp/coremap-deb.jsonl"):
     if got != [int(x) for x in wc[:3]]:
         sys.exit("installed coremap disagrees with wc on " + paths[r["index"]])
 '
-echo "coremap .deb installed; /usr/bin/coremap ran examples/texts.txt and agrees with wc"
+
+# The consumer test against the installed libcoremap-dev: found in /usr with no path given.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cmake -S tests/consumer -B "$work/consumer" -DCMAKE_BUILD_TYPE=Release
+cmake --build "$work/consumer" -j "$(nproc)"
+printf '{"text": "stressed"}\n{"text": "coremap maps"}\n{"text": "a"}\n' >"$work/texts.jsonl"
+printf 'stressed\ncoremap maps\na\n' | rev >"$work/want"
+"$work/consumer/reverse_app" "$work/consumer/reverse.so" "$work/texts.jsonl" | cmp - "$work/want" ||
+  die "tests/consumer's reverse_app against the installed package differs from rev"
+/usr/bin/coremap run --plugin "$work/consumer/reverse.so" --manifest "$work/texts.jsonl" --quiet |
+  python3 -c 'import json, sys; [print(r["result"]) for r in sorted((json.loads(l) for l in sys.stdin), key=lambda r: r["index"])]' | cmp - "$work/want" ||
+  die "installed coremap running the consumer's plugin differs from rev"
+if [ "$with_mpi" = 1 ]; then
+  cmake -S examples/mpi -B "$work/mpi" -DCMAKE_BUILD_TYPE=Release
+  cmake --build "$work/mpi" -j "$(nproc)"
+fi
+cd "$src"
+echo "coremap's Debian packages (${packages[*]}) installed; /usr/bin/coremap agrees with wc; tests/consumer builds and runs against libcoremap-dev"

@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
 
-scripts/build.sh
+# Warnings are errors here (COREMAP_WERROR), as in CI, which runs this script.
+scripts/build.sh -DCOREMAP_WERROR=ON
 ctest --test-dir build --output-on-failure -j "$jobs"
 # MPI runs (tests/cli/mpi.sh, mpirun -n 2 and 3) are part of that suite when CMake found MPI;
 # where mpirun exists they must have been.

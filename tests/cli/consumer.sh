@@ -11,13 +11,13 @@ src="$COREMAP_SOURCE_DIR"
 prefix="$WORK/prefix"
 cmake --install "$COREMAP_BUILD_DIR" --prefix "$prefix" >"$WORK/install.log"
 installed="$prefix/bin/coremap"
-[ -f "$prefix/lib/cmake/coremap/coremapConfig.cmake" ] && pass "CMake package installed" || fail "no coremapConfig.cmake"
-[ -f "$prefix/lib/pkgconfig/coremap.pc" ] && pass "pkg-config file installed" || fail "no coremap.pc"
-ls "$prefix"/lib/libcoremap.so.* >/dev/null && pass "versioned libcoremap installed" || fail "no versioned libcoremap"
-soname=$(objdump -p "$prefix/lib/libcoremap.so" | awk '/SONAME/ {print $2}')
+[ -f "$prefix/$COREMAP_INSTALL_LIBDIR/cmake/coremap/coremapConfig.cmake" ] && pass "CMake package installed" || fail "no coremapConfig.cmake"
+[ -f "$prefix/$COREMAP_INSTALL_LIBDIR/pkgconfig/coremap.pc" ] && pass "pkg-config file installed" || fail "no coremap.pc"
+ls "$prefix/$COREMAP_INSTALL_LIBDIR"/libcoremap.so.* >/dev/null && pass "versioned libcoremap installed" || fail "no versioned libcoremap"
+soname=$(objdump -p "$prefix/$COREMAP_INSTALL_LIBDIR/libcoremap.so" | awk '/SONAME/ {print $2}')
 expect_eq "$soname" "libcoremap.so.0.1" "SONAME carries the ABI version"
 
-plugin_dir="$prefix/lib/coremap/plugins"
+plugin_dir="$prefix/$COREMAP_INSTALL_LIBDIR/coremap/plugins"
 for p in echo exec sha256 sleep spin wordcount; do
   [ -f "$plugin_dir/$p.so" ] && pass "$p.so installed" || fail "$p.so not installed"
 done
@@ -63,7 +63,7 @@ done
 
 # (3) pkg-config.
 cp "$WORK/totals/totals.cpp" "$WORK/pc.cpp"
-if g++ ${CXXFLAGS:-} -std=c++20 "$WORK/pc.cpp" -o "$WORK/pc-totals" $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs coremap) -Wl,-rpath,"$prefix/lib"; then
+if g++ ${CXXFLAGS:-} -std=c++20 "$WORK/pc.cpp" -o "$WORK/pc-totals" $(PKG_CONFIG_PATH="$prefix/$COREMAP_INSTALL_LIBDIR/pkgconfig" pkg-config --cflags --libs coremap) -Wl,-rpath,"$prefix/$COREMAP_INSTALL_LIBDIR"; then
   pass "pkg-config flags build the embedding program"
   expect_eq "$("$WORK/pc-totals" "$src/examples/data/pool.txt" | awk '/^words/ {print $2}')" "$(wc -w <"$src/examples/data/pool.txt")" "pkg-config build counts words"
 else

@@ -14,13 +14,13 @@ mpi_flags=(--oversubscribe)
 prefix="$WORK/prefix"
 cmake --install "$COREMAP_BUILD_DIR" --prefix "$prefix" >"$WORK/install.log"
 [ -f "$prefix/include/coremap/mpi.hpp" ] && pass "coremap/mpi.hpp installed" || fail "coremap/mpi.hpp not installed"
-[ -f "$prefix/lib/cmake/coremap/coremapMpiTargets.cmake" ] && pass "the mpi component's targets installed" || fail "no coremapMpiTargets.cmake"
-if readelf -d "$prefix/lib/libcoremap.so" | grep NEEDED | grep -qi mpi; then
-  fail "libcoremap needs an MPI library: $(readelf -d "$prefix/lib/libcoremap.so" | grep NEEDED | grep -i mpi)"
+[ -f "$prefix/$COREMAP_INSTALL_LIBDIR/cmake/coremap/coremapMpiTargets.cmake" ] && pass "the mpi component's targets installed" || fail "no coremapMpiTargets.cmake"
+if readelf -d "$prefix/$COREMAP_INSTALL_LIBDIR/libcoremap.so" | grep NEEDED | grep -qi mpi; then
+  fail "libcoremap needs an MPI library: $(readelf -d "$prefix/$COREMAP_INSTALL_LIBDIR/libcoremap.so" | grep NEEDED | grep -i mpi)"
 else
   pass "libcoremap needs no MPI library"
 fi
-readelf -d "$prefix/lib/libcoremap-mpi.so" | grep NEEDED | grep -q 'libmpi' && pass "libcoremap-mpi links MPI" || fail "libcoremap-mpi does not link MPI"
+readelf -d "$prefix/$COREMAP_INSTALL_LIBDIR/libcoremap-mpi.so" | grep NEEDED | grep -q 'libmpi' && pass "libcoremap-mpi links MPI" || fail "libcoremap-mpi does not link MPI"
 
 # The example as a project of its own, against the installed package.
 if cmake -S "$COREMAP_SOURCE_DIR/examples/mpi" -B "$WORK/example" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_BUILD_TYPE=Release \
