@@ -83,7 +83,7 @@ class StagePool {
       Job job;
       queue_.pop(job);
       if (job.batch == nullptr) break;
-      if (instance == nullptr) instance = stage_.take_instance();
+      if (instance == nullptr) instance = stage_.instances.take();
       if (!job.group) {
         work_.whole(*job.batch, *instance);
       } else {
@@ -99,7 +99,7 @@ class StagePool {
       handed_over(&detail::run_end_key);
       job.gateway->release_wait();
     }
-    if (instance != nullptr) stage_.give_back(instance);
+    if (instance != nullptr) stage_.instances.give_back(instance);
   }
 
   StageRuntime& stage_;

@@ -364,37 +364,17 @@ void WorkerProcess::run(const ItemBatch& batch, const std::string& manifest_name
   }
 }
 
-WorkerPool::WorkerPool(WorkerSettings settings) : settings_(std::move(settings)) {
-  workers_.push_back(std::make_unique<WorkerProcess>(settings_));
-  spare_.push_back(workers_.back().get());
+WorkerPool::WorkerPool(WorkerSettings settings)
+    : settings_(std::move(settings)),
+      workers_([this] { return std::make_unique<WorkerProcess>(settings_); },
+               PerThreadPool<WorkerProcess>::Making::in_parallel) {
+  workers_.add();
 }
 
 WorkerPool::~WorkerPool() {
   // Every worker is told to finish first, so they exit in parallel; then each is reaped.
-  for (auto& worker : workers_) worker->close();
+  workers_.for_each([](WorkerProcess& worker) { worker.close(); });
   workers_.clear();
-}
-
-WorkerProcess* WorkerPool::take() {
-  {
-    std::lock_guard lock(mutex_);
-    if (!spare_.empty()) {
-      WorkerProcess* worker = spare_.back();
-      spare_.pop_back();
-      return worker;
-    }
-  }
-  // Started outside the lock: threads starting their workers at once load the plugin in parallel.
-  auto worker = std::make_unique<WorkerProcess>(settings_);
-  std::lock_guard lock(mutex_);
-  workers_.push_back(std::move(worker));
-  return workers_.back().get();
-}
-
-WorkerPool::Lease::Lease(WorkerPool& pool) {
-  WorkerProcess*& slot = pool.slots_.local();
-  if (slot == nullptr) slot = pool.take();
-  worker_ = slot;
 }
 
 }  // namespace coremap::detail

@@ -18,11 +18,10 @@
 #include <string_view>
 #include <vector>
 
-#include <oneapi/tbb/enumerable_thread_specific.h>
-
 #include <coremap/engine.hpp>
 #include <coremap/manifest.hpp>
 
+#include "per_thread_pool.hpp"
 #include "worker_protocol.hpp"
 
 namespace coremap::detail {
@@ -124,23 +123,16 @@ class WorkerPool {
 
   /// The calling thread's worker, for one batch. The worker is not re-entered: the batch
   /// blocks in it, running no TBB work meanwhile.
-  class Lease {
+  class Lease : public PerThreadPool<WorkerProcess>::Lease {
    public:
-    explicit Lease(WorkerPool& pool);
-    WorkerProcess& operator*() const noexcept { return *worker_; }
-
-   private:
-    WorkerProcess* worker_;
+    explicit Lease(WorkerPool& pool) : PerThreadPool<WorkerProcess>::Lease(pool.workers_) {}
   };
 
  private:
-  WorkerProcess* take();
-
   WorkerSettings settings_;
-  std::mutex mutex_;
-  std::vector<std::unique_ptr<WorkerProcess>> workers_;
-  std::vector<WorkerProcess*> spare_;
-  tbb::enumerable_thread_specific<WorkerProcess*> slots_{nullptr};
+  // Started outside the pool's lock: threads starting their workers at once load the plugin in
+  // parallel.
+  PerThreadPool<WorkerProcess> workers_;
 };
 
 }  // namespace coremap::detail
