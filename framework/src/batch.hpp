@@ -17,6 +17,8 @@
 #include <coremap/manifest.hpp>
 #include <coremap/record.hpp>
 
+#include "tsan_handoff.hpp"
+
 namespace coremap::detail {
 
 // A batch is sized to take about this long, so the pipeline's per-token cost stays a small
@@ -139,6 +141,8 @@ class BatchPool {
     if (!free_.empty()) {
       Batch* batch = free_.back();
       free_.pop_back();
+      // The writer used it last, on another thread, through TBB (see give_back).
+      taken_over(batch);
       return batch;
     }
     owned_.push_back(std::make_unique<Batch>());
@@ -151,6 +155,7 @@ class BatchPool {
 
   // From the writer, or from the cut stage for a batch it did not fill.
   void give_back(Batch* batch) {
+    handed_over(batch);
     // Before the batch is on the free list: from there the cut stage may take it at once.
     trim(*batch);
     std::unique_ptr<Batch> gone;

@@ -213,10 +213,8 @@ RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Delive
         detail::TbbBody tbb_body;
         detail::SerialBody serial(&next_seq);
         Batch* batch = batches.take();
-        detail::taken_over(batch);
         batch->start();
         if (!read_batch(manifest, *batch, stats.skipped)) {
-          detail::handed_over(batch);
           batches.give_back(batch);
           control.stop();
           return nullptr;
@@ -243,17 +241,14 @@ RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Delive
         if (stage.pooled) {
           StagePool::Work work;
           work.whole = [this, s, &name, format](Batch& batch, PluginInstance& instance) {
-            detail::TbbBody tbb_body(&batch);
             run_stage(batch, s, instance, name, format);
           };
           if (splits(s)) {
             work.chunk = [this, s, &name](Batch& batch, PluginInstance& instance, std::size_t first, std::size_t end,
                                           std::vector<Value>& outputs) {
-              detail::TbbBody tbb_body(&batch);
               run_values(batch, s, instance, first, end, outputs, name);
             };
             work.done = [this, s](Batch& batch, std::vector<std::vector<Value>>& outs, std::uint64_t work_ns) {
-              detail::TbbBody tbb_body(&batch);
               join_chunks(batch, outs);
               finish_stage(batch, s);
               batch.work_ns += work_ns;
@@ -299,7 +294,6 @@ RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Delive
         detail::SerialBody serial(&stats);
         learn_speed(*batch);
         finish(*batch);
-        detail::handed_over(batch);
         batches.give_back(batch);
         return flow::continue_msg();
       });
@@ -308,7 +302,6 @@ RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Delive
       auto write_in_order = [&](Batch* batch) {
         // One writer at a time (ReorderBuffer): `stats` and the sink pass between them.
         finish(*batch);
-        detail::handed_over(batch);
         batches.give_back(batch);
       };
       auto release_token = [&limiter] { limiter.decrementer().try_put(flow::continue_msg()); };

@@ -84,19 +84,26 @@ class StagePool {
       queue_.pop(job);
       if (job.batch == nullptr) break;
       if (instance == nullptr) instance = stage_.instances.take();
+      // Each call sees the batch as the last holder left it and the run's setup (the work's
+      // closures); what it did is seen by the next holder (TbbBody).
       if (!job.group) {
+        TbbBody body(job.batch);
         work_.whole(*job.batch, *instance);
       } else {
         const auto start = std::chrono::steady_clock::now();
-        work_.chunk(*job.batch, *instance, job.first, job.end, job.group->outs[job.chunk]);
+        {
+          TbbBody body(job.batch);
+          work_.chunk(*job.batch, *instance, job.first, job.end, job.group->outs[job.chunk]);
+        }
         job.group->work_ns += static_cast<std::uint64_t>(
             std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count());
         if (job.group->remaining.fetch_sub(1) != 1) continue;  // another chunk hands the batch on
+        TbbBody body(job.batch);
         work_.done(*job.batch, job.group->outs, job.group->work_ns.load());
       }
       job.gateway->try_put(job.batch);
       // try_put walked the node's successor list, which the graph frees after wait_for_all().
-      handed_over(&detail::run_end_key);
+      handed_over(&run_end_key);
       job.gateway->release_wait();
     }
     if (instance != nullptr) stage_.instances.give_back(instance);
