@@ -64,6 +64,7 @@ struct RunArgs {
   double timeout_seconds = 0;
   bool resume = false;
   bool retry_failed = false;
+  bool restart = false;
   double sync_interval_seconds = 1;
   bool isolate = false;
   std::string memory_limit;

@@ -55,6 +55,7 @@ int run_coordinator(const mpi::Session& session, const RunArgs& args) {
                         ResumableOutput::Options{
                             .resume = args.resume,
                             .retry_failed = args.retry_failed,
+                            .restart = args.restart,
                             .sync_interval =
                                 std::chrono::milliseconds(std::llround(args.sync_interval_seconds * 1000))});
       options.skip = resumable->done();
@@ -73,7 +74,14 @@ int run_coordinator(const mpi::Session& session, const RunArgs& args) {
     if (resumable) resumable->open();
     Sink& sink = resumable ? resumable->sink() : *stdout_sink;
     run = mpi::coordinate(session, *manifest, sink, options, {.chunk_items = args.mpi_chunk});
-    if (resumable) {
+    if (run.stats.stopped != StopReason::none) {
+      // Stopped before the manifest's end (--max-errors): FILE.part stays, FILE only ever
+      // appears complete.
+      const std::string kept = resumable ? resumable->keep_partial() : stdout_sink->keep_partial();
+      if (resumable && !resumable->streams() && kept != "-") {
+        std::fprintf(stderr, "coremap: partial output kept in %s (rerun with --resume to finish)\n", kept.c_str());
+      }
+    } else if (resumable) {
       resumable->finish(options.ordered);
     } else {
       stdout_sink->finish();

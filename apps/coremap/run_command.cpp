@@ -126,6 +126,10 @@ CLI::App* add_run_command(CLI::App& app, RunArgs& args) {
                                "Continue the run recorded in FILE.journal and FILE.part (or FILE): process only "
                                "the items not yet recorded; refuses if the manifest, plugin or config changed");
   run->add_flag("--retry-failed", args.retry_failed, "With --resume: run the failed items again too")->needs(resume);
+  run->add_flag("--restart", args.restart,
+                "With -o FILE: start from the first item even though FILE.part holds an unfinished run's records "
+                "(they are discarded); without it such a run is refused")
+      ->excludes(resume);
   run->add_option("--sync-interval", args.sync_interval_seconds,
                   "With -o: fdatasync the output at most this often while records arrive (default 1; 0: only "
                   "at the end)")
@@ -322,6 +326,7 @@ int local_run_command(const RunArgs& args) {
                       ResumableOutput::Options{
                           .resume = args.resume,
                           .retry_failed = args.retry_failed,
+                          .restart = args.restart,
                           .sync_interval = std::chrono::milliseconds(std::llround(args.sync_interval_seconds * 1000))});
     options.skip = resumable->done();
     if (!args.quiet && !resumable->note().empty()) std::fprintf(stderr, "coremap: %s\n", resumable->note().c_str());
@@ -338,7 +343,10 @@ int local_run_command(const RunArgs& args) {
   if (draw_progress) erase_progress_line(stderr);
   const int signal_number = first_signal;
   std::string kept;
-  if (signal_number != 0) {
+  // A run that stopped before the manifest's end (a signal, --max-errors) leaves FILE.part, never
+  // an incomplete FILE: FILE only ever appears complete.
+  const bool stopped_early = signal_number != 0 || stats.stopped != StopReason::none;
+  if (stopped_early) {
     kept = resumable ? resumable->keep_partial() : stdout_sink->keep_partial();
     if (resumable && resumable->streams()) kept = "-";  // written into a device or FIFO: nothing kept
   } else if (resumable) {
@@ -357,6 +365,9 @@ int local_run_command(const RunArgs& args) {
                  kept == "-" ? "" : "; partial output kept in ", kept == "-" ? "" : kept.c_str(),
                  kept == "-" ? "" : " (rerun with --resume to finish)");
     return 128 + signal_number;
+  }
+  if (stopped_early && kept != "-") {
+    std::fprintf(stderr, "coremap: partial output kept in %s (rerun with --resume to finish)\n", kept.c_str());
   }
   return stats.failed + earlier_failed == 0 && !summary_failed ? exit_ok : exit_items_failed;
 }

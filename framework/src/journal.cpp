@@ -197,6 +197,12 @@ std::string describe_difference(const Json& earlier, const Json& now) {
   differs("the manifest's SHA-256", at(earlier, {"manifest", "sha256"}), at(now, {"manifest", "sha256"}));
   differs("the manifest's size", at(earlier, {"manifest", "size"}), at(now, {"manifest", "size"}));
   differs("the manifest format", at(earlier, {"manifest", "format"}), at(now, {"manifest", "format"}));
+  // Relative paths in the items name other files from another directory. (Journals written
+  // before coremap recorded it say nothing of it: not compared then.)
+  if (!at(earlier, {"working_directory"}).is_null()) {
+    differs("the working directory (relative paths in the items are opened from it)", at(earlier, {"working_directory"}),
+            at(now, {"working_directory"}));
+  }
   const Json& a = at(earlier, {"stages"});
   const Json& b = at(now, {"stages"});
   if (!a.is_array() || !b.is_array() || a.size() != b.size()) {
@@ -245,7 +251,12 @@ Json run_fingerprint(const std::string& manifest_path, ManifestFormat format, co
     }
     stages.push_back({{"name", stage.name}, {"plugin", std::move(plugin_json)}, {"config", stage.config}});
   }
-  return {{"coremap_journal", journal_version}, {"manifest", std::move(manifest)}, {"stages", std::move(stages)}};
+  std::error_code cwd_error;
+  const std::filesystem::path cwd = std::filesystem::current_path(cwd_error);
+  return {{"coremap_journal", journal_version},
+          {"manifest", std::move(manifest)},
+          {"stages", std::move(stages)},
+          {"working_directory", cwd_error ? Json() : Json(cwd.string())}};
 }
 
 Json run_fingerprint(const std::string& manifest_path, ManifestFormat format, const Plugin& plugin,
@@ -398,6 +409,16 @@ ResumableOutput::ResumableOutput(const std::string& path, const Json& fingerprin
 
   std::error_code ec;
   const bool have_journal = std::filesystem::exists(journal_path_, ec);
+  if (!options.resume && !options.restart) {
+    // An unfinished run's records: a rerun without --resume would start over and drop them.
+    struct stat part {};
+    if (::stat(part_path_.c_str(), &part) == 0 && part.st_size > 0) {
+      throw UsageError(part_path_ + " holds " + std::to_string(part.st_size) +
+                       " bytes of records of an unfinished run of this output" +
+                       (have_journal ? " (recorded in " + journal_path_ + ")" : std::string()) +
+                       ": finish it with --resume, or start afresh with --restart (which discards them)");
+    }
+  }
   if (options.resume && !have_journal) {
     note_ = "--resume: no journal " + journal_path_ + " (no earlier run of this output): starting from the first item";
   }

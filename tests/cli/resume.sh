@@ -104,4 +104,50 @@ expect_eq "$rc" 1 "--timeout: timed-out items fail the run"
 expect_eq "$(record_values "$WORK/out" '"timed out" if "timed out" in r.get("error", "") else r["ok"]' | tr '\n' ' ')" "0	timed out 1	True 2	timed out 3	True " "--timeout: the slow items timed out, the others ran"
 expect_contains "$WORK/out" "over --timeout 0.3 s" "--timeout: the error names the limit"
 [ "$took_ms" -lt 3000 ] && pass "--timeout: the run took ${took_ms} ms, not 5 s" || fail "--timeout: the run took ${took_ms} ms"
+# A rerun without --resume over an unfinished run's FILE.part is refused (it would start over
+# and drop those records): exit 2, FILE.part untouched; --restart starts afresh on purpose.
+python3 -c '
+import json
+for i in range(40):
+    print(json.dumps({"ms": 1, "i": i}))' >"$WORK/r40.jsonl"
+"$COREMAP" run --plugin sleep --manifest "$WORK/r40.jsonl" -o "$WORK/again.jsonl" -q
+python3 -c '
+import sys
+lines = open(sys.argv[1], "rb").readlines()
+open(sys.argv[2], "wb").writelines(lines[:15])' "$WORK/again.jsonl" "$WORK/again.jsonl.part"
+rm "$WORK/again.jsonl"  # FILE.part with 15 records and the journal: an interrupted run
+before=$(sha256sum <"$WORK/again.jsonl.part")
+cm run --plugin sleep --manifest "$WORK/r40.jsonl" -o "$WORK/again.jsonl"
+expect_eq "$rc" 2 "rerun without --resume over an unfinished FILE.part: exit 2"
+expect_contains "$WORK/err" "again.jsonl.part holds" "the refusal names FILE.part"
+expect_contains "$WORK/err" "finish it with --resume, or start afresh with --restart" "the refusal says what to do"
+expect_eq "$(sha256sum <"$WORK/again.jsonl.part")" "$before" "the refused rerun left FILE.part as it was"
+cm run --plugin sleep --manifest "$WORK/r40.jsonl" -o "$WORK/again.jsonl" --resume --restart
+expect_eq "$rc" 2 "--resume with --restart: exit 2"
+cm run --plugin sleep --manifest "$WORK/r40.jsonl" -o "$WORK/again.jsonl" --restart
+expect_eq "$rc" 0 "--restart: exit 0"
+expect_eq "$(record_values "$WORK/again.jsonl" 'r["ok"]' | cut -f1 | tr '\n' ' ')" "$(seq -s ' ' 0 39) " "--restart ran every item afresh"
+[ -e "$WORK/again.jsonl.part" ] && fail "--restart left FILE.part" || pass "--restart: FILE.part gone"
+
+# --resume from another working directory: relative paths in the items would name other
+# files, so the resumed FILE would mix them. Refused, naming both directories.
+mkdir -p "$WORK/dirA" "$WORK/dirB"
+printf 'aa\n' >"$WORK/dirA/f.txt"
+printf 'bbbbbbb\n' >"$WORK/dirB/f.txt"
+for i in $(seq 30); do echo f.txt; done >"$WORK/rel.txt"
+(cd "$WORK/dirA" && "$COREMAP" run --plugin sha256 --manifest ../rel.txt -o ../rel.jsonl -q)
+(cd "$WORK/dirA" && python3 -c '
+import sys
+lines = open("../rel.jsonl", "rb").readlines()
+open("../rel.jsonl.part", "wb").writelines(lines[:10])' && rm ../rel.jsonl)
+set +e
+(cd "$WORK/dirB" && "$COREMAP" run --plugin sha256 --manifest ../rel.txt -o ../rel.jsonl --resume) >"$WORK/out" 2>"$WORK/err"
+rc=$?
+set -e
+expect_eq "$rc" 2 "--resume from another working directory: exit 2"
+expect_contains "$WORK/err" "the working directory (relative paths in the items are opened from it) was \"$WORK/dirA\", now \"$WORK/dirB\"" \
+  "the refusal names both directories"
+(cd "$WORK/dirA" && "$COREMAP" run --plugin sha256 --manifest ../rel.txt -o ../rel.jsonl --resume -q)
+expect_eq "$(record_values "$WORK/rel.jsonl" 'r["result"]["sha256"]' | cut -f2 | sort -u)" "$(sha256sum <"$WORK/dirA/f.txt" | cut -d' ' -f1)" \
+  "resumed from the same directory: every record is dirA's file (sha256sum)"
 finish

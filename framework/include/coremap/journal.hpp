@@ -64,6 +64,10 @@ class COREMAP_EXPORT ResumableOutput {
     bool resume = false;
     /// With resume: items whose record is an error are run again (their old records dropped).
     bool retry_failed = false;
+    /// Without resume: start afresh even though FILE.part holds the records of an earlier,
+    /// unfinished run (they are discarded). Without it such a run is refused (UsageError), so a
+    /// rerun without --resume never throws away an interrupted run's work.
+    bool restart = false;
     /// See FileSink::Options::sync_interval.
     std::chrono::milliseconds sync_interval{1000};
   };
