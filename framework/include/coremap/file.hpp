@@ -40,6 +40,11 @@ inline const std::string& item_path(const Json& item, const char* field = "path"
   return path;
 }
 
+/// The same, with the field named by a std::string (a field name taken from the config).
+inline const std::string& item_path(const Json& item, const std::string& field) {
+  return item_path(item, field.c_str());
+}
+
 /// Reads the file at `path` in chunks of at most `buffer.size()` bytes, calling
 /// `consume(const char* data, std::size_t size)` for each; returns the total byte count.
 /// Throws std::runtime_error("cannot open|read '<path>': <OS error>").
