@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 
 #include <coremap/process_tree.hpp>
 
@@ -26,6 +28,24 @@ struct sigaction previous_fatal[NSIG];
 // plugin crashing coremap itself (no --isolate), a closed terminal or pipe, a signal outside a
 // run (during a run, SIGINT and SIGTERM stop it instead: run_command.cpp).
 extern "C" void on_fatal_signal(int signal_number) {
+  // A crash in coremap's own process (a plugin run without --isolate, most likely): say what
+  // it means for the output before dying of it. write(2) only: async-signal-safe.
+  const char* name = signal_number == SIGSEGV ? "SIGSEGV"
+                     : signal_number == SIGBUS ? "SIGBUS"
+                     : signal_number == SIGILL ? "SIGILL"
+                     : signal_number == SIGFPE ? "SIGFPE"
+                     : signal_number == SIGABRT ? "SIGABRT"
+                                                : nullptr;
+  if (name != nullptr) {
+    static constexpr char head[] = "coremap: crashed with ";
+    static constexpr char tail[] =
+        " (a plugin running in coremap's own process, most likely): with -o FILE the records written so far are "
+        "kept in FILE.part and --resume finishes the run; --isolate runs plugins in worker processes, where a "
+        "crash costs only its item\n";
+    [[maybe_unused]] ssize_t ignored = ::write(STDERR_FILENO, head, sizeof head - 1);
+    ignored = ::write(STDERR_FILENO, name, std::strlen(name));
+    ignored = ::write(STDERR_FILENO, tail, sizeof tail - 1);
+  }
   coremap::process_tree::kill_descendants();
   ::sigaction(signal_number, &previous_fatal[signal_number], nullptr);
   ::raise(signal_number);

@@ -30,6 +30,8 @@ expect_eq "$(record_values "$WORK/out" 'r["result"]["pages_touched"]' | sed -n 8
 one '{"fault":"segv"}'
 expect_eq "$rc" $((128 + $(kill -l SEGV))) "segv kills the process with SIGSEGV"
 if [ -e "$WORK/one.out" ]; then fail "segv: output file appeared"; else pass "segv: no output file"; fi
+expect_contains "$WORK/err" "coremap: crashed with SIGSEGV" "segv: coremap says it crashed"
+expect_contains "$WORK/err" "kept in FILE.part and --resume finishes the run; --isolate" "segv: and what to do"
 one '{"fault":"abort"}'
 expect_eq "$rc" $((128 + $(kill -l ABRT))) "abort kills the process with SIGABRT"
 one '{"fault":"exit"}'
