@@ -252,15 +252,18 @@ bool same_file(const std::string& a, const std::string& b) {
 
 }  // namespace
 
+static bool manifest_is_stream(const std::string& manifest) {
+  struct stat st{};
+  return ::stat(manifest.c_str(), &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || S_ISCHR(st.st_mode));
+}
+
 void check_resume_target(const RunArgs& args) {
   if (args.resume && args.output == "-") {
     throw UsageError("--resume needs -o FILE: the records of the earlier run are read back from FILE.part");
   }
   if (args.resume && args.input.manifest != "-") {
     // Refused before the manifest is opened: opening a FIFO waits for a writer.
-    struct stat st{};
-    if (::stat(args.input.manifest.c_str(), &st) == 0 &&
-        (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || S_ISCHR(st.st_mode))) {
+    if (manifest_is_stream(args.input.manifest)) {
       throw UsageError("--resume needs the manifest as a regular file: " + args.input.manifest +
                        " is a FIFO, socket or device, read once, and cannot be checked against the journal");
     }
@@ -310,6 +313,18 @@ int local_run_command(const RunArgs& args) {
   }
   Pipeline pipeline = make_pipeline(args.input, loader, "run");
   check_reductions(pipeline, args, false);
+  // What to tell the user when the run stops part-way: how to finish it, or why --resume cannot.
+  std::string resume_hint = "rerun with --resume to finish";
+  for (const Stage& stage : pipeline.stages) {
+    if (stage.plugin->reduces()) {
+      resume_hint = "--resume cannot finish it: stage '" + stage.name +
+                    "' reduces, and its summary needs every item; rerun with --restart";
+    }
+  }
+  if (args.input.manifest == "-" || manifest_is_stream(args.input.manifest)) {
+    resume_hint = "--resume cannot finish it: the manifest was read as a stream and cannot be checked; keep these "
+                  "records and give the remaining items in a new manifest, or rerun with --restart";
+  }
   RunOptions options = make_run_options(args);
   // The live line goes to a terminal only: logs and pipes get the summary alone.
   const bool draw_progress = !args.quiet && ::isatty(STDERR_FILENO) == 1;
@@ -363,11 +378,11 @@ int local_run_command(const RunArgs& args) {
                  "coremap: interrupted by %s: %llu items recorded, %llu cut short or not started (no record)%s%s%s\n",
                  name, static_cast<unsigned long long>(stats.items), static_cast<unsigned long long>(stats.not_run),
                  kept == "-" ? "" : "; partial output kept in ", kept == "-" ? "" : kept.c_str(),
-                 kept == "-" ? "" : " (rerun with --resume to finish)");
+                 kept == "-" ? "" : (" (" + resume_hint + ")").c_str());
     return 128 + signal_number;
   }
   if (stopped_early && kept != "-") {
-    std::fprintf(stderr, "coremap: partial output kept in %s (rerun with --resume to finish)\n", kept.c_str());
+    std::fprintf(stderr, "coremap: partial output kept in %s (%s)\n", kept.c_str(), resume_hint.c_str());
   }
   return stats.failed + earlier_failed == 0 && !summary_failed ? exit_ok : exit_items_failed;
 }

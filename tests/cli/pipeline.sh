@@ -112,7 +112,12 @@ JSON
 "$COREMAP" run --pipeline "$WORK/slow.json" --manifest "$WORK/files.txt" -o "$WORK/full.jsonl" -q
 "$COREMAP" run --pipeline "$WORK/slow.json" --manifest "$WORK/files.txt" -o "$WORK/cut.jsonl" -q &
 pid=$!
-sleep 1  # the run takes about 3745 lines x 10 ms / 16 = 2.3 s
+# Killed once some records are written (polled, not timed: the run takes about 3745 lines x
+# 10 ms / 16 = 2.3 s on an idle machine, and any time on a busy one).
+for _ in $(seq 600); do
+  [ "$(wc -l <"$WORK/cut.jsonl.part" 2>/dev/null || echo 0)" -ge 50 ] && break
+  sleep 0.05
+done
 kill -9 "$pid"
 wait "$pid" || true
 n=$(wc -l <"$WORK/cut.jsonl.part")
