@@ -564,6 +564,12 @@ int sweep(const BenchArgs& args, const Pipeline& pipeline, Runner& runner) {
       warnings.push_back("only " + std::to_string(args.repeat) + " timed run" + (args.repeat == 1 ? "" : "s") +
                          " per row: the spread says little; use --repeat 5 or more");
     }
+    if (fit && *fit > 1) {
+      warnings.push_back("the fitted serial fraction " + format_fixed(*fit, 4) +
+                         " is above 1: the parallel rows ran slower than --serial, so Amdahl's law does not "
+                         "describe them (too few or too short items, or a machine busy with other work); use a "
+                         "larger manifest or --repeat 5 on an idle machine");
+    }
     if (any_failed) {
       warnings.push_back(std::to_string(rows.front().failed) +
                          " items failed in each run: the times include their error paths (exit status 1)");
