@@ -22,7 +22,14 @@ std::string fill(std::string text, const std::string& name, const std::string& c
 constexpr const char* cmake_template = R"(cmake_minimum_required(VERSION 3.25)
 project(@NAME@ LANGUAGES CXX)
 
-# Installed coremap: add -DCMAKE_PREFIX_PATH=<its prefix> unless it is in /usr or /usr/local.
+# Optimised unless you choose another build type (-DCMAKE_BUILD_TYPE=Debug, say).
+if(NOT CMAKE_BUILD_TYPE AND NOT CMAKE_CONFIGURATION_TYPES)
+  set(CMAKE_BUILD_TYPE Release CACHE STRING "Build type" FORCE)
+endif()
+
+# coremap's CMake package: found by itself under /usr or /usr/local; otherwise add
+# -Dcoremap_DIR=<prefix>/lib/cmake/coremap (an installed coremap) or -Dcoremap_DIR=<build>
+# (coremap's build tree).
 find_package(coremap 0.1 CONFIG REQUIRED)
 
 # Builds @NAME@.so: a coremap plugin (no "lib" prefix, only the symbols of COREMAP_PLUGIN exported).
@@ -72,8 +79,10 @@ constexpr const char* readme_template = R"(# @NAME@
 
 A coremap plugin: for each item `{"name": N}` it returns `{"message": "<greeting>, N"}`.
 
-Build it against an installed coremap (add `-DCMAKE_PREFIX_PATH=<prefix>` when coremap is not
-installed under /usr or /usr/local):
+Build it (Release unless you pass another `-DCMAKE_BUILD_TYPE`) against an installed coremap
+(add `-Dcoremap_DIR=<prefix>/lib/cmake/coremap` when coremap is not installed under /usr or
+/usr/local) or against coremap's build tree (`-Dcoremap_DIR=<coremap's build directory>`);
+`coremap new-plugin` printed the command for the coremap that wrote this project:
 
 ```sh
 cmake -S . -B build
@@ -93,6 +102,29 @@ Edit `@NAME@.cpp`: the constructor receives the config (checked against `config_
 `@NAME@.so` to `lib/coremap/plugins` under the install prefix, where
 `coremap run --plugin @NAME@ --plugin-path <prefix>/lib/coremap/plugins` finds it by name.
 )";
+
+// A word the shell reads back unchanged: as is when it holds only safe characters, else quoted.
+std::string shell_quoted(const std::string& word) {
+  const bool safe = !word.empty() && word.find_first_not_of(
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./-+=:,@%") == std::string::npos;
+  if (safe) return word;
+  std::string quoted = "'";
+  for (char c : word) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+// The CMake package that belongs to this coremap binary: <prefix>/bin/coremap is installed with
+// <prefix>/<libdir>/cmake/coremap, and a build tree keeps <build>/bin/coremap beside
+// <build>/coremapConfig.cmake. Empty when neither is there (then find_package searches alone).
+std::filesystem::path own_cmake_package(const std::filesystem::path& exe) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path root = exe.parent_path().parent_path();
+  for (const fs::path& dir : {root / COREMAP_INSTALL_LIBDIR / "cmake" / "coremap", root}) {
+    if (fs::is_regular_file(dir / "coremapConfig.cmake", ec)) return dir;
+  }
+  return {};
+}
 
 }  // namespace
 
@@ -144,9 +176,16 @@ int new_plugin_command(const NewPluginArgs& args) {
     if (!out) throw OutputError("cannot write '" + path.string() + "'");
     std::printf("wrote %s\n", path.c_str());
   }
-  std::printf("next: cd %s && cmake -S . -B build && cmake --build build && "
-              "coremap run --plugin build/%s.so --manifest sample.jsonl\n",
-              dir.c_str(), args.name.c_str());
+  // Commands that work as printed: this coremap by its own path, and its own CMake package.
+  std::error_code exe_ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", exe_ec);
+  if (exe_ec) exe = "coremap";
+  const fs::path package = exe_ec ? fs::path() : own_cmake_package(exe);
+  const std::string configure = package.empty() ? "cmake -S . -B build"
+                                                : "cmake -S . -B build -Dcoremap_DIR=" + shell_quoted(package.string());
+  std::printf("next: cd %s && %s && cmake --build build && %s run --plugin build/%s.so --manifest sample.jsonl\n",
+              shell_quoted(fs::absolute(dir).lexically_normal().string()).c_str(), configure.c_str(),
+              shell_quoted(exe.string()).c_str(), args.name.c_str());
   return exit_ok;
 }
 

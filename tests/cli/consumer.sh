@@ -61,23 +61,38 @@ for f in "$src"/examples/data/*.txt; do
   expect_eq "$got" "$(wc -l <"$f")" "typed map: lines of $(basename "$f") equal wc -l"
 done
 
-# (3) pkg-config.
-cp "$WORK/totals/totals.cpp" "$WORK/pc.cpp"
-if g++ ${CXXFLAGS:-} -std=c++20 "$WORK/pc.cpp" -o "$WORK/pc-totals" $(PKG_CONFIG_PATH="$prefix/$COREMAP_INSTALL_LIBDIR/pkgconfig" pkg-config --cflags --libs coremap) -Wl,-rpath,"$prefix/$COREMAP_INSTALL_LIBDIR"; then
-  pass "pkg-config flags build the embedding program"
-  expect_eq "$("$WORK/pc-totals" "$src/examples/data/pool.txt" | awk '/^words/ {print $2}')" "$(wc -w <"$src/examples/data/pool.txt")" "pkg-config build counts words"
-else
-  fail "pkg-config build failed"
-fi
+# (3) pkg-config: docs/embedding.md's second shell block, run as written in the totals directory.
+awk '/^```sh$/ {n++; if (n == 2) {on = 1; next}} /^```$/ && on {exit} on' "$src/docs/embedding.md" |
+  sed "s#/tmp/coremap-prefix#$WORK/doc-prefix#g; s#^g++ #g++ ${CXXFLAGS:-} #" >"$WORK/pc.sh"
+grep -q 'pkg-config --cflags --libs coremap' "$WORK/pc.sh" && pass "found docs/embedding.md's pkg-config commands" || fail "no pkg-config commands in docs/embedding.md"
+set +e
+(cd "$src" && cd "$WORK/totals" && bash -e "$WORK/pc.sh") >"$WORK/pc.out" 2>"$WORK/pc.err"
+rc=$?
+set -e
+expect_eq "$rc" 0 "docs/embedding.md's pkg-config build runs as written"
+expect_eq "$(awk '/^words/ {print $2}' "$WORK/pc.out")" "$(wc -w <"$src/examples/data/pool.txt")" "pkg-config build counts words"
+readelf -d "$WORK/totals/totals-pc" | grep -E 'R(UN)?PATH' | grep -qF "$WORK/doc-prefix/lib" &&
+  pass "the pkg-config build finds libcoremap by its run path" || fail "no run path in the pkg-config build"
 
-# (4) coremap new-plugin.
+# (4) coremap new-plugin, and the commands it prints run as printed (from another directory):
+# the installed coremap by its path, its CMake package by -Dcoremap_DIR, a Release build.
 set +e
 "$installed" new-plugin greet "$WORK/greet" >"$WORK/out" 2>"$WORK/err"
 rc=$?
 set -e
 expect_eq "$rc" 0 "coremap new-plugin exits 0"
 for f in CMakeLists.txt greet.cpp sample.jsonl README.md; do [ -f "$WORK/greet/$f" ] && pass "new-plugin wrote $f" || fail "new-plugin did not write $f"; done
-if configure_build "$WORK/greet" "$WORK/greet/build"; then pass "scaffolded plugin builds"; else fail "scaffolded plugin does not build"; fi
+next=$(sed -n 's/^next: //p' "$WORK/out")
+expect_contains "$WORK/out" "-Dcoremap_DIR=$prefix/$COREMAP_INSTALL_LIBDIR/cmake/coremap" "new-plugin names the installed CMake package"
+expect_contains "$WORK/out" "&& $installed run --plugin build/greet.so" "new-plugin names the installed coremap by its path"
+set +e
+(cd / && bash -c "$next") >"$WORK/next.out" 2>"$WORK/next.err"
+rc=$?
+set -e
+expect_eq "$rc" 0 "new-plugin's printed commands build and run the plugin as printed"
+expect_eq "$(grep '^{' "$WORK/next.out" | python3 -c 'import json, sys; print("|".join(json.loads(l)["result"]["message"] for l in sys.stdin))')" \
+  "hello, ada|hello, grace|hello, world" "the printed run's messages"
+expect_eq "$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$WORK/greet/build/CMakeCache.txt")" "Release" "the scaffolded project builds Release by default"
 set +e
 (cd "$WORK/greet" && "$installed" run --plugin build/greet.so --manifest sample.jsonl --config '{"shout": true}') >"$WORK/out" 2>"$WORK/err"
 rc=$?
@@ -92,6 +107,16 @@ set +e
 set -e
 expect_eq "$rc" 2 "new-plugin refuses a non-empty directory"
 expect_eq "$rc2" 2 "new-plugin refuses an invalid name"
+# (4b) The README's "Write a plugin out of tree" commands, run as written (paths moved under $WORK).
+awk '/^## Write a plugin out of tree/ {sec = 1} sec && /^```sh$/ {on = 1; next} /^```$/ && on {exit} on' "$src/README.md" |
+  sed "s#/tmp/coremap-prefix#$WORK/readme-prefix#g; s#/tmp/greet#$WORK/readme-greet#g; s#^cmake --install build #cmake --install $COREMAP_BUILD_DIR #" >"$WORK/readme.sh"
+grep -q 'new-plugin greet' "$WORK/readme.sh" && pass "found the README's out-of-tree commands" || fail "no commands in the README's out-of-tree section"
+set +e
+(cd "$src" && bash -e "$WORK/readme.sh") >"$WORK/readme.out" 2>"$WORK/readme.err"
+rc=$?
+set -e
+expect_eq "$rc" 0 "the README's out-of-tree commands run as written"
+expect_eq "$(grep -c '"ok":true' "$WORK/readme.out")" 3 "the README's run gives the sample's three records"
 # (5) find_package(coremap) in a project that finds another nlohmann_json: a configure error
 # naming both versions, not undefined symbols at link time. The other release is a stand-in
 # package claiming 3.99.0; the version coremap was built with is read from nlohmann_json's own
