@@ -4,8 +4,8 @@
 # (no library package depends on Open MPI or zlib); installs them all with apt-get (as root, on
 # a machine of its own: CI's fresh Debian 12); then runs the installed /usr/bin/coremap over the
 # example manifest (records equal to build/'s coremap, counts equal to wc), and builds
-# tests/consumer (a plugin and an application) and examples/mpi against the installed -dev
-# packages and runs the consumer (oracle: rev).
+# tests/consumer (a plugin and an application), new-plugin's project (its printed commands) and
+# examples/mpi against the installed -dev packages, and runs the first two (oracle: rev).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=$PWD
@@ -76,6 +76,12 @@ printf 'stressed\ncoremap maps\na\n' | rev >"$work/want"
 /usr/bin/coremap run --plugin "$work/consumer/reverse.so" --manifest "$work/texts.jsonl" --quiet |
   python3 -c 'import json, sys; [print(r["result"]) for r in sorted((json.loads(l) for l in sys.stdin), key=lambda r: r["index"])]' | cmp - "$work/want" ||
   die "installed coremap running the consumer's plugin differs from rev"
+# coremap new-plugin from /usr/bin: its printed next: line, run as printed, builds against
+# libcoremap-dev (-Dcoremap_DIR=$libdir/cmake/coremap) and runs the plugin.
+/usr/bin/coremap new-plugin greet "$work/greet" >"$work/new-plugin.out"
+grep -qF -- "-Dcoremap_DIR=$libdir/cmake/coremap " "$work/new-plugin.out" || die "new-plugin does not name $libdir/cmake/coremap"
+(cd / && bash -c "$(sed -n 's/^next: //p' "$work/new-plugin.out")") >"$work/greet.out"
+[ "$(grep -c '"ok":true' "$work/greet.out")" = 3 ] || die "new-plugin's printed commands did not give the sample's three records"
 if [ "$with_mpi" = 1 ]; then
   cmake -S examples/mpi -B "$work/mpi" -DCMAKE_BUILD_TYPE=Release
   cmake --build "$work/mpi" -j "$(nproc)"
