@@ -99,8 +99,10 @@ coremap info build/@NAME@.so
 
 Edit `@NAME@.cpp`: the constructor receives the config (checked against `config_keys`),
 `process()` receives one item and returns its result. `cmake --install build` installs
-`@NAME@.so` to `lib/coremap/plugins` under the install prefix, where
-`coremap run --plugin @NAME@ --plugin-path <prefix>/lib/coremap/plugins` finds it by name.
+`@NAME@.so` to coremap's plugin directory under the install prefix (`lib/coremap/plugins`;
+`lib/<triplet>/coremap/plugins`, such as `lib/x86_64-linux-gnu/coremap/plugins`, when coremap
+came from the Debian packages), where `coremap run --plugin @NAME@ --plugin-path <that directory>`
+finds it by name.
 )";
 
 // A word the shell reads back unchanged: as is when it holds only safe characters, else quoted.
