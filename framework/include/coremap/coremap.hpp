@@ -17,4 +17,5 @@
 #include <coremap/progress.hpp>
 #include <coremap/record.hpp>
 #include <coremap/sink.hpp>
+#include <coremap/top_k.hpp>
 #include <coremap/version.hpp>
