@@ -26,6 +26,12 @@ namespace coremap::detail {
 /// only while no lease is held.
 template <class T>
 class PerThreadPool {
+  // Declared before Lease, which holds one.
+  struct Slot {
+    T* object = nullptr;
+    bool busy = false;  // a lease on this thread holds `object`
+  };
+
  public:
   using Make = std::function<std::unique_ptr<T>()>;
   enum class Making {
@@ -101,7 +107,7 @@ class PerThreadPool {
 
    private:
     PerThreadPool& pool_;
-    typename PerThreadPool::Slot* slot_;
+    Slot* slot_;
     T* object_ = nullptr;
   };
 
@@ -127,11 +133,6 @@ class PerThreadPool {
   }
 
  private:
-  struct Slot {
-    T* object = nullptr;
-    bool busy = false;  // a lease on this thread holds `object`
-  };
-
   const Make make_;
   const Making making_;
   const bool shared_;
