@@ -323,10 +323,13 @@ RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Delive
       }
       // The nodes and their bodies were built on this thread; TBB's threads run them.
       detail::handed_over(&detail::run_start_key);
+      // The nodes and their bodies are destroyed on this thread after the last body ran on
+      // another, also when a body threw (the sink's OutputError leaves wait_for_all()).
+      struct RunEnd {
+        ~RunEnd() { detail::taken_over(&detail::run_end_key); }
+      } run_end;
       source.activate();
       graph.wait_for_all();
-      // The nodes and their bodies are destroyed here, after the last body ran on another thread.
-      detail::taken_over(&detail::run_end_key);
     });
   }
   reporter.stop();

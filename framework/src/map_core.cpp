@@ -110,6 +110,11 @@ MapReport run_map(const MapJob& job, MapControl& control) {
     tbb::task_arena arena(static_cast<int>(job.threads));
     // The arena's threads read the closures below where this thread built them.
     handed_over(&run_start_key);
+    // What the bodies did happens before what this thread does next, also when a body threw
+    // (a throwing receiver): the exception leaves arena.execute() through this guard.
+    struct RunEnd {
+      ~RunEnd() { taken_over(&run_end_key); }
+    } run_end;
     arena.execute([&] {
       TbbBody setup(&run_start_key);
       // One task per chunk, in chunk order as far as the threads allow (simple_partitioner
@@ -117,6 +122,9 @@ MapReport run_map(const MapJob& job, MapControl& control) {
       tbb::parallel_for(
           tbb::blocked_range<std::size_t>(0, count, 1),
           [&](const tbb::blocked_range<std::size_t>& range) {
+            // The setup first: `chunks` (read to name each body's input) was built by the
+            // calling thread.
+            taken_over(&run_start_key);
             for (std::size_t c = range.begin(); c != range.end(); ++c) {
               TbbBody body(&chunks[c]);
               one(chunks[c]);
@@ -124,7 +132,6 @@ MapReport run_map(const MapJob& job, MapControl& control) {
           },
           tbb::simple_partitioner());
     });
-    taken_over(&run_end_key);
   }
 
   MapReport report;
