@@ -261,7 +261,9 @@ if python3 -c "import sys; sys.exit(0 if $halves > 1.2 else 1)"; then pass "the 
   >/dev/null 2>"$WORK/kill.err" &
 launcher=$!
 victim=""
-for _ in $(seq 100); do
+# Polled until rank 1 is found and rank 0 has written records (up to 60 s: starting the job
+# takes seconds on a busy machine).
+for _ in $(seq 1200); do
   sleep 0.05
   for pid in $(pgrep -P "$launcher" || true); do
     if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1'; then victim=$pid; fi
