@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <iterator>
 #include <string>
 
 #include <coremap/process_tree.hpp>
@@ -37,6 +38,16 @@ extern "C" void on_interrupt(int signal_number) {
   if (Engine* engine = interrupted_engine.load()) engine->request_stop();
 }
 
+// The signals that stop a run: SIGINT, SIGTERM, SIGHUP (a closed terminal or a service
+// manager's reload), and the other signals that end a process by default without a core dump
+// of a crash (SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGXCPU): all stop it the same way, flushed
+// and resumable, exit 128 + the signal. Before, those others killed the run's processes while
+// its threads still ran, and the items cut short were recorded as failed. One of those others
+// ignored when coremap started (nohup, a shell's background job) stays ignored; the first three
+// (stop_signals[0..2]) are always caught, as before.
+constexpr int stop_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGXCPU};
+constexpr std::size_t always_caught = 3;
+
 // Installs the handlers for the lifetime of a run and puts the old ones back afterwards.
 class InterruptScope {
  public:
@@ -45,25 +56,39 @@ class InterruptScope {
     struct sigaction action {};
     action.sa_handler = on_interrupt;
     sigemptyset(&action.sa_mask);
-    ::sigaction(SIGINT, &action, &old_int_);
-    ::sigaction(SIGTERM, &action, &old_term_);
-    // A closed terminal or a service manager's reload: stop the same way, flushed and resumable.
-    ::sigaction(SIGHUP, &action, &old_hup_);
+    for (std::size_t i = 0; i < std::size(stop_signals); ++i) {
+      installed_[i] = ::sigaction(stop_signals[i], nullptr, &old_[i]) == 0 &&
+                      (i < always_caught || old_[i].sa_handler != SIG_IGN) &&
+                      ::sigaction(stop_signals[i], &action, nullptr) == 0;
+    }
   }
   ~InterruptScope() {
-    ::sigaction(SIGINT, &old_int_, nullptr);
-    ::sigaction(SIGTERM, &old_term_, nullptr);
-    ::sigaction(SIGHUP, &old_hup_, nullptr);
+    for (std::size_t i = 0; i < std::size(stop_signals); ++i) {
+      if (installed_[i]) ::sigaction(stop_signals[i], &old_[i], nullptr);
+    }
     interrupted_engine.store(nullptr);
   }
   InterruptScope(const InterruptScope&) = delete;
   InterruptScope& operator=(const InterruptScope&) = delete;
 
  private:
-  struct sigaction old_int_ {};
-  struct sigaction old_term_ {};
-  struct sigaction old_hup_ {};
+  struct sigaction old_[std::size(stop_signals)] {};
+  bool installed_[std::size(stop_signals)] {};
 };
+
+const char* signal_name(int signal_number) {
+  switch (signal_number) {
+    case SIGINT: return "SIGINT";
+    case SIGTERM: return "SIGTERM";
+    case SIGHUP: return "SIGHUP";
+    case SIGQUIT: return "SIGQUIT";
+    case SIGUSR1: return "SIGUSR1";
+    case SIGUSR2: return "SIGUSR2";
+    case SIGALRM: return "SIGALRM";
+    case SIGXCPU: return "SIGXCPU";
+    default: return "a signal";
+  }
+}
 
 }  // namespace
 
@@ -373,7 +398,7 @@ int local_run_command(const RunArgs& args) {
   const std::uint64_t earlier_failed = resumable ? resumable->earlier_failed() : 0;
   const bool summary_failed = report_summaries(stats.summaries, args);
   if (signal_number != 0) {
-    const char* name = signal_number == SIGINT ? "SIGINT" : signal_number == SIGHUP ? "SIGHUP" : "SIGTERM";
+    const char* name = signal_name(signal_number);
     std::fprintf(stderr,
                  "coremap: interrupted by %s: %llu items recorded, %llu cut short or not started (no record)%s%s%s\n",
                  name, static_cast<unsigned long long>(stats.items), static_cast<unsigned long long>(stats.not_run),

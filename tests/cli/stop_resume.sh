@@ -18,7 +18,7 @@ wait_lines() {
 }
 
 calls=0
-signal_code() { case "$1" in INT) echo 130 ;; TERM) echo 143 ;; HUP) echo 129 ;; esac; }
+signal_code() { echo $((128 + $(kill -l "$1"))); }
 
 # The exec plugin's records hold the command's run time ("ms"): compare without it.
 normalise() {  # normalise FILE: prints the records with result.ms removed, one per line
@@ -48,9 +48,9 @@ stop_then_resume() {
   rc=$?
   set -e
   expect_eq "$rc" "$(signal_code "$sig")" "$name: SIG$sig exits 128+signal"
-  if grep -q -e 'was stopped' -e 'was killed' -e 'not processed' "$out.part"; then
+  if grep -q -e 'was stopped' -e 'was killed' -e 'not processed' -e 'killed by SIGKILL' -e 'crashed: SIGKILL' "$out.part"; then
     fail "$name $sig: an item cut short by the stop was recorded"
-    grep -e 'was stopped' -e 'was killed' -e 'not processed' "$out.part" | head -3 >&2
+    grep -e 'was stopped' -e 'was killed' -e 'not processed' -e 'killed by SIGKILL' -e 'crashed: SIGKILL' "$out.part" | head -3 >&2
   else
     pass "$name $sig: no record of an item cut short"
   fi
@@ -88,10 +88,14 @@ python3 -c 'import json; [print(json.dumps({"n": i})) for i in range(60)]' >"$WO
 exec_args=(--plugin exec --config '{"argv": ["sh", "-c", "sleep 0.2; echo {n}"]}' --manifest "$WORK/exec.jsonl" --threads 4)
 "$COREMAP" run "${exec_args[@]}" -o "$WORK/exec.full" -q
 for sig in INT TERM HUP; do stop_then_resume exec "$sig" 8 "${exec_args[@]}"; done
+# The other signals that end a process by default stop a run the same way (before, they killed
+# the commands while the run went on, and recorded them as failed).
+for sig in USR1 ALRM; do stop_then_resume exec "$sig" 8 "${exec_args[@]}"; done
 
 # --isolate: the items in the workers when the run stops are cancelled there and get no record.
 stop_then_resume sleep TERM 20 "${sleep_args[@]}" --isolate
 stop_then_resume exec INT 8 "${exec_args[@]}" --isolate
+stop_then_resume sleep USR2 20 "${sleep_args[@]}" --isolate
 
 # Fan-out: each file fans out into its lines (lines), each line then sleeps 5 ms on 8 threads
 # of its own. An item whose lines were cut short has none of its records.
