@@ -420,6 +420,15 @@ ResumableOutput::ResumableOutput(const std::string& path, const Json& fingerprin
     }
   }
   if (options.resume && !have_journal) {
+    // Records without the journal that says which run wrote them cannot be checked, and
+    // starting afresh would drop them.
+    struct stat part {};
+    if (::stat(part_path_.c_str(), &part) == 0 && part.st_size > 0) {
+      throw ResumeError("--resume: " + part_path_ + " holds " + std::to_string(part.st_size) +
+                        " bytes of records, but there is no journal " + journal_path_ +
+                        " saying which run wrote them: restore the journal to finish that run, or start afresh "
+                        "with --restart (which discards them)");
+    }
     note_ = "--resume: no journal " + journal_path_ + " (no earlier run of this output): starting from the first item";
   }
   if (options.resume && have_journal) {

@@ -128,6 +128,17 @@ cm run --plugin sleep --manifest "$WORK/r40.jsonl" -o "$WORK/again.jsonl" --rest
 expect_eq "$rc" 0 "--restart: exit 0"
 expect_eq "$(record_values "$WORK/again.jsonl" 'r["ok"]' | cut -f1 | tr '\n' ' ')" "$(seq -s ' ' 0 39) " "--restart ran every item afresh"
 [ -e "$WORK/again.jsonl.part" ] && fail "--restart left FILE.part" || pass "--restart: FILE.part gone"
+# --resume with records in FILE.part but no journal: they cannot be checked, and starting
+# afresh would drop them. Refused, FILE.part untouched.
+python3 -c '
+import sys
+lines = open(sys.argv[1], "rb").readlines()
+open(sys.argv[2], "wb").writelines(lines[:12])' "$WORK/again.jsonl" "$WORK/nojournal.jsonl.part"
+before=$(sha256sum <"$WORK/nojournal.jsonl.part")
+cm run --plugin sleep --manifest "$WORK/r40.jsonl" -o "$WORK/nojournal.jsonl" --resume
+expect_eq "$rc" 2 "--resume with FILE.part but no journal: exit 2"
+expect_contains "$WORK/err" "but there is no journal" "the refusal says the journal is missing"
+expect_eq "$(sha256sum <"$WORK/nojournal.jsonl.part")" "$before" "FILE.part untouched"
 
 # --resume from another working directory: relative paths in the items would name other
 # files, so the resumed FILE would mix them. Refused, naming both directories.
