@@ -300,6 +300,16 @@ void check_resume_target(const RunArgs& args) {
     throw UsageError("--summary '" + args.summary + "' is the manifest '" + args.input.manifest +
                      "': the run would replace its own input; choose another --summary");
   }
+  // Nor another run's records: the companion files of an output a journal records (that run
+  // may be running, or unfinished and waiting for --resume).
+  for (const std::string suffix : {".part", ".journal", ".lock", ".compact", ".journal.tmp"}) {
+    if (args.summary.size() <= suffix.size() || !args.summary.ends_with(suffix)) continue;
+    const std::string base = args.summary.substr(0, args.summary.size() - suffix.size());
+    if (std::error_code ec; std::filesystem::exists(base + ".journal", ec)) {
+      throw UsageError("--summary '" + args.summary + "' is a companion file of the coremap run recorded in " + base +
+                       ".journal: the summary would replace that run's records; choose another --summary");
+    }
+  }
   if (args.output == "-" || resolve_output(args.output).kind == OutputTarget::Kind::stream) return;
   for (const char* suffix : {"", ".part", ".journal", ".lock", ".compact", ".journal.tmp"}) {
     if (same_file(args.summary, args.output + suffix)) {

@@ -106,6 +106,16 @@ if cmp -s "$WORK/x.jsonl.part" "$WORK/m.jsonl"; then pass "the manifest at X.par
 refused "--summary the manifest" "--summary" --summary "$WORK/m.jsonl" -o "$WORK/s1.jsonl"
 refused "--summary the output" "--summary" --summary "$WORK/s2.jsonl" -o "$WORK/s2.jsonl"
 refused "--summary the output's .part" "--summary" --summary "$WORK/s3.jsonl.part" -o "$WORK/s3.jsonl"
+# --summary onto another run's records (an unfinished run's FILE.part, its journal): refused,
+# that run's files unchanged.
+"$COREMAP" run --plugin echo --manifest "$WORK/m.jsonl" -o "$WORK/other.jsonl" -q
+mv "$WORK/other.jsonl" "$WORK/other.jsonl.part"
+other_sum=$(cat "$WORK/other.jsonl.part" "$WORK/other.jsonl.journal" | sha256sum)
+for companion in part journal lock; do
+  refused "--summary another run's .$companion" "is a companion file of the coremap run recorded in $WORK/other.jsonl.journal" \
+    --summary "$WORK/other.jsonl.$companion" -o "$WORK/s4.jsonl"
+done
+expect_eq "$(cat "$WORK/other.jsonl.part" "$WORK/other.jsonl.journal" | sha256sum)" "$other_sum" "--summary refused: the other run's files unchanged"
 mkdir "$WORK/j.jsonl.journal"
 refused "a journal that is a directory" "j.jsonl.journal" -o "$WORK/j.jsonl"
 refused "--resume with a journal that is a directory" "j.jsonl.journal" -o "$WORK/j.jsonl" --resume
