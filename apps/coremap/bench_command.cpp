@@ -400,7 +400,18 @@ int sweep(const BenchArgs& args, const Pipeline& pipeline, Runner& runner) {
   counts.erase(std::unique(counts.begin(), counts.end()), counts.end());
   // Created now, so an unwritable --output, --json or --svg fails before minutes of measuring.
   std::optional<FileSink> kept, json_file, svg_file;
-  if (!args.output.empty()) kept.emplace(args.output);
+  refuse_recorded_run_file(args.output, "--output");
+  refuse_recorded_run_file(args.json, "--json");
+  refuse_recorded_run_file(args.svg, "--svg");
+  if (!args.output.empty()) {
+    // The output of a run a journal records (finished or not): bench's records would replace
+    // it and its FILE.part, and a later --resume would take them for that run's.
+    if (std::error_code ec; std::filesystem::exists(args.output + ".journal", ec)) {
+      throw UsageError("bench: --output '" + args.output + "' is the output of the coremap run recorded in " +
+                       args.output + ".journal: choose another file (bench's records are not that run's)");
+    }
+    kept.emplace(args.output);
+  }
   if (!args.json.empty()) json_file.emplace(args.json);
   if (!args.svg.empty()) svg_file.emplace(args.svg);
 

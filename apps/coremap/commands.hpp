@@ -84,6 +84,9 @@ void print_run_summary(const RunArgs& args, const RunOptions& options, const Run
 bool report_summaries(const Json& summaries, const RunArgs& args);
 
 /// UsageError unless --resume has a file (-o) to read the earlier records from.
+/// Throws UsageError when `path` (given with `flag`) is a companion file (FILE.part, FILE.journal,
+/// FILE.lock, ...) of an output a journal records, which writing it would destroy.
+void refuse_recorded_run_file(const std::string& path, const std::string& flag);
 void check_resume_target(const RunArgs& args);
 /// UsageError for a reducing stage with --resume (its summary would cover only the resumed
 /// part), or, `across_ranks`, whose plugin cannot save its partial state.

@@ -282,6 +282,20 @@ static bool manifest_is_stream(const std::string& manifest) {
   return ::stat(manifest.c_str(), &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || S_ISCHR(st.st_mode));
 }
 
+void refuse_recorded_run_file(const std::string& path, const std::string& flag) {
+  if (path.empty() || path == "-") return;
+  // The companion files of an output a journal records: that run may be running, or unfinished
+  // and waiting for --resume.
+  for (const std::string suffix : {".part", ".journal", ".lock", ".compact", ".journal.tmp"}) {
+    if (path.size() <= suffix.size() || !path.ends_with(suffix)) continue;
+    const std::string base = path.substr(0, path.size() - suffix.size());
+    if (std::error_code ec; std::filesystem::exists(base + ".journal", ec)) {
+      throw UsageError(flag + " '" + path + "' is a companion file of the coremap run recorded in " + base +
+                       ".journal: writing it would replace that run's records; choose another " + flag);
+    }
+  }
+}
+
 void check_resume_target(const RunArgs& args) {
   if (args.resume && args.output == "-") {
     throw UsageError("--resume needs -o FILE: the records of the earlier run are read back from FILE.part");
@@ -300,16 +314,8 @@ void check_resume_target(const RunArgs& args) {
     throw UsageError("--summary '" + args.summary + "' is the manifest '" + args.input.manifest +
                      "': the run would replace its own input; choose another --summary");
   }
-  // Nor another run's records: the companion files of an output a journal records (that run
-  // may be running, or unfinished and waiting for --resume).
-  for (const std::string suffix : {".part", ".journal", ".lock", ".compact", ".journal.tmp"}) {
-    if (args.summary.size() <= suffix.size() || !args.summary.ends_with(suffix)) continue;
-    const std::string base = args.summary.substr(0, args.summary.size() - suffix.size());
-    if (std::error_code ec; std::filesystem::exists(base + ".journal", ec)) {
-      throw UsageError("--summary '" + args.summary + "' is a companion file of the coremap run recorded in " + base +
-                       ".journal: the summary would replace that run's records; choose another --summary");
-    }
-  }
+  // Nor another run's records.
+  refuse_recorded_run_file(args.summary, "--summary");
   if (args.output == "-" || resolve_output(args.output).kind == OutputTarget::Kind::stream) return;
   for (const char* suffix : {"", ".part", ".journal", ".lock", ".compact", ".journal.tmp"}) {
     if (same_file(args.summary, args.output + suffix)) {

@@ -113,6 +113,18 @@ PY
 )
 expect_eq "$check" ok "the Amdahl fit leaves out the row with more threads than cores"
 
+# bench -o never writes over a recorded run's files: its output (the journal would take bench's
+# records for that run's on --resume), or its FILE.part; --json and --svg neither.
+"$COREMAP" run --plugin spin --manifest "$WORK/spin16.jsonl" -o "$WORK/run.jsonl" -q
+mv "$WORK/run.jsonl" "$WORK/run.jsonl.part"
+run_sum=$(sha256sum <"$WORK/run.jsonl.part")
+cm bench --plugin spin --manifest "$WORK/spin16.jsonl" --threads 1 --repeat 1 --warmup 0 -o "$WORK/run.jsonl"
+expect_eq "$rc" 2 "bench -o a recorded run's output: exit 2"
+expect_contains "$WORK/err" "is the output of the coremap run recorded in" "bench -o: says why"
+cm bench --plugin spin --manifest "$WORK/spin16.jsonl" --threads 1 --repeat 1 --warmup 0 --json "$WORK/run.jsonl.part"
+expect_eq "$rc" 2 "bench --json onto a recorded run's FILE.part: exit 2"
+expect_eq "$(sha256sum <"$WORK/run.jsonl.part")" "$run_sum" "the recorded run's FILE.part unchanged"
+
 # Setup errors exit 2 and say what is wrong.
 cm bench --plugin spin --manifest "$WORK/spin.jsonl" --threads 0
 expect_eq "$rc" 2 "--threads 0 exits 2"
