@@ -211,7 +211,10 @@ std::string fingerprint_difference(std::string_view plugin, std::string_view own
   const auto ours = fingerprint_fields(own);
   if (theirs.empty() || ours.empty()) return {};
   std::string named, sizes;
-  for (const auto& [key, mine] : ours) {
+  for (const auto& field : ours) {
+    // Named, not a structured binding: clang 14 cannot capture those in the lambda.
+    const std::string& key = field.first;
+    const std::string& mine = field.second;
     const auto it = std::find_if(theirs.begin(), theirs.end(), [&](const auto& f) { return f.first == key; });
     const std::string value = it != theirs.end() ? it->second : "(not recorded)";
     if (value == mine) continue;
