@@ -17,6 +17,11 @@ if command -v mpirun >/dev/null; then
     { echo "mpirun exists but cli.mpi is not registered: CMake did not find MPI (libopenmpi-dev)" >&2; exit 1; }
 fi
 
+# The Python package and its pytest suite (python/tests) are part of that suite when CMake found
+# python3-dev and pybind11-dev, which scripts/install-deps.sh installs: they must have been.
+ctest --test-dir build -N -R '^python\.pytest$' | grep -q 'Total Tests: 1' ||
+  { echo "python.pytest is not registered: CMake did not find python3-dev and pybind11-dev (scripts/install-deps.sh)" >&2; exit 1; }
+
 # Built without MPI: the suite also covers that build (and the MPI library's own allocations
 # would trip LeakSanitizer).
 cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOREMAP_SANITIZE=ON -DCOREMAP_BUILD_BENCH=OFF \

@@ -1,0 +1,177 @@
+# SPDX-License-Identifier: MIT
+"""multiprocessing.Pool's API on coremap: each call is one coremap run of the bundled python
+plugin in worker processes (docs/python.md has the differences)."""
+
+import os
+import threading
+
+from . import ItemError, run
+
+
+def _results(the_run, what):
+    # Pool's imap: results in order, the first failed item raises.
+    with the_run:
+        for record in the_run:
+            if not record.ok:
+                raise ItemError(record.index, record.error)
+            yield record.result
+
+
+class AsyncResult:
+    """What map_async, starmap_async and apply_async return (multiprocessing's AsyncResult)."""
+
+    def __init__(self, compute, callback=None, error_callback=None):
+        self._event = threading.Event()
+        self._value = None
+        self._error = None
+
+        def body():
+            try:
+                self._value = compute()
+            except BaseException as e:  # handed to get()
+                self._error = e
+                if error_callback is not None:
+                    error_callback(e)
+            else:
+                if callback is not None:
+                    callback(self._value)
+            finally:
+                self._event.set()
+
+        self._thread = threading.Thread(target=body, daemon=True)
+        self._thread.start()
+
+    def ready(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout=None) -> None:
+        self._event.wait(timeout)
+
+    def successful(self) -> bool:
+        if not self.ready():
+            raise ValueError(f"{self!r} not ready")
+        return self._error is None
+
+    def get(self, timeout=None):
+        if not self._event.wait(timeout):
+            raise TimeoutError("coremap: the result is not ready")
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class Pool:
+    """``multiprocessing.Pool`` on coremap: ``Pool(processes).map(func, iterable)`` runs ``func``
+    in ``processes`` worker processes (default: every core), each embedding one Python
+    interpreter. Items and results are JSON values (a tuple arrives as a list). Beyond Pool:
+    ``serial=True`` calls ``func`` in this process, in order (for debuggers, print and pdb; what
+    the seed's "[my_func(item) for item in my_data_list]" does), and ``timeout`` (seconds per
+    item: its worker is killed and the item fails), ``retries`` and ``memory_limit`` apply to
+    every call. A crash (segfault, os._exit) fails only its item."""
+
+    def __init__(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None, context=None, *,
+                 serial=False, timeout=None, retries=0, memory_limit=None):
+        if processes is not None and processes < 1:
+            raise ValueError("Number of processes must be at least 1")
+        if initializer is not None:
+            raise TypeError("coremap.Pool: initializer is not supported: do per-process set-up at import time "
+                            "of the function's module (each worker imports it once)")
+        self._processes = processes or os.cpu_count() or 1
+        self._serial = serial
+        self._keywords = {"timeout": timeout, "retries": retries, "memory_limit": memory_limit}
+        self._closed = False
+
+    def _check(self):
+        if self._closed:
+            raise ValueError("Pool not running")
+
+    def _run(self, func, iterable, ordered=True, star=False):
+        return run(func, iterable, threads=self._processes, ordered=ordered, isolate=True, star=star,
+                   **self._keywords)
+
+    def imap(self, func, iterable, chunksize=1):
+        """Results in order, as they come; the first failed item raises ItemError."""
+        self._check()
+        if self._serial:
+            return (func(item) for item in iterable)
+        return _results(self._run(func, iterable), "imap")
+
+    def imap_unordered(self, func, iterable, chunksize=1):
+        """Results as items finish; the first failed item raises ItemError."""
+        self._check()
+        if self._serial:
+            return (func(item) for item in iterable)
+        return _results(self._run(func, iterable, ordered=False), "imap_unordered")
+
+    def map(self, func, iterable, chunksize=None):
+        """A list of ``func(item)`` for every item, in order; the first failed item raises
+        ItemError (after the run, as Pool.map raises after its items)."""
+        self._check()
+        if self._serial:
+            return [func(item) for item in iterable]
+        results = []
+        failure = None
+        with self._run(func, iterable) as the_run:
+            for record in the_run:
+                if record.ok:
+                    results.append(record.result)
+                elif failure is None:
+                    failure = ItemError(record.index, record.error)
+        if failure is not None:
+            raise failure
+        return results
+
+    def starmap(self, func, iterable, chunksize=None):
+        """``func(*args)`` for every args in iterable (each a tuple or list), in order."""
+        self._check()
+        if self._serial:
+            return [func(*args) for args in iterable]
+        results = []
+        failure = None
+        with self._run(func, iterable, star=True) as the_run:
+            for record in the_run:
+                if record.ok:
+                    results.append(record.result)
+                elif failure is None:
+                    failure = ItemError(record.index, record.error)
+        if failure is not None:
+            raise failure
+        return results
+
+    def apply(self, func, args=(), kwds=None):
+        """``func(*args)`` in a worker."""
+        if kwds:
+            raise TypeError("coremap.Pool.apply: keyword arguments cannot be sent (items are JSON arrays)")
+        return self.starmap(func, [list(args)])[0]
+
+    def map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
+        self._check()
+        items = list(iterable)
+        return AsyncResult(lambda: self.map(func, items), callback, error_callback)
+
+    def starmap_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
+        self._check()
+        items = list(iterable)
+        return AsyncResult(lambda: self.starmap(func, items), callback, error_callback)
+
+    def apply_async(self, func, args=(), kwds=None, callback=None, error_callback=None):
+        self._check()
+        return AsyncResult(lambda: self.apply(func, args, kwds), callback, error_callback)
+
+    def close(self):
+        """No new calls; workers live only as long as each call, so there is nothing to wait for."""
+        self._closed = True
+
+    def terminate(self):
+        self._closed = True
+
+    def join(self):
+        if not self._closed:
+            raise ValueError("Pool is still running")
+
+    def __enter__(self):
+        self._check()
+        return self
+
+    def __exit__(self, *exc):
+        self.terminate()

@@ -1,0 +1,92 @@
+# SPDX-License-Identifier: MIT
+"""coremap.Pool against multiprocessing.Pool and a serial oracle."""
+import multiprocessing
+import os
+
+import pytest
+
+import coremap
+from coremap import Pool
+
+import funcs
+
+
+def test_map_imap_starmap_match_multiprocessing():
+    items = list(range(300))
+    with multiprocessing.Pool(2) as mp:
+        expected_map = mp.map(funcs.square, items)
+        expected_star = mp.starmap(funcs.add, [(i, 2 * i) for i in items])
+    with Pool(2) as pool:
+        assert pool.map(funcs.square, items) == expected_map
+        assert list(pool.imap(funcs.square, iter(items))) == expected_map
+        assert sorted(pool.imap_unordered(funcs.square, items, chunksize=7)) == sorted(expected_map)
+        assert pool.starmap(funcs.add, [(i, 2 * i) for i in items]) == expected_star
+        assert pool.apply(funcs.add, (2, 3)) == 5
+        assert pool.map_async(funcs.square, items).get(timeout=120) == expected_map
+
+
+def test_default_workers_are_cores_and_serial_runs_here():
+    pool = Pool()
+    assert pool._processes == os.cpu_count()
+    # serial=True calls the function in this process: lambdas work, exceptions keep their type.
+    assert Pool(serial=True).map(lambda x: x + 1, [1, 2]) == [2, 3]
+    with pytest.raises(ValueError):
+        Pool(serial=True).map(funcs.fail_on_three, [3])
+    pids = set(Pool(2).map(funcs.pid, range(20)))
+    assert os.getpid() not in pids
+
+
+def test_error_names_item_and_has_traceback():
+    with pytest.raises(coremap.ItemError) as info:
+        Pool(2).map(funcs.fail_on_three, range(6))
+    assert info.value.index == 3
+    assert "Traceback" in info.value.error
+    assert "ValueError: three is not allowed (got 3)" in info.value.error
+    # imap yields the results before the failure, then raises.
+    got = []
+    with pytest.raises(coremap.ItemError):
+        for r in Pool(2).imap(funcs.fail_on_three, range(6)):
+            got.append(r)
+    assert got == [0, 1, 2]
+
+
+def test_lambda_and_closure_are_refused_clearly():
+    with pytest.raises(TypeError, match="lambda"):
+        Pool(2).map(lambda x: x, [1])
+
+    def inner(x):
+        return x
+
+    with pytest.raises(TypeError, match="inside functions"):
+        Pool(2).map(inner, [1])
+
+
+def test_crash_is_one_items_error():
+    records = coremap.map(funcs.crash_on_two, range(5), threads=2)
+    assert [r.ok for r in records] == [True, True, False, True, True]
+    assert "SIGSEGV" in records[2].error
+    assert [r.result for r in records if r.ok] == [0, 1, 3, 4]
+
+
+def test_timeout_kills_only_that_item():
+    records = coremap.map(funcs.sleep_on_one, range(4), threads=2, timeout=1)
+    assert [r.ok for r in records] == [True, False, True, True]
+    assert "timed out" in records[1].error
+
+
+def test_numpy_in_workers():
+    assert Pool(2).map(funcs.numpy_sum, [10, 1000]) == [sum(range(10)), sum(range(1000))]
+
+
+def test_result_not_json_is_the_items_error():
+    records = coremap.map(funcs.returns_set, [1], threads=1)
+    assert not records[0].ok
+    assert "set" in records[0].error and "not a JSON value" in records[0].error
+
+
+def test_closed_pool_refuses():
+    pool = Pool(2)
+    pool.close()
+    pool.join()
+    with pytest.raises(ValueError):
+        pool.map(funcs.square, [1])
