@@ -3,9 +3,12 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -24,6 +27,7 @@
 #include <coremap/record.hpp>
 
 #include "item_parser.hpp"
+#include "worker_note.hpp"
 #include "worker_protocol.hpp"
 
 namespace coremap::detail {
@@ -31,6 +35,10 @@ namespace {
 
 // Touched by the signal handler, so plain globals of lock-free types.
 int protocol_fd = -1;
+// The page shared with the engine (worker_note.hpp); null when the engine gave none.
+WorkerNote* note_page = nullptr;
+// True while the plugin runs an item: an exit() then is that item's end (worker_exit_called).
+std::atomic<bool> item_running{false};
 std::atomic<bool> allocation_failed{false};
 constexpr char out_of_memory_frame[frame_header_size] = {0, 0, 0, 0, static_cast<char>(FrameKind::out_of_memory)};
 
@@ -71,6 +79,22 @@ extern "C" void on_parent_death(int) {
   errno = saved;
 }
 
+// A child the plugin forks (fork(), not posix_spawn or vfork, which run no atfork handlers)
+// gets no copy of the channel: it could hold the channel open after the worker died, or write
+// into it. And it dies with the worker: the parent-death signal fires when the thread that
+// forked it ends, and items run on the worker's main thread, which lives as long as the worker.
+extern "C" void close_channel_in_child() {
+  if (protocol_fd >= 0) ::close(protocol_fd);
+  protocol_fd = -1;
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+}
+
+// "the worker lost its channel to coremap (<what>: <strerror(errno)>)" as the note for the
+// engine: a plugin closed or replaced the worker's descriptor, or wrote into it.
+void note_lost_channel(const char* what, const char* why) {
+  write_note(note_page, std::string("the worker lost its channel to coremap (") + what + ": " + why + ")");
+}
+
 bool write_all(int fd, std::string_view data) {
   while (!data.empty()) {
     const ssize_t n = ::write(fd, data.data(), data.size());
@@ -107,16 +131,31 @@ std::optional<Frame> read_frame(int fd, FrameReader& in) {
 // item started, children a plugin forked) are killed before it exits.
 void start_orphan_watchdog() {
   std::thread([] {
+    int pipe_fd = parent_death_pipe[0];
     for (;;) {
-      pollfd p[2] = {{protocol_fd, 0, 0}, {parent_death_pipe[0], POLLIN, 0}};
+      // Once the item called exit() the worker shut its channel down itself: the hang-up is
+      // no news, and a hanging exit is the engine's to kill. A plugin may also have closed
+      // either descriptor (POLLNVAL): a closed channel is a hang-up, a closed pipe is no
+      // longer watched.
+      const bool exiting = note_page != nullptr && note_page->exit_called.load(std::memory_order_relaxed) != 0;
+      pollfd p[2] = {{exiting ? -1 : protocol_fd, 0, 0}, {pipe_fd, POLLIN, 0}};
+      if (p[0].fd < 0 && p[1].fd < 0) {
+        std::this_thread::sleep_for(std::chrono::seconds(1));
+        continue;
+      }
       if (::poll(p, 2, -1) < 0) continue;  // EINTR
+      if ((p[1].revents & POLLNVAL) != 0) {
+        pipe_fd = -1;
+        continue;
+      }
       if (p[1].revents != 0) {
         char byte;
-        [[maybe_unused]] const auto n = ::read(parent_death_pipe[0], &byte, 1);
+        [[maybe_unused]] const auto n = ::read(pipe_fd, &byte, 1);
         // PR_SET_PDEATHSIG fires when the *thread* that started the worker ends, and the engine
         // starts workers from its TBB threads: only a new parent means the engine is gone.
         if (::getppid() == parent_pid) continue;
       } else {
+        if (note_page != nullptr && note_page->exit_called.load(std::memory_order_relaxed) != 0) continue;
         // Give a normal shutdown (end of input, plugin destructor) time to finish first.
         std::this_thread::sleep_for(std::chrono::seconds(2));
       }
@@ -149,6 +188,7 @@ bool watch_over_descendants() {
   sigemptyset(&stopped.sa_mask);
   stopped.sa_flags = SA_RESTART;
   if (::sigaction(worker_stop_signal(), &stopped, nullptr) != 0) return false;
+  if (::pthread_atfork(nullptr, nullptr, close_channel_in_child) != 0) return false;
   struct sigaction fatal {};
   fatal.sa_handler = on_fatal_signal;
   sigemptyset(&fatal.sa_mask);
@@ -162,16 +202,48 @@ int fail(const char* what) {
   return 2;
 }
 
+// In process, Engine::Impl::timed_out_message: an item that returned past its --timeout.
+std::string timed_out_message(std::int64_t took_ns, std::int64_t timeout_ms) {
+  char text[128];
+  std::snprintf(text, sizeof text, "timed out: ran %.3f s, over --timeout %g s (its result was discarded)",
+                static_cast<double>(took_ns) / 1e9, static_cast<double>(timeout_ms) / 1e3);
+  return text;
+}
+
+std::int64_t now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 }  // namespace
+
+void worker_exit_called(int status) noexcept {
+  if (!item_running.load(std::memory_order_relaxed) || note_page == nullptr) return;
+  std::uint32_t expected = 0;
+  if (!note_page->exit_called.compare_exchange_strong(expected, 1)) return;
+  note_page->exit_status.store(status, std::memory_order_relaxed);
+  char text[64];
+  std::snprintf(text, sizeof text, "the plugin called exit(%d)", status);
+  write_note(note_page, text);
+  // The engine hears of it now, not when exit() has run every handler (one may hang): the
+  // end of the channel, for every process holding a copy.
+  if (protocol_fd >= 0) ::shutdown(protocol_fd, SHUT_RDWR);
+}
 
 int worker_main(int argc, char** argv) {
   std::uint64_t memory_limit = 0;
   std::uint32_t retries = 0;
+  std::int64_t timeout_ms = 0;
+  int note_fd = -1;
   const char* plugin_path = nullptr;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     if (arg == "--memory-limit" && i + 1 < argc) {
       memory_limit = std::strtoull(argv[++i], nullptr, 10);
+    } else if (arg == "--timeout-ms" && i + 1 < argc) {
+      timeout_ms = std::strtoll(argv[++i], nullptr, 10);
+    } else if (arg == "--note-fd" && i + 1 < argc) {
+      note_fd = static_cast<int>(std::strtol(argv[++i], nullptr, 10));
     } else if (arg == "--retries" && i + 1 < argc) {
       retries = static_cast<std::uint32_t>(std::strtoul(argv[++i], nullptr, 10));
     } else if (plugin_path == nullptr && !arg.starts_with("-")) {
@@ -183,7 +255,7 @@ int worker_main(int argc, char** argv) {
   }
   if (plugin_path == nullptr) {
     std::fprintf(stderr,
-                 "usage: coremap-worker [--memory-limit BYTES] [--retries N] PLUGIN.so\n"
+                 "usage: coremap-worker [--memory-limit BYTES] [--retries N] [--timeout-ms MS] [--note-fd FD] PLUGIN.so\n"
                  "started by `coremap run --isolate`; speaks a framed protocol on standard input and output\n");
     return 2;
   }
@@ -198,6 +270,12 @@ int worker_main(int argc, char** argv) {
     return fail("redirecting standard input and output");
   }
   ::close(null_fd);
+  if (note_fd >= 0) {
+    void* page = ::mmap(nullptr, sizeof(WorkerNote), PROT_READ | PROT_WRITE, MAP_SHARED, note_fd, 0);
+    ::close(note_fd);
+    if (page == MAP_FAILED) return fail("mapping the note page");
+    note_page = static_cast<WorkerNote*>(page);
+  }
   // The worker has a process group of its own, out of a terminal's Ctrl-C; should a SIGINT
   // reach it anyway, the engine decides what happens to its items (a stop: worker_stop_signal).
   ::signal(SIGINT, SIG_IGN);
@@ -263,16 +341,27 @@ int worker_main(int argc, char** argv) {
           // then starts the item at a later attempt (wire.first_attempt).
           for (std::uint32_t attempt = wire.first_attempt;; ++attempt) {
             allocation_failed.store(false, std::memory_order_relaxed);
-            Context context(wire.index, &run_stopped, 0, attempt);
+            const std::int64_t start = timeout_ms != 0 ? now_ns() : 0;
+            Context context(wire.index, &run_stopped, timeout_ms != 0 ? start + timeout_ms * 1000000 : 0, attempt);
             error.clear();
             record.clear();
-            if (instance->process(item, context, result, error)) {
+            item_running.store(true, std::memory_order_relaxed);
+            bool ok = instance->process(item, context, result, error);
+            item_running.store(false, std::memory_order_relaxed);
+            // As in process: past its deadline, whatever it returned, the item timed out.
+            if (timeout_ms != 0) {
+              if (const std::int64_t took = now_ns() - start; took >= timeout_ms * 1000000) {
+                ok = false;
+                error = timed_out_message(took, timeout_ms);
+              }
+            }
+            if (ok) {
               outcome = writer.ok(wire.index, result, attempt, -1, manifest_name, wire.line) ? ItemOutcome::ok_record
                                                                                                : ItemOutcome::error_record;
               text = record;
               break;
             }
-            if (attempt <= retries) continue;
+            if (attempt <= retries && !run_stopped.load(std::memory_order_relaxed)) continue;
             message = manifest_name + ":" + std::to_string(wire.line) + ": ";
             if (memory_limit != 0 && allocation_failed.load(std::memory_order_relaxed)) message += oom_note;
             message += error;
@@ -293,10 +382,14 @@ int worker_main(int argc, char** argv) {
         out.end();
         // One write per item: when the worker dies, the engine knows exactly which item it was
         // working on, and no finished item is ever run twice.
-        if (!write_all(protocol_fd, out.data())) return fail("writing to the engine");
+        if (!write_all(protocol_fd, out.data())) {
+          note_lost_channel("writing the item's result", std::strerror(errno));
+          return fail("writing to the engine");
+        }
       }
     }
   } catch (const ProtocolError& e) {
+    note_lost_channel("reading", e.what());
     std::fprintf(stderr, "coremap-worker: protocol error: %s\n", e.what());
     return 4;
   }

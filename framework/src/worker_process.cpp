@@ -5,7 +5,9 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <thread>
 
 #include <coremap/error.hpp>
@@ -33,6 +36,17 @@ namespace {
 std::string signal_name(int signal_number) {
   if (const char* abbrev = ::sigabbrev_np(signal_number); abbrev != nullptr) return std::string("SIG") + abbrev;
   return "signal " + std::to_string(signal_number);
+}
+
+// A pidfd for the caller's unreaped child `pid` (readable once it has ended), or -1 where the
+// kernel has none (before Linux 5.3): the caller then polls waitid.
+int open_pidfd(pid_t pid) noexcept {
+#ifdef SYS_pidfd_open
+  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+#else
+  (void)pid;
+  return -1;
+#endif
 }
 
 std::string seconds_text(std::chrono::milliseconds ms) {
@@ -82,24 +96,45 @@ WorkerProcess::WorkerProcess(const WorkerSettings& settings) : settings_(setting
 WorkerProcess::~WorkerProcess() {
   if (pid_ < 0) return;
   close();
-  // A worker at end of input destroys its instance and exits; one that does not is killed.
-  const auto until = Clock::now() + std::chrono::seconds(2);
+  // A worker at end of input destroys its instance and exits; one that does not (a destructor
+  // that hangs) is killed with its descendants, and its process group goes too.
+  if (!wait_exited(stop_grace)) process_tree::kill_tree(pid_);
+  ::kill(-pid_, SIGKILL);
   int status = 0;
-  while (::waitpid(pid_, &status, WNOHANG) == 0) {
-    if (Clock::now() >= until) {
-      process_tree::kill_tree(pid_);
-      while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-      }
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
   }
-  pid_ = -1;
+  release_note();
 }
 
 void WorkerProcess::close() noexcept {
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
+}
+
+void WorkerProcess::release_note() noexcept {
+  pid_ = -1;
+  if (pidfd_ >= 0) ::close(pidfd_);
+  pidfd_ = -1;
+  if (note_ != nullptr) ::munmap(note_, sizeof(WorkerNote));
+  note_ = nullptr;
+}
+
+bool WorkerProcess::wait_exited(std::chrono::milliseconds wait) noexcept {
+  const auto until = Clock::now() + wait;
+  for (;;) {
+    siginfo_t info{};
+    if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid_) {
+      return true;
+    }
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - Clock::now()).count();
+    if (left <= 0) return false;
+    if (pidfd_ >= 0) {
+      pollfd p{pidfd_, POLLIN, 0};
+      ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 1 << 30)));
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
 }
 
 void WorkerProcess::start() {
@@ -117,6 +152,16 @@ void WorkerProcess::start() {
   ::posix_spawn_file_actions_init(&actions);
   ::posix_spawn_file_actions_adddup2(&actions, fds[1], STDIN_FILENO);
   ::posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
+  // The note page (worker_note.hpp): a memfd the worker maps on worker_note_fd and closes. A
+  // worker runs without it if the kernel gives none.
+  int note_fd = ::memfd_create("coremap-worker-note", MFD_CLOEXEC);
+  if (note_fd >= 0 && ::ftruncate(note_fd, sizeof(WorkerNote)) == 0) {
+    void* page = ::mmap(nullptr, sizeof(WorkerNote), PROT_READ | PROT_WRITE, MAP_SHARED, note_fd, 0);
+    if (page != MAP_FAILED) {
+      note_ = new (page) WorkerNote();
+      ::posix_spawn_file_actions_adddup2(&actions, note_fd, worker_note_fd);
+    }
+  }
   ::posix_spawnattr_init(&attr);
   // The worker starts with no signal blocked and default dispositions, whatever the spawning
   // thread (a TBB worker) or the application had set.
@@ -146,6 +191,16 @@ void WorkerProcess::start() {
     argv.push_back(const_cast<char*>("--retries"));
     argv.push_back(const_cast<char*>(retries.c_str()));
   }
+  const std::string timeout_ms = std::to_string(settings_.timeout.count());
+  if (settings_.timeout.count() > 0) {
+    argv.push_back(const_cast<char*>("--timeout-ms"));
+    argv.push_back(const_cast<char*>(timeout_ms.c_str()));
+  }
+  const std::string note_fd_text = std::to_string(worker_note_fd);
+  if (note_ != nullptr) {
+    argv.push_back(const_cast<char*>("--note-fd"));
+    argv.push_back(const_cast<char*>(note_fd_text.c_str()));
+  }
   argv.push_back(const_cast<char*>(settings_.plugin_path.c_str()));
   argv.push_back(nullptr);
   // posix_spawn, not fork: the engine is multithreaded, and glibc's posix_spawn (clone with
@@ -155,13 +210,17 @@ void WorkerProcess::start() {
   ::posix_spawn_file_actions_destroy(&actions);
   ::posix_spawnattr_destroy(&attr);
   ::close(fds[1]);
+  if (note_fd >= 0) ::close(note_fd);
   if (spawn_error != 0) {
     ::close(fds[0]);
+    if (note_ != nullptr) ::munmap(note_, sizeof(WorkerNote));
+    note_ = nullptr;
     throw PluginError(where + ": cannot start the worker '" + executable + "': " + std::strerror(spawn_error) +
                       " (set COREMAP_WORKER to its path)");
   }
   pid_ = pid;
   fd_ = fds[0];
+  pidfd_ = open_pidfd(pid);
   in_ = FrameReader();
 
   out_.clear();
@@ -174,7 +233,12 @@ void WorkerProcess::start() {
   Frame frame{};
   bool saw_out_of_memory = false;
   for (;;) {
-    if (receive(frame, Clock::time_point::max(), false) != Wait::frame) break;
+    const Wait wait = receive(frame, Clock::time_point::max(), false);
+    if (wait == Wait::corrupt) {
+      kill_and_reap();
+      throw PluginError(where + ": the worker broke the protocol while starting the plugin: " + protocol_error_);
+    }
+    if (wait != Wait::frame) break;
     if (frame.kind == FrameKind::ready) return;
     if (frame.kind == FrameKind::out_of_memory) {
       saw_out_of_memory = true;
@@ -205,60 +269,81 @@ bool WorkerProcess::send_all(std::string_view data) noexcept {
 WorkerProcess::Wait WorkerProcess::receive(Frame& frame, Clock::time_point deadline, bool watch_stop) {
   // The stop flag is looked at whenever there is nothing to read, and at least every 50 ms.
   const bool watching = watch_stop && settings_.stop != nullptr;
+  // Once the worker has ended, what it wrote before is still read (it is all in the socket by
+  // then), up to a bound: a process that inherited the channel may go on writing.
+  bool exited = false;
+  std::size_t after_exit = 0;
+  constexpr std::size_t after_exit_limit = std::size_t{16} << 20;
   for (;;) {
-    if (auto next = in_.next()) {
-      frame = *next;
-      return Wait::frame;
+    try {
+      if (auto next = in_.next()) {
+        frame = *next;
+        return Wait::frame;
+      }
+    } catch (const ProtocolError& e) {
+      protocol_error_ = e.what();
+      return Wait::corrupt;
     }
     if (watching && settings_.stop->load(std::memory_order_relaxed)) return Wait::stopped;
     constexpr std::size_t chunk = 64 * 1024;
-    const ssize_t n = ::recv(fd_, in_.prepare(chunk), chunk, MSG_DONTWAIT);
+    const ssize_t n = exited && after_exit >= after_exit_limit ? -2 : ::recv(fd_, in_.prepare(chunk), chunk, MSG_DONTWAIT);
     if (n > 0) {
       in_.commit(static_cast<std::size_t>(n));
+      if (exited) after_exit += static_cast<std::size_t>(n);
       continue;
     }
     if (n == 0) return Wait::closed;
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) return Wait::closed;
+    if (n == -1 && errno == EINTR) continue;
+    if (n == -1 && errno != EAGAIN && errno != EWOULDBLOCK) return Wait::closed;
+    if (exited) return Wait::exited;
     long long wait_ms = -1;
     if (deadline != Clock::time_point::max()) {
       wait_ms = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
       if (wait_ms <= 0) return Wait::timed_out;
       wait_ms = std::min<long long>(wait_ms, 1 << 30);
     }
-    if (watching && (wait_ms < 0 || wait_ms > 50)) wait_ms = 50;
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(wait_ms)) < 0 && errno != EINTR) return Wait::closed;
+    // Without a pidfd the worker's end is looked for every 50 ms, as the stop is.
+    if ((watching || pidfd_ < 0) && (wait_ms < 0 || wait_ms > 50)) wait_ms = 50;
+    pollfd p[2] = {{fd_, POLLIN, 0}, {pidfd_, POLLIN, 0}};
+    if (::poll(p, pidfd_ >= 0 ? 2 : 1, static_cast<int>(wait_ms)) < 0 && errno != EINTR) return Wait::closed;
+    if (pidfd_ >= 0) {
+      exited = p[1].revents != 0;
+    } else {
+      siginfo_t info{};
+      exited = ::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid_;
+    }
   }
 }
 
 std::string WorkerProcess::reap_and_describe(bool saw_out_of_memory) {
   close();
-  // The channel closes as the process ends; allow a little time for the exit to complete (or
-  // for a worker that closed its channel but lives on, none). Waited for without reaping: see
+  // The channel closes as the process ends, or the worker ended with a child holding a copy
+  // of it; or the worker closed its channel (a plugin closed its descriptors) or called exit()
+  // and is still on its way out: allow it stop_grace to end. Waited for without reaping: see
   // below.
-  const auto until = Clock::now() + std::chrono::seconds(2);
-  siginfo_t info{};
-  bool exited = false;
-  while (!(exited = ::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-                    info.si_pid == pid_) &&
-         Clock::now() < until) {
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
+  const bool exited = wait_exited(stop_grace);
   if (!exited) process_tree::kill_tree(pid_);
   // The worker kills its descendants on every way out it sees (docs/reliability.md, "No
-  // process left behind"); a SIGKILL it cannot see leaves them to this: its process group
-  // now, while the unreaped worker keeps its pid (the group's id) from being reused, and the
-  // CLI's subreaper for those that left the group.
+  // process left behind"), and the children its plugin forks die with it (parent-death
+  // signal); a SIGKILL it cannot see leaves the rest to this: its process group now, while the
+  // unreaped worker keeps its pid (the group's id) from being reused, and the CLI's subreaper
+  // for those that left the group.
   ::kill(-pid_, SIGKILL);
   int status = 0;
   while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
   }
+  const bool exit_called = note_ != nullptr && note_->exit_called.load(std::memory_order_relaxed) != 0;
+  const int exit_status = exit_called ? note_->exit_status.load(std::memory_order_relaxed) : 0;
+  const std::string note = read_note(note_);
+  release_note();
   if (!exited) {
-    pid_ = -1;
-    return "the worker closed its channel but did not exit (killed)";
+    if (exit_called) {
+      return "the plugin called exit(" + std::to_string(exit_status) + ") and the worker did not end within " +
+             seconds_text(stop_grace) + " s (killed)";
+    }
+    return "worker protocol error: " + (note.empty() ? std::string("the worker closed its channel") : note) +
+           " but did not exit within " + seconds_text(stop_grace) + " s (killed)";
   }
-  pid_ = -1;
   std::string what;
   if (WIFSIGNALED(status)) {
     what = "crashed: " + signal_name(WTERMSIG(status));
@@ -267,6 +352,7 @@ std::string WorkerProcess::reap_and_describe(bool saw_out_of_memory) {
   } else {
     what = "worker ended with wait status " + std::to_string(status);
   }
+  if (!note.empty() && !exit_called) what = "worker protocol error: " + note + "; " + what;
   if (saw_out_of_memory) {
     what = "out of memory (--memory-limit " + format_size(settings_.memory_limit_bytes) + "): " + what;
   }
@@ -283,7 +369,7 @@ void WorkerProcess::kill_and_reap() noexcept {
   int status = 0;
   while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
   }
-  pid_ = -1;
+  release_note();
 }
 
 void WorkerProcess::run(const ItemBatch& batch, const std::string& manifest_name, ManifestFormat format,
@@ -301,23 +387,34 @@ void WorkerProcess::run(const ItemBatch& batch, const std::string& manifest_name
     crashed_attempts = 0;
     ++next;
   };
+  // A frame no worker of ours sends: the stream is not to be trusted any more (a plugin wrote
+  // into the channel), so the worker is killed and the item it was running pays for it.
+  auto broke_protocol = [&](const std::string& what) {
+    kill_and_reap();
+    died("worker protocol error: " + what + " (the worker was killed and replaced)");
+  };
   // Once the run stops: the item in the worker has been cancelled and has until stop_deadline.
   bool stopping = false;
   Clock::time_point stop_deadline{};
+  const bool timed = settings_.timeout.count() > 0;
   while (next < count) {
     if (pid_ < 0) start();
     out_.clear();
     encode_batch(out_, batch, next, manifest_name, format, crashed_attempts + 1);
     // A worker reads a whole batch before running any of it, so if it dies before taking it
-    // all (the send fails), it died running nothing of ours: the receive below sees the end of
-    // its channel and blames the first item all the same, so a worker that keeps dying cannot
-    // loop forever.
+    // all (the send fails), it died running nothing of ours: the receive below sees its end
+    // and blames the first item all the same, so a worker that keeps dying cannot loop
+    // forever.
     send_all(out_.data());
     bool alive = true;
     bool saw_out_of_memory = false;
     auto started = Clock::now();
+    // Past the item's --timeout: the worker's Context::timed_out() is true (it keeps the same
+    // deadline by its own clock), and the item has stop_grace to return before it is killed.
+    bool overtime = false;
     while (alive && next < count) {
-      auto deadline = settings_.timeout.count() > 0 ? started + settings_.timeout : Clock::time_point::max();
+      auto deadline = timed ? started + settings_.timeout + (overtime ? stop_grace : Clock::duration::zero())
+                            : Clock::time_point::max();
       if (stopping) deadline = std::min(deadline, stop_deadline);
       Frame frame{};
       const Wait wait = receive(frame, deadline, !stopping);
@@ -330,29 +427,60 @@ void WorkerProcess::run(const ItemBatch& batch, const std::string& manifest_name
         continue;
       }
       if (stopping && wait != Wait::frame) break;  // out of grace, or died: no outcome
+      if (wait == Wait::timed_out && !overtime) {
+        overtime = true;
+        continue;
+      }
       if (wait == Wait::timed_out) {
         kill_and_reap();
         died("timed out after " + seconds_text(settings_.timeout) + " s (the worker was killed and replaced)");
         alive = false;
-      } else if (wait == Wait::closed) {
+      } else if (wait == Wait::closed || wait == Wait::exited) {
         alive = false;
-        if (pid_ >= 0) died(reap_and_describe(saw_out_of_memory));
+        died(reap_and_describe(saw_out_of_memory));
+      } else if (wait == Wait::corrupt) {
+        alive = false;
+        broke_protocol(protocol_error_);
       } else if (frame.kind == FrameKind::out_of_memory) {
         saw_out_of_memory = true;
-      } else if (frame.kind == FrameKind::result && !frame.payload.empty()) {
+      } else if (frame.kind == FrameKind::result && !frame.payload.empty() &&
+                 static_cast<std::uint8_t>(frame.payload[0]) <= static_cast<std::uint8_t>(ItemOutcome::error_record)) {
         PayloadReader payload(frame.payload);
         const auto outcome = static_cast<ItemOutcome>(payload.u8());
-        sink.on_result(batch.items[next++], outcome, payload.rest(), crashed_attempts + 1);
+        const std::string_view text = payload.rest();
+        const RawItem& item = batch.items[next];
+        // A record must be this item's: a stream that was written into can carry frames that
+        // look right but belong to nobody.
+        if (outcome != ItemOutcome::error_message) {
+          char prefix[48];
+          const int length = std::snprintf(prefix, sizeof prefix, "{\"index\":%llu,",
+                                           static_cast<unsigned long long>(item.index));
+          if (!text.starts_with(std::string_view(prefix, static_cast<std::size_t>(length)))) {
+            alive = false;
+            broke_protocol("a result that is not item " + std::to_string(item.index) + "'s record");
+            if (stopping) break;
+            continue;
+          }
+        }
+        sink.on_result(item, outcome, text, crashed_attempts + 1);
+        ++next;
         crashed_attempts = 0;
-        started = Clock::now();
+        const auto now = Clock::now();
+        if (timed && now >= started + settings_.timeout && !stopping) {
+          // The item returned past its deadline (the worker recorded it as timed out, as in
+          // process): what it started may still run below the worker, which is replaced as a
+          // killed one would be, its whole tree with it.
+          kill_and_reap();
+          alive = false;
+        }
+        started = now;
+        overtime = false;
       } else {
-        kill_and_reap();
-        const RawItem& item = batch.items[next++];
-        crashed_attempts = 0;
-        sink.on_result(item, ItemOutcome::error_message,
-                       manifest_name + ":" + std::to_string(item.line) +
-                           ": the worker sent an unexpected frame (it was killed and replaced)",
-                       1);
+        alive = false;
+        char kind[8];
+        std::snprintf(kind, sizeof kind, "0x%02x", static_cast<unsigned>(frame.kind));
+        broke_protocol(frame.kind == FrameKind::result ? std::string("a malformed result frame")
+                                                       : "an unexpected frame (kind " + std::string(kind) + ")");
       }
       if (stopping && frame.kind != FrameKind::out_of_memory) break;
     }

@@ -22,6 +22,7 @@
 #include <coremap/manifest.hpp>
 
 #include "per_thread_pool.hpp"
+#include "worker_note.hpp"
 #include "worker_protocol.hpp"
 
 namespace coremap::detail {
@@ -40,8 +41,10 @@ struct WorkerSettings {
   const std::atomic<bool>* stop = nullptr;
 };
 
-/// How long a stopped worker's item may take to return after it saw Context::cancelled():
-/// the exec plugin's SIGTERM-then-SIGKILL grace (500 ms) and some.
+/// How long a worker's item may take to return after it saw Context::cancelled() (a stop, or
+/// its --timeout deadline), and how long a worker that closed its channel or called exit()
+/// may take to end: the exec plugin's SIGTERM-then-SIGKILL grace (500 ms) and some. Past it
+/// the worker is killed with its descendants.
 inline constexpr std::chrono::milliseconds stop_grace{2000};
 
 /// The coremap-worker executable: $COREMAP_WORKER when set, else lib/coremap/coremap-worker
@@ -79,8 +82,11 @@ class WorkerProcess {
   WorkerProcess& operator=(const WorkerProcess&) = delete;
 
   /// Runs the items of `batch` in the worker and hands every outcome to `sink`, in order. An
-  /// item whose worker dies (a signal, exit(), the memory limit) or outlives the timeout gets
-  /// an error message saying so; the worker is replaced and the rest of the batch resent.
+  /// item whose worker dies (a signal, exit(), the memory limit), breaks the protocol (junk on
+  /// the channel, a closed channel) or outlives its timeout and the grace after it gets an
+  /// error message saying so; the worker is killed with its descendants and replaced, and the
+  /// rest of the batch resent. A worker's death is seen from the process itself (a pidfd, or
+  /// waitid), so a child holding a copy of the channel cannot hide it.
   /// When the run stops (WorkerSettings::stop), the item in the worker is cancelled, its
   /// outcome (if it comes within stop_grace) handed on, and the worker is killed with its
   /// descendants; the rest of the batch gets no outcome.
@@ -92,19 +98,27 @@ class WorkerProcess {
 
  private:
   void start();
-  // Why the worker ended, for the item it was running; reaps it.
+  // Why the worker ended, for the item it was running; kills what is left of its tree and
+  // reaps it. Waits up to stop_grace for a worker that is still running to end.
   std::string reap_and_describe(bool saw_out_of_memory);
   void kill_and_reap() noexcept;
+  // Whether the worker has ended (not reaped: its pid stays ours); waits up to `wait`.
+  bool wait_exited(std::chrono::milliseconds wait) noexcept;
   bool send_all(std::string_view data) noexcept;
-  enum class Wait { frame, closed, timed_out, stopped };
-  // Reads until a frame is complete, the worker closes the channel (it died), `deadline`
-  // passes (never, when it is time_point::max()), or the run stops (once: the caller then
-  // waits for the item's outcome until its grace ends).
+  enum class Wait { frame, closed, exited, corrupt, timed_out, stopped };
+  // Reads until a frame is complete, the worker closes the channel, the worker process ends
+  // (after the frames it wrote before are read), the stream breaks the protocol (its message
+  // in protocol_error_), `deadline` passes (never, when it is time_point::max()), or the run
+  // stops (once: the caller then waits for the item's outcome until its grace ends).
   Wait receive(Frame& frame, std::chrono::steady_clock::time_point deadline, bool watch_stop);
+  void release_note() noexcept;
 
   const WorkerSettings& settings_;
   pid_t pid_ = -1;
   int fd_ = -1;
+  int pidfd_ = -1;                 // the worker's pidfd, -1 where the kernel has none
+  WorkerNote* note_ = nullptr;     // the page shared with this worker (worker_note.hpp)
+  std::string protocol_error_;
   FrameWriter out_;
   FrameReader in_;
 };
