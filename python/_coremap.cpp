@@ -376,7 +376,7 @@ class Run {
   // Stops the run (no new item starts; what is done is kept) and waits for its thread.
   void stop() {
     stopping_ = true;
-    if (engine_) engine_->request_stop();
+    if (engine_ && thread_.joinable()) engine_->request_stop();
     sink_->abandon();
     join();
   }
@@ -413,9 +413,9 @@ class Run {
     d["threads"] = stats_.threads;
     d["stopped"] = stats_.stopped == StopReason::none        ? "" :
                    stats_.stopped == StopReason::max_errors ? "max_errors" : "cancelled";
-    d["earlier_ok"] = resumable_ ? resumable_->earlier_ok() : 0;
-    d["earlier_failed"] = resumable_ ? resumable_->earlier_failed() : 0;
-    d["resumed"] = resumable_ ? resumable_->resumed() : false;
+    d["earlier_ok"] = earlier_ok_;
+    d["earlier_failed"] = earlier_failed_;
+    d["resumed"] = resumed_;
     d["finished"] = finished_;
     d["partial"] = partial_;
     return d;
@@ -451,10 +451,20 @@ class Run {
     sink_->close();
   }
 
+  // Waits for the run's thread, then ends the workers and releases the output (its lock), so
+  // that a later run (resume=True) may take it while this object lives on.
   void join() {
     if (!thread_.joinable()) return;
     py::gil_scoped_release release;  // the run's input stage takes the GIL for the items
     thread_.join();
+    if (resumable_) {
+      earlier_ok_ = resumable_->earlier_ok();
+      earlier_failed_ = resumable_->earlier_failed();
+      resumed_ = resumable_->resumed();
+    }
+    engine_.reset();
+    resumable_.reset();
+    manifest_.reset();
   }
 
   void rethrow() {
@@ -483,6 +493,9 @@ class Run {
   RunStats stats_;
   bool finished_ = false;
   std::string partial_;
+  std::uint64_t earlier_ok_ = 0;
+  std::uint64_t earlier_failed_ = 0;
+  bool resumed_ = false;
   std::mutex progress_mutex_;
   ProgressSnapshot progress_;
 };
