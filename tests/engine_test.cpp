@@ -520,6 +520,47 @@ TEST(EngineTest, ThreadCountDefaultsToAllCores) {
   EXPECT_EQ(engine.threads(), std::thread::hardware_concurrency());
 }
 
+// A moved-to engine runs the moved-from one's plugin with its options; the moved-from one
+// only refuses to run. Oracle: the squares computed here.
+TEST(EngineTest, AMovedEngineRunsItsPluginAndTheMovedFromOneRefuses) {
+  const auto square = [](const Json& item, Context&) -> Json { return item.at("n").get<int>() * item.at("n").get<int>(); };
+  const auto negate = [](const Json& item, Context&) -> Json { return -item.at("n").get<int>(); };
+  const std::vector<Json> items = test::numbers(500);
+  auto check_squares = [&](Engine& engine) {
+    const std::vector<Record> records = engine.map(items);
+    ASSERT_EQ(records.size(), items.size());
+    for (std::size_t i = 0; i < records.size(); ++i) {
+      ASSERT_TRUE(records[i].ok) << records[i].error;
+      EXPECT_EQ(records[i].result.get<long>(), static_cast<long>(i * i));
+    }
+  };
+  Engine first(square, {.threads = 3});
+  Engine moved(std::move(first));
+  EXPECT_EQ(moved.threads(), 3u);
+  check_squares(moved);
+  // The moved-from engine: documented, not undefined.
+  EXPECT_EQ(first.threads(), 0u);  // NOLINT(bugprone-use-after-move): what is tested
+  first.request_stop();
+  EXPECT_EQ(first.progress().done.load(), 0u);
+  EXPECT_THROW(first.map(items), UsageError);
+  test::TempDir dir;
+  ManifestReader manifest(dir.write("m.jsonl", "{\"n\": 1}\n"));
+  CallbackSink sink([](std::string_view) {});
+  EXPECT_THROW(first.run(manifest, sink), UsageError);
+  // Assignment: the target's own plugin is gone, the source's runs; the moved-from one can be
+  // assigned to again and then runs.
+  Engine other(negate, {.threads = 2});
+  other = std::move(moved);
+  EXPECT_EQ(other.threads(), 3u);
+  check_squares(other);
+  first = std::move(other);
+  check_squares(first);
+  // A vector of engines (reallocation moves them).
+  std::vector<Engine> engines;
+  for (int i = 0; i < 4; ++i) engines.emplace_back(square, RunOptions{.threads = 2});
+  for (Engine& engine : engines) check_squares(engine);
+}
+
 // Peak RSS of a child process that streams `items` trivial items through the engine from a
 // pipe (so the manifest never sits in a file or in memory).
 long child_peak_rss_kib(std::uint64_t items) {

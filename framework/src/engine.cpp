@@ -153,12 +153,24 @@ Engine::Engine(Pipeline pipeline, RunOptions options)
     : impl_(std::make_unique<Impl>(std::move(pipeline), std::move(options))) {}
 
 Engine::~Engine() = default;
+Engine::Engine(Engine&& other) noexcept = default;
+Engine& Engine::operator=(Engine&& other) noexcept = default;
 
-void Engine::request_stop() noexcept { impl_->stop_with(StopReason::cancelled); }
+Engine::Impl& Engine::impl(const char* what) const {
+  if (!impl_) throw UsageError(std::string("Engine::") + what + ": this Engine was moved from");
+  return *impl_;
+}
 
-const Progress& Engine::progress() const noexcept { return impl_->progress; }
+void Engine::request_stop() noexcept {
+  if (impl_) impl_->stop_with(StopReason::cancelled);
+}
 
-std::size_t Engine::threads() const noexcept { return impl_->threads; }
+const Progress& Engine::progress() const noexcept {
+  static const Progress moved_from;  // a moved-from engine's counters: all 0
+  return impl_ ? impl_->progress : moved_from;
+}
+
+std::size_t Engine::threads() const noexcept { return impl_ ? impl_->threads : 0; }
 
 template <class Deliver>
 RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Deliver&& deliver) {
@@ -368,11 +380,11 @@ Engine::Engine(ItemFunction function, RunOptions options)
     : Engine(Plugin::from_function(std::move(function)), Json::object(), std::move(options)) {}
 
 RunStats Engine::run(BatchSource& manifest, Sink& sink) {
-  return impl_->run_stream(manifest, false, [&](Batch& batch) { sink.write(batch.out); });
+  return impl("run").run_stream(manifest, false, [&](Batch& batch) { sink.write(batch.out); });
 }
 
 RunStats Engine::run(BatchSource& manifest, const RecordCallback& on_record) {
-  return impl_->run_stream(manifest, true, [&](Batch& batch) {
+  return impl("run").run_stream(manifest, true, [&](Batch& batch) {
     for (const Record& record : batch.records) on_record(record);
   });
 }

@@ -86,7 +86,7 @@ RunStats Engine::Impl::map_items(std::span<const Json> items, Record* records, c
 std::vector<Record> Engine::map(std::span<const Json> items, RunStats* stats) {
   std::vector<Record> records(items.size());
   MapReport report;
-  RunStats s = impl_->map_items(items, records.data(), nullptr, report);
+  RunStats s = impl("map").map_items(items, records.data(), nullptr, report);
   if (!report.not_run.empty()) {
     // Only the items with an outcome keep their record, still in index order.
     std::size_t kept = 0;
@@ -104,7 +104,7 @@ std::vector<Record> Engine::map(std::span<const Json> items, RunStats* stats) {
 
 RunStats Engine::map(std::span<const Json> items, const RecordCallback& on_record) {
   MapReport report;
-  return impl_->map_items(items, nullptr, &on_record, report);
+  return impl("map").map_items(items, nullptr, &on_record, report);
 }
 
 }  // namespace coremap

@@ -200,6 +200,13 @@ struct RunStats {
 ///
 /// Thread safety: run() and map() are called from one thread at a time; request_stop() and
 /// progress() from any thread, and request_stop() from a signal handler.
+///
+/// Moving: an Engine is movable (not copyable); the new one takes over the stages, their
+/// instances and the options, and keeps working exactly as the old one would have. Move only
+/// when no run is in progress and no other thread (or signal handler) may call request_stop()
+/// or progress() on the old one meanwhile. A moved-from Engine may be destroyed or assigned to;
+/// besides, threads() returns 0, request_stop() does nothing, progress() reads counters that
+/// stay at 0, and run() and map() throw UsageError.
 class COREMAP_EXPORT Engine {
  public:
   /// Validates `config` against the plugin's declared keys and constructs the first instance:
@@ -215,6 +222,10 @@ class COREMAP_EXPORT Engine {
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
+  /// Takes over `other`'s stages and options; `other` is left moved-from (see above).
+  Engine(Engine&& other) noexcept;
+  /// Ends this engine's stages (as the destructor does) and takes over `other`'s.
+  Engine& operator=(Engine&& other) noexcept;
 
   /// Streams the items of `manifest` (a ManifestReader, or any other BatchSource) through the
   /// plugin into `sink`, with a bounded number of items in flight. Throws what the source or
@@ -255,6 +266,8 @@ class COREMAP_EXPORT Engine {
 
  private:
   struct Impl;
+  // The Impl, or a UsageError naming `what` when this engine was moved from.
+  Impl& impl(const char* what) const;
   std::unique_ptr<Impl> impl_;
 };
 
