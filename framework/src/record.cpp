@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <new>
 
 namespace coremap {
 namespace {
@@ -202,17 +203,32 @@ std::string escape_invalid_utf8(std::string_view text, bool* replaced) {
   return out;
 }
 
-RecordWriter::RecordWriter(std::string& out)
-    : out_(out),
-      serializer_(nlohmann::detail::output_adapter<char, std::string>(out), ' ',
-                  nlohmann::detail::error_handler_t::strict) {}
+// nlohmann_json's serializer, writing into the RecordWriter's string.
+struct RecordWriter::Serializer : nlohmann::detail::serializer<Json> {
+  explicit Serializer(std::string& out)
+      : nlohmann::detail::serializer<Json>(nlohmann::detail::output_adapter<char, std::string>(out), ' ',
+                                           nlohmann::detail::error_handler_t::strict) {}
+};
+
+RecordWriter::RecordWriter(std::string& out) : out_(out) {
+  static_assert(sizeof(Serializer) <= serializer_room,
+                "nlohmann_json's serializer outgrew RecordWriter::serializer_room: raise it (an ABI change)");
+  static_assert(alignof(Serializer) <= alignof(std::max_align_t));
+  new (storage_) Serializer(out);
+}
+
+RecordWriter::~RecordWriter() { serializer().~Serializer(); }
+
+RecordWriter::Serializer& RecordWriter::serializer() noexcept {
+  return *std::launder(reinterpret_cast<Serializer*>(storage_));
+}
 
 void RecordWriter::error(std::uint64_t index, std::string_view message, std::uint32_t attempts, std::int64_t sub) {
   append_prefix(out_, index, false, attempts, sub);
   bool replaced = false;
   std::string text = escape_invalid_utf8(message, &replaced);
   if (replaced) text += " (the text held bytes that are not valid UTF-8, shown as \\xNN)";
-  serializer_.dump(Json(std::move(text)), false, false, 0);
+  serializer().dump(Json(std::move(text)), false, false, 0);
   out_.append("}\n");
 }
 
@@ -226,7 +242,7 @@ bool RecordWriter::ok(std::uint64_t index, const Json& result, std::uint32_t att
   const std::size_t start = out_.size();
   append_prefix(out_, index, true, attempts, sub);
   try {
-    serializer_.dump(result, false, false, 0);
+    serializer().dump(result, false, false, 0);
   } catch (const nlohmann::json::type_error& e) {
     out_.resize(start);
     std::string what = e.what();

@@ -31,12 +31,16 @@ struct Record {
 
 /// Appends records to one string, reusing its JSON serializer from record to record (the
 /// engine keeps one per batch, so writing a record allocates nothing beyond the string's
-/// growth). The free functions below are one-off conveniences over it.
+/// growth). The free functions below are one-off conveniences over it. `out` must outlive the
+/// writer. Not copyable or movable (it writes into `out` through a serializer it holds).
 ///
 /// Thread safety: one thread at a time.
 class COREMAP_EXPORT RecordWriter {
  public:
   explicit RecordWriter(std::string& out);
+  ~RecordWriter();
+  RecordWriter(const RecordWriter&) = delete;
+  RecordWriter& operator=(const RecordWriter&) = delete;
   /// See append_ok_record.
   /// `file` and `line` (when given) say where the item came from: an error record written
   /// instead starts with "<file>:<line>: " (nothing is formatted unless the result is
@@ -46,9 +50,19 @@ class COREMAP_EXPORT RecordWriter {
   /// See append_error_record.
   void error(std::uint64_t index, std::string_view message, std::uint32_t attempts = 1, std::int64_t sub = -1);
 
+  /// Bytes set aside in every RecordWriter for its serializer (record.cpp checks at compile
+  /// time that nlohmann_json's fits).
+  static constexpr std::size_t serializer_room = 1024;
+
  private:
+  struct Serializer;  // nlohmann_json's serializer, built in storage_ (record.cpp)
+  Serializer& serializer() noexcept;
+
   std::string& out_;
-  nlohmann::detail::serializer<Json> serializer_;
+  // The serializer lives here rather than behind a pointer: no heap block per writer and no
+  // indirection on the per-record path, and no nlohmann_json internals in this class's layout
+  // (an application built with other nlohmann settings sees only bytes).
+  alignas(std::max_align_t) unsigned char storage_[serializer_room];
 };
 
 /// Appends the JSON Lines text of an ok record, newline included. When `result` cannot be
