@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# run --isolate: a plugin that tampers with its worker costs exactly its own item (issue 14
+# part 3): it forks a child that holds the channel and then crashes (SIGSEGV, or a SIGKILL no
+# handler sees, the child made by a raw clone so no atfork handler runs), writes junk into its
+# descriptors, closes its descriptors, or calls exit() and hangs in an exit handler. Each case:
+# the item's record says what happened, every other item equals the item itself (the fault
+# plugin echoes it; oracle: python3 reading the manifest, lib.sh's echo_oracle), the run exits 1,
+# within a time bound far below its --timeout, no process of the run is left (the workers by
+# this test's private copy of the plugin, the forked children by the pids they record), and
+# FILE is complete. Stops (part 4): Context::timed_out() is true inside a worker, and a first
+# SIGTERM ends a run whose isolated item ignores the stop within the 2 s grace, with no record
+# for that item, and --resume finishes it.
+source "$(dirname "$0")/lib.sh"
+cd "$WORK"
+mkdir pids
+# A private copy: pgrep -f finds only this test's workers (other tests run fault workers too).
+cp "$COREMAP_BUILD_DIR/lib/coremap/plugins/fault.so" "$WORK/fault.so"
+plugin="$WORK/fault.so"
+# A sanitizer build would report the SIGSEGV itself and exit 1; let the signal through.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}handle_segv=0"
+
+# Every forked child inherits the token; alive PID: one of ours, not a zombie.
+export COREMAP_ISOLATE_FAULTS="$WORK"
+token="COREMAP_ISOLATE_FAULTS=$WORK"
+alive() {
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [ -n "$state" ] && [ "$state" != Z ] && tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null | grep -qxF -- "$token"
+}
+kill_survivors() {
+  local f
+  for f in pids/*; do
+    [ -e "$f" ] || continue
+    if alive "$(cat "$f")"; then kill -KILL "$(cat "$f")" 2>/dev/null || true; fi
+  done
+  for p in $(pgrep -f "$plugin" || true); do kill -KILL "$p" 2>/dev/null || true; done
+}
+trap 'kill_survivors; rm -rf "$WORK"' EXIT
+
+# none_left WHAT N: N forked children recorded their pids, none of them is alive now, and no
+# worker of this test's plugin is left (polled for up to 5 s).
+none_left() {
+  local files=(pids/*) survivors="" f
+  [ -e "${files[0]}" ] || files=()
+  expect_eq "${#files[@]}" "$2" "$1: $2 forked children recorded their pids"
+  for _ in $(seq 50); do
+    survivors=""
+    for f in "${files[@]}"; do if alive "$(cat "$f")"; then survivors+=" $(cat "$f")"; fi; done
+    survivors+=$(pgrep -f "$plugin" | sed 's/^/ worker:/' | tr '\n' ' ' || true)
+    [ -z "${survivors// /}" ] && break
+    sleep 0.1
+  done
+  if [ -z "${survivors// /}" ]; then pass "$1: no process left"; else fail "$1: still running:$survivors"; fi
+  kill_survivors
+  mkdir -p done && { [ "${#files[@]}" -eq 0 ] || mv "${files[@]}" done/; }
+}
+
+# The manifest: 60 good items around the faults, each fault once. A fault's expected error
+# text (its start, after "<manifest>:<line>: ") is checked by echo_oracle; the rest are echoed.
+python3 - "$WORK" <<'PY'
+import json, sys
+work = sys.argv[1]
+faults = [
+    ({"fault": "fork_crash", "pids": work + "/pids", "setsid": True}, "crashed: SIGSEGV"),
+    ({"fault": "fork_crash", "pids": work + "/pids", "setsid": True, "raw": True, "signal": "KILL"}, "crashed: SIGKILL"),
+    ({"fault": "fork_crash", "pids": work + "/pids", "signal": "KILL"}, "crashed: SIGKILL"),
+    ({"fault": "junk_fds"}, "worker protocol error: frame length 2147483647 exceeds the limit"),
+    ({"fault": "close_fds"}, "worker protocol error: the worker lost its channel to coremap"),
+    ({"fault": "hang_in_exit", "code": 4}, "the plugin called exit(4) and the worker did not end within 2 s (killed)"),
+]
+items, bad = [], []
+for i in range(60):
+    items.append({"n": i})
+    if i % 10 == 9:
+        item, text = faults[i // 10]
+        bad.append("%d:%s" % (len(items), text))
+        items.append(item)
+with open(work + "/m.jsonl", "w") as f:
+    for item in items: f.write(json.dumps(item) + "\n")
+with open(work + "/bad", "w") as f:
+    f.write("\n".join(bad) + "\n")
+PY
+mapfile -t bad <bad
+expect_eq "${#bad[@]}" 6 "six faulty items in the manifest"
+
+# Each fault alone, after and before a good item, serially: the record, the exit code, the
+# time (the hang in exit costs its 2 s grace; --timeout 60 is never reached), the processes.
+for spec in "${bad[@]}"; do
+  index=${spec%%:*}
+  text=${spec#*:}
+  sed -n "$((index + 1))p" m.jsonl >fault.item
+  { echo '{"n": "before"}'; cat fault.item; echo '{"n": "after"}'; } >one.jsonl
+  name=$(python3 -c 'import json,sys; i=json.loads(sys.argv[1]); print(i["fault"] + ("/raw" if i.get("raw") else "") + ("/" + i["signal"] if "signal" in i else ""))' "$(cat fault.item)")
+  start=$(date +%s%N)
+  cm run -p "$plugin" -m one.jsonl --isolate --serial --timeout 60 -o one.out -q
+  elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+  expect_eq "$rc" 1 "$name: exit 1 (its item failed)"
+  expect_eq "$(echo_oracle one.jsonl one.out "1:$text")" ok "$name: its record says '$text', the others are unchanged"
+  if [ "$elapsed_ms" -lt 20000 ]; then pass "$name: done in $elapsed_ms ms"; else fail "$name: took $elapsed_ms ms"; fi
+  case $name in fork_crash*) n=1 ;; *) n=0 ;; esac
+  none_left "$name" "$n"
+  rm -f one.out one.out.journal
+done
+
+# All of them in one run, at 1 and 2 threads and --serial: the same records (echo_oracle), a
+# complete FILE, nothing left behind.
+for mode in --serial "--threads 1" "--threads 2"; do
+  cm run -p "$plugin" -m m.jsonl --isolate $mode --timeout 60 -o all.out -q
+  expect_eq "$rc" 1 "all faults $mode: exit 1"
+  expect_eq "$(echo_oracle m.jsonl all.out "${bad[@]}")" ok "all faults $mode: each costs exactly its item"
+  if [ -e all.out.part ]; then fail "all faults $mode: FILE.part left"; else pass "all faults $mode: FILE complete"; fi
+  none_left "all faults $mode" 3
+  cp all.out "all.$(echo $mode | tr -d ' -')"
+  rm -f all.out all.out.journal
+done
+if cmp -s all.serial all.threads2; then pass "--serial and --threads 2 records identical"; else fail "--serial and --threads 2 records differ"; fi
+
+# Context::timed_out() inside a worker: the hang item polls Context::cancelled() and gives up
+# at its deadline, so the worker records it as timed out the way a run in process does
+# ("ran ... over --timeout"), not as a killed worker; the next item still runs.
+printf '{"fault": "hang"}\n{"n": 1}\n' >hang.jsonl
+cm run -p "$plugin" -m hang.jsonl --isolate --serial --timeout 0.5 -q
+expect_eq "$rc" 1 "hang --timeout 0.5: exit 1"
+expect_eq "$(echo_oracle hang.jsonl out '0:timed out: ran ')" ok "hang --timeout 0.5: Context::timed_out() ended it in the worker"
+expect_contains out "over --timeout 0.5 s (its result was discarded)" "hang --timeout 0.5: the in-process message"
+# One that ignores it is killed 2 s past its deadline.
+printf '{"fault": "hang_ignoring_stop"}\n{"n": 1}\n' >deaf.jsonl
+cm run -p "$plugin" -m deaf.jsonl --isolate --serial --timeout 0.5 -q
+expect_eq "$(echo_oracle deaf.jsonl out '0:timed out after 0.5 s (the worker was killed and replaced)')" ok \
+  "hang_ignoring_stop --timeout 0.5: killed after the grace"
+none_left "timeouts" 0
+
+# A first SIGTERM (stops a run as Ctrl-C does; a script's background job ignores SIGINT) while
+# an isolated item ignores the stop (no --timeout): coremap ends within the 2 s grace and some,
+# not after the item's 10 s; no item of the stopped batch has a record; --resume runs them and
+# gives the file a run without the stop gives (here: the oracle, every item echoed). The item is the first of the only batch, so it runs once the worker is there.
+python3 -c '
+import json
+print(json.dumps({"fault": "hang_ignoring_stop", "ms": 10000}))
+for i in range(30): print(json.dumps({"n": i}))' >stop.jsonl
+"$COREMAP" run -p "$plugin" -m stop.jsonl --isolate --serial -o stop.out -q 2>stop.err &
+cm_pid=$!
+for _ in $(seq 200); do
+  [ -e stop.out.part ] && pgrep -f "$plugin" >/dev/null && break
+  sleep 0.05
+done
+start=$(date +%s%N)
+kill -TERM "$cm_pid"
+set +e
+wait "$cm_pid"
+rc=$?
+set -e
+elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+expect_eq "$rc" 143 "SIGTERM during an item that ignores the stop: exit 143"
+if [ "$elapsed_ms" -lt 7000 ]; then pass "SIGTERM: ended in $elapsed_ms ms (grace 2 s)"; else fail "SIGTERM: took $elapsed_ms ms"; fi
+expect_eq "$(wc -l <stop.out.part)" 0 "SIGTERM: no item of the stopped batch is recorded"
+none_left "SIGTERM" 0
+cm run -p "$plugin" -m stop.jsonl --isolate --serial -o stop.out --resume -q
+expect_eq "$rc" 0 "--resume after SIGTERM: exit 0"
+expect_eq "$(echo_oracle stop.jsonl stop.out)" ok "--resume after SIGTERM: every item once, the stopped one done"
+
+finish
