@@ -202,7 +202,7 @@ class QueueSink final : public Sink {
     space_.wait(lock, [&] { return abandoned_ || queue_.size() < capacity_; });
     if (abandoned_) return;
     queue_.push_back(std::move(record));
-    ready_.notify_one();
+    if (queue_.size() == 1) ready_.notify_one();  // the caller waits only on an empty queue
   }
 
   // The run's thread is done: no more records.
@@ -362,8 +362,29 @@ class Run {
       ParsedRecord& r = records[i];
       PyObject* value = r.ok ? from_json(r.value) : nullptr;
       if (r.ok && value == nullptr) throw py::error_already_set();
-      py::object v = r.ok ? py::reinterpret_steal<py::object>(value)
-                          : py::str(r.value.get_ref<const std::string&>());
+      if (r.ok && r.attempts == 1 && r.sub < 0) {
+        // The common record, built with the C API (pybind11's casts cost more per record).
+        PyObject* tuple = PyTuple_New(5);
+        if (tuple == nullptr) {
+          Py_DECREF(value);
+          throw py::error_already_set();
+        }
+        PyTuple_SET_ITEM(tuple, 0, PyLong_FromUnsignedLongLong(r.index));
+        PyTuple_SET_ITEM(tuple, 1, Py_NewRef(Py_True));
+        PyTuple_SET_ITEM(tuple, 2, value);
+        PyTuple_SET_ITEM(tuple, 3, PyLong_FromLong(1));
+        PyTuple_SET_ITEM(tuple, 4, Py_NewRef(Py_None));
+        PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), tuple);
+        continue;
+      }
+      if (!r.ok) {
+        // An error from the record callback is the plugin's text: bytes that are not UTF-8 are
+        // shown as \xNN, as the JSON Lines writer shows them.
+        const auto& text = r.value.get_ref<const std::string&>();
+        value = PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()), "backslashreplace");
+        if (value == nullptr) throw py::error_already_set();
+      }
+      py::object v = py::reinterpret_steal<py::object>(value);
       out[i] = py::make_tuple(r.index, r.ok, std::move(v), r.attempts, r.sub < 0 ? py::object(py::none()) : py::int_(r.sub));
     }
     if (closed) {
@@ -424,10 +445,15 @@ class Run {
  private:
   void body() {
     try {
-      if (source_) {
-        stats_ = engine_->run(*source_, *sink_);
+      BatchSource& source = source_ ? static_cast<BatchSource&>(*source_) : *manifest_;
+      if (resumable_) {
+        // Written to the file as JSON Lines, and parsed back for the caller.
+        stats_ = engine_->run(source, *sink_);
       } else {
-        stats_ = engine_->run(*manifest_, *sink_);
+        stats_ = engine_->run(source, [this](const Record& record) {
+          sink_->push(ParsedRecord{record.index, record.ok, record.ok ? record.result : Json(record.error),
+                                   record.attempts, record.sub});
+        });
       }
       if (resumable_) {
         if (stopping_ || stats_.stopped != StopReason::none) {

@@ -166,6 +166,12 @@ class Run:
             self._progress(snapshot)
 
     def _records(self):
+        for fields in self._raw():
+            yield Record(fields[0], fields[1], fields[2] if fields[1] else None,
+                         None if fields[1] else fields[2], fields[3], fields[4])
+
+    def _raw(self):
+        # (index, ok, result or error, attempts, sub) tuples, as the engine hands them over.
         while not self._done:
             try:
                 batch, closed = self._run.next(4096, 0.2)
@@ -173,9 +179,7 @@ class Run:
                 self._done = True
                 self.stats = self._run.stats()
                 raise
-            for fields in batch:
-                yield Record(fields[0], fields[1], fields[2] if fields[1] else None,
-                             None if fields[1] else fields[2], fields[3], fields[4])
+            yield from batch
             if closed:
                 self._done = True
                 self.stats = self._run.stats()

@@ -11,10 +11,25 @@ from . import ItemError, run
 def _results(the_run, what):
     # Pool's imap: results in order, the first failed item raises.
     with the_run:
-        for record in the_run:
-            if not record.ok:
-                raise ItemError(record.index, record.error)
-            yield record.result
+        for index, ok, value, _, _ in the_run._raw():
+            if not ok:
+                raise ItemError(index, value)
+            yield value
+
+
+def _all_results(the_run):
+    # Pool's map: every result in order; the first failed item raises once the run is over.
+    results = []
+    failure = None
+    with the_run:
+        for index, ok, value, _, _ in the_run._raw():
+            if ok:
+                results.append(value)
+            elif failure is None:
+                failure = ItemError(index, value)
+    if failure is not None:
+        raise failure
+    return results
 
 
 class AsyncResult:
@@ -109,34 +124,14 @@ class Pool:
         self._check()
         if self._serial:
             return [func(item) for item in iterable]
-        results = []
-        failure = None
-        with self._run(func, iterable) as the_run:
-            for record in the_run:
-                if record.ok:
-                    results.append(record.result)
-                elif failure is None:
-                    failure = ItemError(record.index, record.error)
-        if failure is not None:
-            raise failure
-        return results
+        return _all_results(self._run(func, iterable))
 
     def starmap(self, func, iterable, chunksize=None):
         """``func(*args)`` for every args in iterable (each a tuple or list), in order."""
         self._check()
         if self._serial:
             return [func(*args) for args in iterable]
-        results = []
-        failure = None
-        with self._run(func, iterable, star=True) as the_run:
-            for record in the_run:
-                if record.ok:
-                    results.append(record.result)
-                elif failure is None:
-                    failure = ItemError(record.index, record.error)
-        if failure is not None:
-            raise failure
-        return results
+        return _all_results(self._run(func, iterable, star=True))
 
     def apply(self, func, args=(), kwds=None):
         """``func(*args)`` in a worker."""
