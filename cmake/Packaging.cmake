@@ -7,6 +7,8 @@
 #   coremap                (component cli)     /usr/bin/coremap, logstats, the bundled plugins
 #   libcoremap-mpi<soversion> (component mpi)  libcoremap-mpi.so.<soversion> (built with MPI only)
 #   libcoremap-mpi-dev     (component mpi_dev) coremap/mpi.hpp, libcoremap-mpi.so, its CMake targets
+#   python3-coremap        (component python)  the Python package coremap and the python plugin
+#                                              (built with python3-dev and pybind11-dev only)
 # Only the MPI packages depend on Open MPI, only coremap on zlib (logstats). Configure with
 # -DCMAKE_INSTALL_PREFIX=/usr so that GNUInstallDirs gives the multiarch library directory
 # (lib/x86_64-linux-gnu); scripts/check-deb.sh does.
@@ -30,6 +32,9 @@ set(COREMAP_DEB_VERSION ${PROJECT_VERSION})
 set(CPACK_COMPONENTS_ALL lib dev cli)
 if(TARGET coremap_mpi)
   list(APPEND CPACK_COMPONENTS_ALL mpi mpi_dev)
+endif()
+if(TARGET coremap_python)
+  list(APPEND CPACK_COMPONENTS_ALL python)
 endif()
 
 # Dependencies on other distributions' libraries come from the binaries' own links
@@ -68,5 +73,15 @@ if(TARGET coremap_mpi)
   # The CLI runs across MPI ranks through libcoremap-mpi (found by dpkg-shlibdeps' private dirs,
   # so named here).
   string(APPEND CPACK_DEBIAN_CLI_PACKAGE_DEPENDS ", libcoremap-mpi${COREMAP_SOVERSION} (= ${COREMAP_DEB_VERSION})")
+endif()
+if(TARGET coremap_python)
+  # The extension module is built for this Python's ABI (cpython-3XY); the python plugin links
+  # its libpython (dpkg-shlibdeps adds libpython3.X).
+  set(CPACK_DEBIAN_PYTHON_PACKAGE_NAME python3-coremap)
+  set(CPACK_DEBIAN_PYTHON_PACKAGE_SECTION python)
+  math(EXPR coremap_python_next_minor "${Python3_VERSION_MINOR} + 1")
+  set(CPACK_DEBIAN_PYTHON_PACKAGE_DEPENDS
+    "libcoremap${COREMAP_SOVERSION} (= ${COREMAP_DEB_VERSION}), python3 (>= ${Python3_VERSION_MAJOR}.${Python3_VERSION_MINOR}), python3 (<< ${Python3_VERSION_MAJOR}.${coremap_python_next_minor})")
+  set(CPACK_COMPONENT_PYTHON_DESCRIPTION "coremap for Python\n The Python package coremap (multiprocessing.Pool's API with crash isolation,\n timeouts, retries and resume; coremap plugins run in process with the GIL released)\n and the python plugin, which runs a Python function per item.")
 endif()
 include(CPack)

@@ -64,6 +64,13 @@ class Gil {
   PyGILState_STATE state_;
 };
 
+// Whether `item` is of a type to_json takes (checked first: looking up __fspath__ on an int
+// formats an AttributeError message, a cost per item).
+bool json_type(PyObject* item) {
+  return item == Py_None || PyLong_Check(item) || PyFloat_Check(item) || PyUnicode_Check(item) || PyDict_Check(item) ||
+         PyList_Check(item) || PyTuple_Check(item);
+}
+
 // JSON text of one item; os.PathLike (and, with `str_paths`, str) as {"path": "..."}, the item
 // a `lines` manifest makes of a path. False with `why` when it is not a JSON value. GIL held.
 bool item_text(PyObject* item, bool str_paths, std::string& text, std::string& why) {
@@ -78,7 +85,7 @@ bool item_text(PyObject* item, bool str_paths, std::string& text, std::string& w
       return false;
     }
     value = Json{{"path", std::string(s, static_cast<std::size_t>(size))}};
-  } else if (!PyUnicode_Check(item) && !PyBytes_Check(item) && PyObject_HasAttrString(item, "__fspath__")) {
+  } else if (!json_type(item) && PyObject_HasAttrString(item, "__fspath__")) {
     PyObject* path = PyOS_FSPath(item);
     if (path == nullptr || !PyUnicode_Check(path)) {
       Py_XDECREF(path);

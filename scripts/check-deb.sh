@@ -21,6 +21,9 @@ with_mpi=0
 soversion=$(sed -n 's/^project(coremap VERSION \([0-9]*\)\.\([0-9]*\)\..*/\1.\2/p' CMakeLists.txt)
 packages=("libcoremap$soversion" libcoremap-dev coremap)
 [ "$with_mpi" = 1 ] && packages+=("libcoremap-mpi$soversion" libcoremap-mpi-dev)
+with_python=0
+[ -f build-deb/python/cmake_install.cmake ] && with_python=1
+[ "$with_python" = 1 ] && packages+=(python3-coremap)
 debs=()
 for p in "${packages[@]}"; do
   deb=$(ls build-deb/"${p}"_*.deb 2>/dev/null) || die "cpack made no package $p"
@@ -85,6 +88,30 @@ grep -qF -- "-Dcoremap_DIR=$libdir/cmake/coremap " "$work/new-plugin.out" || die
 if [ "$with_mpi" = 1 ]; then
   cmake -S examples/mpi -B "$work/mpi" -DCMAKE_BUILD_TYPE=Release
   cmake --build "$work/mpi" -j "$(nproc)"
+fi
+if [ "$with_python" = 1 ]; then
+  # python3-coremap: the package imports in the system's python3 outside the tree, finds the
+  # bundled sha256 plugin and its own python plugin, and both agree with hashlib.
+  dpkg -L python3-coremap | grep -q '^/usr/lib/python3/dist-packages/coremap/_coremap\..*\.so$' ||
+    die "python3-coremap lacks the extension module"
+  dpkg -L python3-coremap | grep -qx "$libdir/coremap/plugins/python.so" || die "python3-coremap lacks the python plugin"
+  cat >"$work/pyjob.py" <<'PY'
+import glob, hashlib, os
+import coremap
+from coremap import Pool
+
+def digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+if __name__ == "__main__":
+    assert coremap.__file__.startswith("/usr/lib/python3/dist-packages/"), coremap.__file__
+    paths = sorted(p for p in glob.glob("/usr/share/common-licenses/*") if os.path.isfile(p))
+    want = [digest(p) for p in paths]
+    assert Pool(2).map(digest, paths) == want
+    assert [r.result["sha256"] for r in coremap.map("sha256", paths)] == want
+PY
+  (cd "$work" && env -u PYTHONPATH /usr/bin/python3 pyjob.py) || die "python3-coremap: Pool.map or coremap.map disagrees with hashlib"
 fi
 cd "$src"
 echo "coremap's Debian packages (${packages[*]}) installed; /usr/bin/coremap agrees with wc; tests/consumer builds and runs against libcoremap-dev"
