@@ -12,10 +12,10 @@
 docs/python.md has the whole API and the differences from multiprocessing.Pool.
 """
 
+import collections
 import os
 import sys
 import time
-from typing import Any, NamedTuple, Optional
 
 from ._coremap import (  # noqa: F401  (re-exported)
     ConfigError,
@@ -39,19 +39,13 @@ def version() -> str:
     return _coremap.version()
 
 
-class Record(NamedTuple):
-    """The outcome of one item, as coremap writes it: ``index`` (0-based position among the
-    items), ``ok``, ``result`` (when ok) or ``error`` (the message: a Python function's
-    traceback, ``crashed: SIGSEGV``, ``timed out ...``), ``attempts`` (calls it took with
-    ``retries``) and ``sub`` (the position among an item's records when a plugin fans out, else
-    None)."""
-
-    index: int
-    ok: bool
-    result: Any = None
-    error: Optional[str] = None
-    attempts: int = 1
-    sub: Optional[int] = None
+# A namedtuple rather than typing.NamedTuple: importing typing costs every worker that imports
+# the caller's script (and so coremap) milliseconds of start-up.
+Record = collections.namedtuple("Record", "index ok result error attempts sub", defaults=(None, None, 1, None))
+Record.__doc__ = """The outcome of one item, as coremap writes it: ``index`` (0-based position among the
+items), ``ok``, ``result`` (when ok) or ``error`` (the message: a Python function's traceback,
+``crashed: SIGSEGV``, ``timed out ...``), ``attempts`` (calls it took with ``retries``) and
+``sub`` (the position among an item's records when a plugin fans out, else None)."""
 
 
 class ItemError(Exception):
@@ -112,7 +106,7 @@ def _worker_sys_path() -> list:
     return [os.path.abspath(p) if p else os.getcwd() for p in sys.path if isinstance(p, str)]
 
 
-def _terminal_progress(snapshot: dict, total: Optional[int]) -> None:
+def _terminal_progress(snapshot, total):
     done, seconds = snapshot["done"], snapshot["seconds"]
     rate = done / seconds if seconds > 0 else 0.0
     if total:
@@ -141,7 +135,7 @@ class Run:
         self._total = total
         self._done = False
         self._last_progress = 0.0
-        self.stats: Optional[dict] = None
+        self.stats = None
         self.output = settings.output or None
 
     def __iter__(self):

@@ -3,7 +3,6 @@
 plugin in worker processes (docs/python.md has the differences)."""
 
 import os
-import threading
 
 from . import ItemError, run
 
@@ -36,6 +35,7 @@ class AsyncResult:
     """What map_async, starmap_async and apply_async return (multiprocessing's AsyncResult)."""
 
     def __init__(self, compute, callback=None, error_callback=None):
+        import threading  # here: a worker importing the caller's script need not import it
         self._event = threading.Event()
         self._value = None
         self._error = None
