@@ -150,6 +150,34 @@ TEST(IsolateTest, AWorkerOutlivesTheThreadThatStartedIt) {
   EXPECT_EQ(records[2].result, (Json{{"n", 4}, {"square", 16}}));
 }
 
+// A plugin that writes junk into its descriptors (the channel among them) or closes them costs
+// only the item it was running: a protocol error is the worker's, never the run's, and the
+// worker is replaced. Context::timed_out() turns true inside a worker at the item's deadline,
+// and the item is recorded as timed out the way it is in process.
+TEST(IsolateTest, AWorkerThatBreaksItsChannelCostsOnlyItsItem) {
+  test::TempDir dir;
+  const std::string manifest_path = dir.write(
+      "items.jsonl",
+      "{\"n\":1}\n{\"fault\":\"junk_fds\"}\n{\"n\":2}\n{\"fault\":\"close_fds\"}\n{\"n\":3}\n{\"fault\":\"hang\"}\n");
+  Engine engine(Plugin::load(test::bundled("fault")), Json::object(),
+                {.threads = 2, .timeout = std::chrono::milliseconds(300), .isolate = true});
+  ManifestReader manifest(manifest_path);
+  std::vector<Record> records;
+  const RunStats stats = engine.run(manifest, [&](const Record& r) { records.push_back(r); });
+  EXPECT_EQ(stats.ok, 3u);
+  EXPECT_EQ(stats.failed, 3u);
+  ASSERT_EQ(records.size(), 6u);
+  for (const std::size_t i : {0, 2, 4}) EXPECT_EQ(records[i].result, (Json{{"n", i / 2 + 1}})) << i;
+  EXPECT_TRUE(records[1].error.starts_with(manifest_path +
+                                           ":2: worker protocol error: frame length 2147483647 exceeds the limit"))
+      << records[1].error;
+  EXPECT_TRUE(records[3].error.starts_with(manifest_path + ":4: worker protocol error: the worker lost its channel"))
+      << records[3].error;
+  EXPECT_TRUE(records[5].error.starts_with(manifest_path + ":6: timed out: ran ")) << records[5].error;
+  EXPECT_NE(records[5].error.find("over --timeout 0.3 s (its result was discarded)"), std::string::npos)
+      << records[5].error;
+}
+
 TEST(IsolateTest, RefusesWhatItCannotIsolate) {
   EXPECT_THROW(Engine([](const Json& item, Context&) { return item; }, {.isolate = true}), UsageError);
   EXPECT_THROW(Engine(Plugin::load(test::fixture("crashy")), Json::object(), {.memory_limit_bytes = 1 << 30}),

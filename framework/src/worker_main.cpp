@@ -65,8 +65,14 @@ extern "C" void on_fatal_signal(int signal_number) {
 
 // The engine's stop (Ctrl-C, --max-errors, cancellation) reaches the plugin as
 // Context::cancelled(): the engine sends this signal, the handler sets the flag.
+// With the note page, Context reads the engine's own flag there (set before the signal).
 std::atomic<bool> run_stopped{false};
-extern "C" void on_run_stopped(int) { run_stopped.store(true, std::memory_order_relaxed); }
+const std::atomic<bool>* stop_flag = &run_stopped;
+extern "C" void on_run_stopped(int) {
+  run_stopped.store(true, std::memory_order_relaxed);
+  if (note_page != nullptr) note_page->stop.store(true, std::memory_order_relaxed);
+}
+bool run_is_stopped() noexcept { return run_stopped.load(std::memory_order_relaxed) || stop_flag->load(std::memory_order_relaxed); }
 
 // The parent-death signal, and the pipe its handler wakes the watchdog through.
 int parent_death_signal() { return SIGRTMIN + 1; }
@@ -275,6 +281,7 @@ int worker_main(int argc, char** argv) {
     ::close(note_fd);
     if (page == MAP_FAILED) return fail("mapping the note page");
     note_page = static_cast<WorkerNote*>(page);
+    stop_flag = &note_page->stop;
   }
   // The worker has a process group of its own, out of a terminal's Ctrl-C; should a SIGINT
   // reach it anyway, the engine decides what happens to its items (a stop: worker_stop_signal).
@@ -342,7 +349,7 @@ int worker_main(int argc, char** argv) {
           for (std::uint32_t attempt = wire.first_attempt;; ++attempt) {
             allocation_failed.store(false, std::memory_order_relaxed);
             const std::int64_t start = timeout_ms != 0 ? now_ns() : 0;
-            Context context(wire.index, &run_stopped, timeout_ms != 0 ? start + timeout_ms * 1000000 : 0, attempt);
+            Context context(wire.index, stop_flag, timeout_ms != 0 ? start + timeout_ms * 1000000 : 0, attempt);
             error.clear();
             record.clear();
             item_running.store(true, std::memory_order_relaxed);
@@ -361,7 +368,7 @@ int worker_main(int argc, char** argv) {
               text = record;
               break;
             }
-            if (attempt <= retries && !run_stopped.load(std::memory_order_relaxed)) continue;
+            if (attempt <= retries && !run_is_stopped()) continue;
             message = manifest_name + ":" + std::to_string(wire.line) + ": ";
             if (memory_limit != 0 && allocation_failed.load(std::memory_order_relaxed)) message += oom_note;
             message += error;

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -47,6 +48,30 @@ int open_pidfd(pid_t pid) noexcept {
   (void)pid;
   return -1;
 #endif
+}
+
+// The environment entry that marks one worker's tree: every process below it inherits it,
+// unless it replaced its environment. "COREMAP_WORKER_TREE=<engine pid>.<worker number>".
+constexpr std::string_view tree_variable = "COREMAP_WORKER_TREE=";
+std::atomic<std::uint64_t> workers_started{0};
+
+// Whether /proc/<pid>/environ holds `entry` exactly.
+bool environment_holds(pid_t pid, std::string_view entry) {
+  char path[48];
+  std::snprintf(path, sizeof path, "/proc/%d/environ", static_cast<int>(pid));
+  std::FILE* file = std::fopen(path, "rbe");
+  if (file == nullptr) return false;
+  std::string text;
+  char buffer[8192];
+  std::size_t n = 0;
+  while (text.size() < (std::size_t{1} << 20) && (n = std::fread(buffer, 1, sizeof buffer, file)) > 0) text.append(buffer, n);
+  std::fclose(file);
+  for (std::size_t start = 0; start < text.size();) {
+    const std::size_t end = std::min(text.find('\0', start), text.size());
+    if (std::string_view(text).substr(start, end - start) == entry) return true;
+    start = end + 1;
+  }
+  return false;
 }
 
 std::string seconds_text(std::chrono::milliseconds ms) {
@@ -203,10 +228,18 @@ void WorkerProcess::start() {
   }
   argv.push_back(const_cast<char*>(settings_.plugin_path.c_str()));
   argv.push_back(nullptr);
+  // The worker's environment: the engine's, and the entry that marks its tree.
+  tree_entry_ = std::string(tree_variable) + std::to_string(::getpid()) + "." + std::to_string(++workers_started);
+  std::vector<char*> envp;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    if (!std::string_view(*e).starts_with(tree_variable)) envp.push_back(*e);
+  }
+  envp.push_back(tree_entry_.data());
+  envp.push_back(nullptr);
   // posix_spawn, not fork: the engine is multithreaded, and glibc's posix_spawn (clone with
   // CLONE_VM | CLONE_VFORK, then exec) copies nothing and runs no atfork handlers.
   pid_t pid = -1;
-  const int spawn_error = ::posix_spawn(&pid, executable.c_str(), &actions, &attr, argv.data(), environ);
+  const int spawn_error = ::posix_spawn(&pid, executable.c_str(), &actions, &attr, argv.data(), envp.data());
   ::posix_spawn_file_actions_destroy(&actions);
   ::posix_spawnattr_destroy(&attr);
   ::close(fds[1]);
@@ -332,6 +365,7 @@ std::string WorkerProcess::reap_and_describe(bool saw_out_of_memory) {
   int status = 0;
   while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
   }
+  kill_adopted();
   const bool exit_called = note_ != nullptr && note_->exit_called.load(std::memory_order_relaxed) != 0;
   const int exit_status = exit_called ? note_->exit_status.load(std::memory_order_relaxed) : 0;
   const std::string note = read_note(note_);
@@ -369,7 +403,29 @@ void WorkerProcess::kill_and_reap() noexcept {
   int status = 0;
   while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
   }
+  kill_adopted();
   release_note();
+}
+
+void WorkerProcess::kill_adopted() noexcept {
+  // Only a subreaper (the CLI) adopts orphans; elsewhere they went to PID 1, out of reach.
+  int subreaper = 0;
+  if (::prctl(PR_GET_CHILD_SUBREAPER, &subreaper, 0, 0, 0) != 0 || subreaper == 0) return;
+  try {
+    std::vector<pid_t> adopted;
+    process_tree::detail::for_each_child(0, [&](pid_t child) {
+      if (environment_holds(child, tree_entry_)) adopted.push_back(child);
+    });
+    for (const pid_t child : adopted) {
+      // Our child, unreaped, so its pid is not reused under us; no one else waits for it.
+      process_tree::kill_tree(child);
+      int status = 0;
+      while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+      }
+    }
+  } catch (...) {
+    // Out of memory listing them: the sweep at the end of the run still finds them.
+  }
 }
 
 void WorkerProcess::run(const ItemBatch& batch, const std::string& manifest_name, ManifestFormat format,
@@ -421,6 +477,7 @@ void WorkerProcess::run(const ItemBatch& batch, const std::string& manifest_name
       if (wait == Wait::stopped) {
         // Context::cancelled() turns true in the worker: the item may return early (exec
         // sends its command SIGTERM, then SIGKILL); its outcome is still handed on.
+        if (note_ != nullptr) note_->stop.store(true, std::memory_order_relaxed);
         ::kill(pid_, worker_stop_signal());
         stopping = true;
         stop_deadline = Clock::now() + stop_grace;

@@ -112,6 +112,9 @@ class WorkerProcess {
   // stops (once: the caller then waits for the item's outcome until its grace ends).
   Wait receive(Frame& frame, std::chrono::steady_clock::time_point deadline, bool watch_stop);
   void release_note() noexcept;
+  // Kills and reaps what the worker left behind that was re-parented to this process (when it
+  // is a child subreaper, as the CLI is): its children that carry the worker's tree_entry_.
+  void kill_adopted() noexcept;
 
   const WorkerSettings& settings_;
   pid_t pid_ = -1;
@@ -119,6 +122,7 @@ class WorkerProcess {
   int pidfd_ = -1;                 // the worker's pidfd, -1 where the kernel has none
   WorkerNote* note_ = nullptr;     // the page shared with this worker (worker_note.hpp)
   std::string protocol_error_;
+  std::string tree_entry_;         // "COREMAP_WORKER_TREE=..." in the worker's environment
   FrameWriter out_;
   FrameReader in_;
 };

@@ -23,7 +23,7 @@
 #include <coremap/plugin.hpp>
 
 /// Fails the way an item asks it to, {"fault": "segv"|"abort"|"exit"|"hang"|"throw"|
-/// "throw_int"|"oom"|"bad_utf8"|"fork_crash"|"junk_fds"|"close_fds"|"hang_in_exit"|
+/// "throw_int"|"oom"|"bad_utf8"|"fork_crash"|"junk_fds"|"close_fds"|"hang_in_exit"|"hang_at_exit"|
 /// "hang_ignoring_stop"}, and echoes every other item back: a plugin for testing how coremap
 /// (and whatever runs it) handles crashes, hangs, exceptions, bad results and a plugin that
 /// tampers with its process. Stateless, so one instance serves all threads.
@@ -62,6 +62,11 @@ class Fault {
     if (fault == "junk_fds") return junk_fds(item);
     if (fault == "close_fds") return close_fds(item);
     if (fault == "hang_in_exit") hang_in_exit(item);
+    if (fault == "hang_at_exit") {
+      // The process hangs when it ends, whenever that is; the item itself is fine.
+      std::atexit([] { sleep_deaf(-1); });
+      return item;
+    }
     if (fault == "hang_ignoring_stop") return hang_ignoring_stop(item);
     return item;
   }

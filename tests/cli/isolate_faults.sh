@@ -2,7 +2,8 @@
 # run --isolate: a plugin that tampers with its worker costs exactly its own item (issue 14
 # part 3): it forks a child that holds the channel and then crashes (SIGSEGV, or a SIGKILL no
 # handler sees, the child made by a raw clone so no atfork handler runs), writes junk into its
-# descriptors, closes its descriptors, or calls exit() and hangs in an exit handler. Each case:
+# descriptors, closes its descriptors, calls exit() and hangs in an exit handler, or leaves an
+# exit handler that hangs when the worker ends. Each case:
 # the item's record says what happened, every other item equals the item itself (the fault
 # plugin echoes it; oracle: python3 reading the manifest, lib.sh's echo_oracle), the run exits 1,
 # within a time bound far below its --timeout, no process of the run is left (the workers by
@@ -115,6 +116,47 @@ for mode in --serial "--threads 1" "--threads 2"; do
 done
 if cmp -s all.serial all.threads2; then pass "--serial and --threads 2 records identical"; else fail "--serial and --threads 2 records differ"; fi
 
+# A worker stuck in its own exit at the end of the run (an exit handler that hangs, registered
+# by an item that succeeds): every item is recorded, the run ends 2 s after its input does
+# (the worker is killed), exit 0, nothing left.
+printf '{"n": 1}\n{"fault": "hang_at_exit"}\n{"n": 2}\n' >atexit.jsonl
+start=$(date +%s%N)
+cm run -p "$plugin" -m atexit.jsonl --isolate --serial -o atexit.out -q
+elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+expect_eq "$rc" 0 "a worker hanging in exit at the end: exit 0"
+expect_eq "$(echo_oracle atexit.jsonl atexit.out)" ok "a worker hanging in exit at the end: every item recorded"
+if [ "$elapsed_ms" -lt 15000 ]; then pass "a worker hanging in exit at the end: done in $elapsed_ms ms"; else fail "hanging in exit: took $elapsed_ms ms"; fi
+none_left "a worker hanging in exit at the end" 0
+
+# A replaced worker's tree goes at once, not at the end of the run: a child made by a raw
+# clone (no atfork handler: it keeps the channel and no parent-death signal) in a session of
+# its own is re-parented to coremap when its worker dies of SIGKILL, and is killed (found by
+# the COREMAP_WORKER_TREE entry it inherited) while the next item, 3 s long, still runs.
+printf '{"fault": "fork_crash", "pids": "%s/pids", "setsid": true, "raw": true, "signal": "KILL"}\n{"fault": "hang", "ms": 3000}\n' "$WORK" >tree.jsonl
+"$COREMAP" run -p "$plugin" -m tree.jsonl --isolate --serial -q >tree.out 2>tree.err &
+cm_pid=$!
+for _ in $(seq 200); do
+  [ -n "$(ls pids)" ] && break
+  sleep 0.05
+done
+child=$(cat pids/* 2>/dev/null || true)
+for _ in $(seq 40); do
+  alive "$child" || break
+  sleep 0.05
+done
+if [ -n "$child" ] && ! alive "$child" && kill -0 "$cm_pid" 2>/dev/null; then
+  pass "the dead worker's orphan was killed while the run went on"
+else
+  fail "the dead worker's orphan (pid '$child') outlived its worker's replacement"
+fi
+set +e
+wait "$cm_pid"
+rc=$?
+set -e
+expect_eq "$rc" 1 "orphan case: exit 1"
+expect_eq "$(echo_oracle tree.jsonl tree.out '0:crashed: SIGKILL')" ok "orphan case: the crash is its item's, the next item ran"
+none_left "orphan case" 1
+
 # Context::timed_out() inside a worker: the hang item polls Context::cancelled() and gives up
 # at its deadline, so the worker records it as timed out the way a run in process does
 # ("ran ... over --timeout"), not as a killed worker; the next item still runs.
@@ -129,6 +171,30 @@ cm run -p "$plugin" -m deaf.jsonl --isolate --serial --timeout 0.5 -q
 expect_eq "$(echo_oracle deaf.jsonl out '0:timed out after 0.5 s (the worker was killed and replaced)')" ok \
   "hang_ignoring_stop --timeout 0.5: killed after the grace"
 none_left "timeouts" 0
+
+# Context::cancelled() inside a worker on a stop: the exec plugin sends its command SIGTERM
+# when it sees it, and the command's trap leaves a marker (a worker killed after its grace
+# would have left none: SIGKILL runs no trap).
+cat >trapper.sh <<EOF
+trap 'echo term >"$WORK/marker"; exit 0' TERM
+echo started >"$WORK/started"
+while :; do sleep 0.05; done
+EOF
+printf '{"i": 1}\n' >exec.jsonl
+"$COREMAP" run -p exec --config "{\"argv\": [\"sh\", \"$WORK/trapper.sh\"]}" -m exec.jsonl --isolate --serial -o exec.out -q 2>exec.err &
+cm_pid=$!
+for _ in $(seq 200); do
+  [ -e started ] && break
+  sleep 0.05
+done
+kill -TERM "$cm_pid"
+set +e
+wait "$cm_pid"
+rc=$?
+set -e
+expect_eq "$rc" 143 "exec item stopped with SIGTERM: exit 143"
+expect_eq "$(cat marker 2>/dev/null)" term "the stop reached the item in the worker (Context::cancelled()): its command got SIGTERM"
+expect_eq "$(wc -l <exec.out.part)" 0 "the stopped exec item has no record"
 
 # A first SIGTERM (stops a run as Ctrl-C does; a script's background job ignores SIGINT) while
 # an isolated item ignores the stop (no --timeout): coremap ends within the 2 s grace and some,

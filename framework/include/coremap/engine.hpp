@@ -73,7 +73,9 @@ struct RunOptions {
   std::uint32_t retries = 0;
   /// Per-item time limit; 0 means none. In-process no thread is killed: Context::cancelled()
   /// turns true at the deadline, and an item that ends past it is recorded as timed out with
-  /// its result discarded. With `isolate` the item's worker is killed and replaced.
+  /// its result discarded. With `isolate` the same holds inside the worker, which is then
+  /// replaced; an item that has not returned 2 s past its deadline has its worker killed (with
+  /// its descendants) and replaced.
   std::chrono::milliseconds timeout{0};
   /// Items run() skips without a record (those an earlier run already recorded: see
   /// ResumableOutput). Null skips none.
