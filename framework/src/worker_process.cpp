@@ -411,20 +411,20 @@ void WorkerProcess::kill_adopted() noexcept {
   // Only a subreaper (the CLI) adopts orphans; elsewhere they went to PID 1, out of reach.
   int subreaper = 0;
   if (::prctl(PR_GET_CHILD_SUBREAPER, &subreaper, 0, 0, 0) != 0 || subreaper == 0) return;
-  try {
-    std::vector<pid_t> adopted;
-    process_tree::detail::for_each_child(0, [&](pid_t child) {
+  std::vector<pid_t> adopted;
+  process_tree::detail::for_each_child(0, [&](pid_t child) noexcept {
+    try {
       if (environment_holds(child, tree_entry_)) adopted.push_back(child);
-    });
-    for (const pid_t child : adopted) {
-      // Our child, unreaped, so its pid is not reused under us; no one else waits for it.
-      process_tree::kill_tree(child);
-      int status = 0;
-      while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
-      }
+    } catch (...) {
+      // Out of memory: the sweep at the end of the run still finds it.
     }
-  } catch (...) {
-    // Out of memory listing them: the sweep at the end of the run still finds them.
+  });
+  for (const pid_t child : adopted) {
+    // Our child, unreaped, so its pid is not reused under us; no one else waits for it.
+    process_tree::kill_tree(child);
+    int status = 0;
+    while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
   }
 }
 
