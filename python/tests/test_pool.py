@@ -90,3 +90,13 @@ def test_closed_pool_refuses():
     pool.join()
     with pytest.raises(ValueError):
         pool.map(funcs.square, [1])
+
+
+def test_python_function_in_process():
+    # isolate=False: the python plugin runs in this process, on this interpreter (one item at a
+    # time under the GIL); results and errors are the same as in workers.
+    records = coremap.map(funcs.square, range(50), isolate=False, threads=2)
+    assert [r.result for r in records] == [funcs.square(x) for x in range(50)]
+    failed = coremap.map(funcs.fail_on_three, range(5), isolate=False)
+    assert [r.ok for r in failed] == [True, True, True, False, True]
+    assert failed[3].error.startswith("item:3: Traceback")
