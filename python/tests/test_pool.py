@@ -100,3 +100,10 @@ def test_python_function_in_process():
     failed = coremap.map(funcs.fail_on_three, range(5), isolate=False)
     assert [r.ok for r in failed] == [True, True, True, False, True]
     assert failed[3].error.startswith("item:3: Traceback")
+
+
+def test_pool_item_not_json_is_a_type_error():
+    with pytest.raises(TypeError, match=r"item 1: set"):
+        Pool(2).map(funcs.square, [1, {2}])
+    with pytest.raises(TypeError, match="initializer"):
+        Pool(2, initializer=print)
