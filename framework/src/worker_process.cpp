@@ -508,7 +508,7 @@ void WorkerProcess::run(const ItemBatch& batch, const std::string& manifest_name
         const RawItem& item = batch.items[next];
         // A record must be this item's: a stream that was written into can carry frames that
         // look right but belong to nobody.
-        if (outcome != ItemOutcome::error_message) {
+        if (outcome == ItemOutcome::ok_record || outcome == ItemOutcome::error_record) {
           char prefix[48];
           const int length = std::snprintf(prefix, sizeof prefix, "{\"index\":%llu,",
                                            static_cast<unsigned long long>(item.index));
