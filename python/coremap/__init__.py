@@ -121,12 +121,13 @@ def _terminal_progress(snapshot, total):
 
 
 class Run:
-    """A run in progress: iterate it for its records (in index order unless ``ordered=False``),
-    streamed as items finish; the items are read from their iterable as the run goes, so memory
-    stays flat however many there are. ``stats`` (a dict: items, ok, failed, not_run, wall_seconds,
-    threads, stopped, resumed, ...) is filled once the last record was taken. ``stop()`` (or
-    leaving a ``with`` block, or Ctrl-C while iterating) stops the run: no new item starts, items
-    done so far keep their records (with ``output``, in FILE.part for ``resume=True``).
+    """A run in progress: iterate it (once) for its records (in index order unless
+    ``ordered=False``), streamed as items finish; the items are read from their iterable as the
+    run goes, so memory stays flat however many there are. ``stats`` (a dict: items, ok, failed,
+    not_run, wall_seconds, threads, stopped, resumed, ...) is filled once the last record was
+    taken. ``stop()``, leaving a ``with`` block, leaving the loop early (``break``, an exception)
+    or Ctrl-C while iterating stops the run: no new item starts, items done so far keep their
+    records (with ``output``, in FILE.part for ``resume=True``).
     """
 
     def __init__(self, settings, items, progress, total):
@@ -166,20 +167,26 @@ class Run:
 
     def _raw(self):
         # (index, ok, result or error, attempts, sub) tuples, as the engine hands them over.
-        while not self._done:
-            try:
-                batch, closed = self._run.next(4096, 0.2)
-            except BaseException:
-                self._done = True
-                self.stats = self._run.stats()
-                raise
-            yield from batch
-            if closed:
-                self._done = True
-                self.stats = self._run.stats()
-                self._report(True)
-            else:
-                self._report(False)
+        # Leaving the loop early (break, an exception such as KeyboardInterrupt in its body)
+        # closes this generator, which stops the run.
+        try:
+            while not self._done:
+                try:
+                    batch, closed = self._run.next(4096, 0.2)
+                except BaseException:
+                    self._done = True
+                    self.stats = self._run.stats()
+                    raise
+                yield from batch
+                if closed:
+                    self._done = True
+                    self.stats = self._run.stats()
+                    self._report(True)
+                else:
+                    self._report(False)
+        finally:
+            if not self._done:
+                self.stop()
 
     def stop(self) -> None:
         """Stops the run and waits for it: no new item starts; records of items done are kept."""

@@ -220,3 +220,13 @@ def test_keyboard_interrupt_stops_workers_and_resume_finishes(tmp_path):
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["index"] for r in lines] == list(range(40))
     assert [r["result"] for r in lines] == [i * 3 for i in range(40)]
+
+
+def test_leaving_the_loop_stops_the_run():
+    run = coremap.run("sleep", [{"ms": 20}] * 500, threads=2)
+    for record in run:
+        if record.index == 5:
+            break
+    # The loop's generator was closed: the run stopped, long before its 500 items (5 s of sleeps).
+    assert run.stats is not None and run.stats["stopped"] == "cancelled"
+    assert run.stats["items"] < 500
