@@ -368,7 +368,17 @@ int worker_main(int argc, char** argv) {
               text = record;
               break;
             }
-            if (attempt <= retries && !run_is_stopped()) continue;
+            if (attempt <= retries && !run_is_stopped()) {
+              out.clear();
+              out.begin(FrameKind::attempt);
+              out.u32(attempt + 1);
+              out.end();
+              if (!write_all(protocol_fd, out.data())) {
+                note_lost_channel("announcing a retry", std::strerror(errno));
+                return fail("writing to the engine");
+              }
+              continue;
+            }
             message = manifest_name + ":" + std::to_string(wire.line) + ": ";
             if (memory_limit != 0 && allocation_failed.load(std::memory_order_relaxed)) message += oom_note;
             message += error;

@@ -434,10 +434,15 @@ void WorkerProcess::run(const ItemBatch& batch, const std::string& manifest_name
   const std::size_t count = batch.items.size();
   // Calls batch.items[next] has had in workers that crashed or timed out running it.
   std::uint32_t crashed_attempts = 0;
+  // The attempt batch.items[next] is on in the worker when the worker retried it there (an
+  // attempt frame), else 0.
+  std::uint32_t worker_attempt = 0;
   // The item a worker died on: retried in a new worker while --retries allows, else its error.
   auto died = [&](const std::string& what) {
     const RawItem& item = batch.items[next];
-    if (++crashed_attempts <= settings_.retries) return;
+    crashed_attempts = std::max(crashed_attempts + 1, worker_attempt);
+    worker_attempt = 0;
+    if (crashed_attempts <= settings_.retries) return;
     sink.on_result(item, ItemOutcome::error_message, manifest_name + ":" + std::to_string(item.line) + ": " + what,
                    crashed_attempts);
     crashed_attempts = 0;
@@ -462,6 +467,7 @@ void WorkerProcess::run(const ItemBatch& batch, const std::string& manifest_name
     // and blames the first item all the same, so a worker that keeps dying cannot loop
     // forever.
     send_all(out_.data());
+    worker_attempt = 0;
     bool alive = true;
     bool saw_out_of_memory = false;
     auto started = Clock::now();
@@ -500,6 +506,13 @@ void WorkerProcess::run(const ItemBatch& batch, const std::string& manifest_name
         broke_protocol(protocol_error_);
       } else if (frame.kind == FrameKind::out_of_memory) {
         saw_out_of_memory = true;
+      } else if (frame.kind == FrameKind::attempt && frame.payload.size() == 4) {
+        // The worker calls the item again (--retries): a new deadline for the new call.
+        PayloadReader payload(frame.payload);
+        worker_attempt = payload.u32();
+        started = Clock::now();
+        overtime = false;
+        if (stopping) continue;
       } else if (frame.kind == FrameKind::result && !frame.payload.empty() &&
                  static_cast<std::uint8_t>(frame.payload[0]) <= static_cast<std::uint8_t>(ItemOutcome::error_record)) {
         PayloadReader payload(frame.payload);
@@ -519,9 +532,10 @@ void WorkerProcess::run(const ItemBatch& batch, const std::string& manifest_name
             continue;
           }
         }
-        sink.on_result(item, outcome, text, crashed_attempts + 1);
+        sink.on_result(item, outcome, text, std::max(crashed_attempts + 1, worker_attempt));
         ++next;
         crashed_attempts = 0;
+        worker_attempt = 0;
         const auto now = Clock::now();
         if (timed && now >= started + settings_.timeout && !stopping) {
           // The item returned past its deadline (the worker recorded it as timed out, as in

@@ -38,6 +38,10 @@ enum class FrameKind : std::uint8_t {
   setup_failed = 'F',   ///< worker -> engine: why the plugin could not be loaded or constructed
   result = 'r',         ///< worker -> engine: one item's outcome, in batch order
   out_of_memory = 'O',  ///< worker -> engine: an allocation failed; the worker is about to die
+  /// worker -> engine, before a call retried in the worker (--retries): u32 the attempt it
+  /// starts. The engine's deadline for the item (--timeout) starts again, and a crash in it is
+  /// counted from that attempt.
+  attempt = 'a',
 };
 
 /// The outcome byte that starts a result frame's payload; the rest is text.

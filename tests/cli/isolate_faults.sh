@@ -165,6 +165,14 @@ cm run -p "$plugin" -m hang.jsonl --isolate --serial --timeout 0.5 -q
 expect_eq "$rc" 1 "hang --timeout 0.5: exit 1"
 expect_eq "$(echo_oracle hang.jsonl out '0:timed out: ran ')" ok "hang --timeout 0.5: Context::timed_out() ended it in the worker"
 expect_contains out "over --timeout 0.5 s (its result was discarded)" "hang --timeout 0.5: the in-process message"
+# With --retries the worker calls it again at once, each call with a deadline of its own, as in
+# process: two timed-out attempts in one record, in and out of process alike.
+printf '{"fault": "hang"}\n' >hang1.jsonl
+for mode in "" --isolate; do
+  cm run -p "$plugin" -m hang1.jsonl $mode --serial --timeout 0.3 --retries 1 -q
+  expect_eq "$(record_values out '(r["ok"], r.get("attempts"), r["error"].split(": ", 1)[1][:14])')" \
+    "0	(False, 2, 'timed out: ran')" "hang --timeout 0.3 --retries 1 ${mode:-in process}: two timed-out attempts"
+done
 # One that ignores it is killed 2 s past its deadline.
 printf '{"fault": "hang_ignoring_stop"}\n{"n": 1}\n' >deaf.jsonl
 cm run -p "$plugin" -m deaf.jsonl --isolate --serial --timeout 0.5 -q
