@@ -230,3 +230,40 @@ def test_leaving_the_loop_stops_the_run():
     # The loop's generator was closed: the run stopped, long before its 500 items (5 s of sleeps).
     assert run.stats is not None and run.stats["stopped"] == "cancelled"
     assert run.stats["items"] < 500
+
+
+POOL_INTERRUPTED = r'''
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from coremap import Pool
+import funcs
+print("start", flush=True)
+try:
+    Pool(2).map(funcs.slow_with_pid, [{"n": i, "ms": 60000, "dir": sys.argv[2]} for i in range(4)])
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+'''
+
+
+def test_ctrl_c_to_the_process_group_interrupts_pool_map(tmp_path):
+    # Ctrl-C on a terminal signals the whole foreground process group, workers included: the
+    # caller gets KeyboardInterrupt once the run has stopped (items running in workers get the
+    # 2 s stop grace, then their workers are killed), not after the items' 60 s.
+    script = tmp_path / "pool_interrupted.py"
+    script.write_text(POOL_INTERRUPTED)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(coremap.__file__))))
+    child = subprocess.Popen([sys.executable, str(script), os.path.dirname(os.path.abspath(__file__)), str(pids)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                             start_new_session=True)
+    assert child.stdout.readline().strip() == "start"
+    deadline = time.monotonic() + 60
+    while not any(pids.iterdir()) and time.monotonic() < deadline:  # a worker is running an item
+        time.sleep(0.02)
+    assert any(pids.iterdir())
+    started = time.monotonic()
+    os.killpg(child.pid, signal.SIGINT)
+    out, err = child.communicate(timeout=60)
+    assert out.strip() == "interrupted", err
+    assert time.monotonic() - started < 30
