@@ -288,11 +288,14 @@ std::size_t parse_size(const std::string& text) {
   return static_cast<std::size_t>(value * scale);
 }
 
-// One run: set up on the caller's thread (setup errors raise there), carried out on its own.
-class Run {
- public:
-  Run(const Settings& settings, py::object items) : settings_(settings) {
-    RunOptions options;
+// The latest progress snapshot of an engine's run, written by its progress thread.
+struct ProgressSlot {
+  std::mutex mutex;
+  ProgressSnapshot snapshot;
+};
+
+RunOptions run_options(const Settings& settings, const std::shared_ptr<ProgressSlot>& progress) {
+  RunOptions options;
     options.threads = settings.threads;
     options.serial = settings.serial;
     options.ordered = settings.ordered;
@@ -304,11 +307,56 @@ class Run {
     if (settings.timeout > 0) {
       options.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(settings.timeout * 1000)));
     }
-    options.on_progress = [this](const ProgressSnapshot& snapshot) {
-      std::lock_guard lock(progress_mutex_);
-      progress_ = snapshot;
+    options.on_progress = [progress](const ProgressSnapshot& snapshot) {
+      std::lock_guard lock(progress->mutex);
+      progress->snapshot = snapshot;
     };
+  return options;
+}
+
+// An engine kept for several runs one after another (a coremap.Pool's calls of one function):
+// its isolated workers stay up between them. Items in memory only, no output.
+class Session {
+ public:
+  explicit Session(const Settings& settings) : progress_(std::make_shared<ProgressSlot>()) {
+    if (!settings.output.empty() || settings.resume) throw UsageError("a session's runs have no output");
+    py::gil_scoped_release release;
+    std::vector<std::filesystem::path> dirs(settings.plugin_path.begin(), settings.plugin_path.end());
+    auto plugin = PluginLoader(dirs).load(settings.plugin);
+    const Json config = settings.config.empty() ? Json::object() : Json::parse(settings.config);
+    engine_ = std::make_shared<Engine>(plugin, plugin->resolve_config(config), run_options(settings, progress_));
+  }
+  ~Session() {
+    py::gil_scoped_release release;  // ending the workers may take a while
+    engine_.reset();
+  }
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  const std::shared_ptr<Engine>& engine() const noexcept { return engine_; }
+  const std::shared_ptr<ProgressSlot>& progress() const noexcept { return progress_; }
+
+ private:
+  std::shared_ptr<ProgressSlot> progress_;
+  std::shared_ptr<Engine> engine_;
+};
+
+// One run: set up on the caller's thread (setup errors raise there), carried out on its own.
+class Run {
+ public:
+  // `session`: run on its engine (set up already) instead of one of the run's own.
+  Run(const Settings& settings, py::object items, Session* session)
+      : settings_(settings), progress_(session ? session->progress() : std::make_shared<ProgressSlot>()) {
     if (!items.is_none()) source_ = std::make_unique<PythonSource>(py::iter(items), settings.str_paths);
+    if (session != nullptr) {
+      if (source_ == nullptr || !settings.output.empty()) throw UsageError("a session's runs take items, no output");
+      engine_ = session->engine();
+      py::gil_scoped_release release;
+      sink_ = std::make_unique<QueueSink>(nullptr, 4096);
+      thread_ = std::thread([this] { body(); });
+      return;
+    }
+    RunOptions options = run_options(settings, progress_);
     {
       py::gil_scoped_release release;
       std::vector<std::filesystem::path> dirs(settings.plugin_path.begin(), settings.plugin_path.end());
@@ -328,7 +376,7 @@ class Run {
       } else if (settings.resume) {
         throw UsageError("resume=True needs output=FILE: the earlier run's records are read back from FILE.part");
       }
-      engine_ = std::make_unique<Engine>(plugin, resolved, options);
+      engine_ = std::make_shared<Engine>(plugin, resolved, options);
       if (resumable_) resumable_->open();
       sink_ = std::make_unique<QueueSink>(resumable_ ? &resumable_->sink() : nullptr, 4096);
       thread_ = std::thread([this] { body(); });
@@ -416,8 +464,8 @@ class Run {
   py::dict progress() {
     ProgressSnapshot s;
     {
-      std::lock_guard lock(progress_mutex_);
-      s = progress_;
+      std::lock_guard lock(progress_->mutex);
+      s = progress_->snapshot;
     }
     py::dict d;
     d["done"] = s.done;
@@ -518,7 +566,8 @@ class Run {
   std::unique_ptr<PythonSource> source_;
   std::optional<ManifestReader> manifest_;
   std::optional<ResumableOutput> resumable_;
-  std::unique_ptr<Engine> engine_;
+  std::shared_ptr<ProgressSlot> progress_;
+  std::shared_ptr<Engine> engine_;  // a session's, or the run's own
   std::unique_ptr<QueueSink> sink_;
   std::thread thread_;
   std::atomic<bool> stopping_{false};
@@ -529,8 +578,6 @@ class Run {
   std::uint64_t earlier_ok_ = 0;
   std::uint64_t earlier_failed_ = 0;
   bool resumed_ = false;
-  std::mutex progress_mutex_;
-  ProgressSnapshot progress_;
 };
 
 // A Python item as the JSON text the run would send (for spilling items to a manifest file).
@@ -598,8 +645,11 @@ PYBIND11_MODULE(_coremap, m) {
       .def_readwrite("str_paths", &Settings::str_paths)
       .def_readwrite("max_in_flight", &Settings::max_in_flight);
 
+  py::class_<Session>(m, "Session").def(py::init<const Settings&>(), py::arg("settings"));
+
   py::class_<Run>(m, "Run")
-      .def(py::init<const Settings&, py::object>(), py::arg("settings"), py::arg("items"))
+      .def(py::init<const Settings&, py::object, Session*>(), py::arg("settings"), py::arg("items"),
+           py::arg("session") = nullptr, py::keep_alive<1, 4>())
       .def("next", &Run::next, py::arg("max"), py::arg("wait"))
       .def("stop", &Run::stop)
       .def("close", &Run::close)

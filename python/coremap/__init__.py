@@ -130,11 +130,12 @@ class Run:
     records (with ``output``, in FILE.part for ``resume=True``).
     """
 
-    def __init__(self, settings, items, progress, total):
-        self._run = _coremap.Run(settings, items)
+    def __init__(self, settings, items, progress, total, session=None):
+        self._run = _coremap.Run(settings, items, session)
         self._progress = progress
         self._total = total
         self._done = False
+        self._release = None
         self._last_progress = 0.0
         self.stats = None
         self.output = settings.output or None
@@ -187,6 +188,12 @@ class Run:
         finally:
             if not self._done:
                 self.stop()
+            self._give_back()
+
+    def _give_back(self):
+        release, self._release = self._release, None
+        if release is not None:
+            release()
 
     def stop(self) -> None:
         """Stops the run and waits for it: no new item starts; records of items done are kept."""
@@ -194,6 +201,7 @@ class Run:
         if self.stats is None:
             self.stats = self._run.stats()
         self._done = True
+        self._give_back()
 
     close = stop
 
@@ -270,7 +278,7 @@ def _spill(items, path: str, str_paths: bool) -> None:
 def run(plugin, items=None, *, manifest=None, format="auto", config=None, threads=None, serial=False,
         ordered=True, isolate=None, timeout=None, retries=0, max_errors=0, memory_limit=None, output=None,
         resume=False, restart=False, retry_failed=False, progress=None, plugin_path=(), max_in_flight=0,
-        star=False) -> Run:
+        star=False, _sessions=None) -> Run:
     """Runs ``plugin`` over ``items`` (any iterable, read as the run goes) or over a ``manifest``
     file, and returns the run, an iterator of Records.
 
@@ -307,7 +315,17 @@ def run(plugin, items=None, *, manifest=None, format="auto", config=None, thread
         items = None
     elif manifest is not None:
         settings.manifest = os.fspath(manifest)
-    return Run(settings, items, progress, total)
+    session = None
+    if _sessions is not None and items is not None:
+        # A Pool's engine for this function and these settings, kept from its earlier calls
+        # (its workers stay up); a call made while another is running with it gets its own.
+        key = (settings.plugin, settings.config, settings.threads, settings.ordered, settings.isolate,
+               settings.timeout, settings.retries, settings.memory_limit)
+        session = _sessions.take(key, settings)
+    the_run = Run(settings, items, progress, total, session[1] if session else None)
+    if session is not None:
+        the_run._release = lambda: _sessions.give_back(*session)
+    return the_run
 
 
 imap = run

@@ -75,10 +75,40 @@ class AsyncResult:
         return self._value
 
 
+class _Sessions:
+    """A Pool's engines, one per function and settings, each lent to one call at a time."""
+
+    def __init__(self):
+        import threading  # here: a worker importing the caller's script need not import it
+        self._lock = threading.Lock()
+        self._idle = {}
+
+    def take(self, key, settings):
+        from . import _coremap
+        with self._lock:
+            session = self._idle.pop(key, None)
+        if session is None:
+            session = _coremap.Session(settings)
+        return key, session
+
+    def give_back(self, key, session):
+        with self._lock:
+            if not self._closed and key not in self._idle:
+                self._idle[key] = session
+
+    _closed = False
+
+    def close(self):
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, {}
+        idle.clear()  # ends their workers
+
+
 class Pool:
     """``multiprocessing.Pool`` on coremap: ``Pool(processes).map(func, iterable)`` runs ``func``
     in ``processes`` worker processes (default: every core), each embedding one Python
-    interpreter. Items and results are JSON values (a tuple arrives as a list). Beyond Pool:
+    interpreter, kept for the Pool's later calls of the same function until ``close()``. Items and results are JSON values (a tuple arrives as a list). Beyond Pool:
     ``serial=True`` calls ``func`` in this process, in order (for debuggers, print and pdb; what
     the seed's "[my_func(item) for item in my_data_list]" does), and ``timeout`` (seconds per
     item: its worker is killed and the item fails), ``retries`` and ``memory_limit`` apply to
@@ -95,14 +125,19 @@ class Pool:
         self._serial = serial
         self._keywords = {"timeout": timeout, "retries": retries, "memory_limit": memory_limit}
         self._closed = False
+        self._sessions = None
 
     def _check(self):
         if self._closed:
             raise ValueError("Pool not running")
 
     def _run(self, func, iterable, ordered=True, star=False):
+        # The workers of a call stay up for the Pool's next call of the same function (until
+        # close(), terminate() or the end of a with block).
+        if self._sessions is None:
+            self._sessions = _Sessions()
         return run(func, iterable, threads=self._processes, ordered=ordered, isolate=True, star=star,
-                   **self._keywords)
+                   _sessions=self._sessions, **self._keywords)
 
     def imap(self, func, iterable, chunksize=1):
         """Results in order, as they come; the first failed item raises ItemError."""
@@ -154,11 +189,13 @@ class Pool:
         return AsyncResult(lambda: self.apply(func, args, kwds), callback, error_callback)
 
     def close(self):
-        """No new calls; workers live only as long as each call, so there is nothing to wait for."""
+        """No new calls; ends the workers kept between calls."""
         self._closed = True
+        if self._sessions is not None:
+            self._sessions.close()
 
     def terminate(self):
-        self._closed = True
+        self.close()
 
     def join(self):
         if not self._closed:

@@ -2,6 +2,7 @@
 """coremap.Pool against multiprocessing.Pool and a serial oracle."""
 import multiprocessing
 import os
+import time
 
 import pytest
 
@@ -107,3 +108,26 @@ def test_pool_item_not_json_is_a_type_error():
         Pool(2).map(funcs.square, [1, {2}])
     with pytest.raises(TypeError, match="initializer"):
         Pool(2, initializer=print)
+
+
+def test_pool_keeps_its_workers_between_calls():
+    with Pool(2) as pool:
+        first = set(pool.map(funcs.pid, range(40)))
+        second = set(pool.map(funcs.pid, range(40)))
+        # Two workers at most over both calls (a fresh start would bring new processes); the second
+        # worker may start only in the second call, when the first was done before it was needed.
+        assert len(first | second) <= 2 and first & second
+        first |= second
+        # A call stopped part-way (imap's consumer raised) leaves the pool usable.
+        with pytest.raises(coremap.ItemError):
+            for _ in pool.imap(funcs.fail_on_three, range(100)):
+                pass
+        assert pool.map(funcs.fail_on_three, [1, 2]) == [1, 2]
+        sessions = pool._sessions
+    # Leaving the with block ends them.
+    assert sessions._idle == {}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") and
+                                              open(f"/proc/{p}/stat").read().split()[2] != "Z" for p in first):
+        time.sleep(0.05)
+    assert not any(os.path.exists(f"/proc/{p}") and open(f"/proc/{p}/stat").read().split()[2] != "Z" for p in first)
