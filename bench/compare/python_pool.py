@@ -9,7 +9,7 @@ ROUNDS rounds, as ratios (docs/performance.md#python-against-multiprocessingpool
       coremap.Pool.map;
   (c) a pure-Python CPU-bound function of about 1 ms per item, 2,000 items: Pool.map,
       coremap.Pool.map;
-  start-up: Pool(N) and coremap.Pool(N) mapping one item;
+  start-up: Pool(N) and coremap.Pool(N) mapping one item, and a later call on the same pool;
   (d) coremap.run of (c) with output=FILE in a child process, killed (SIGKILL) once half the
       records are in FILE.part, then resume=True: the resumed part's time and the total against
       an uninterrupted run (Pool has no counterpart: a killed Pool.map loses everything).
@@ -171,6 +171,18 @@ def main():
             "coremap.Pool(N).map of one item": lambda: coremap.Pool(workers).map(tiny, [1]),
         })
         table("start-up: a pool of N workers, one item", s, "multiprocessing Pool(N).map of one item")
+
+        # a pool's later calls: coremap.Pool keeps a function's workers between its calls
+        with multiprocessing.Pool(workers) as mp_pool:
+            cm_pool = coremap.Pool(workers)
+            mp_pool.map(tiny, [1, 2])
+            cm_pool.map(tiny, [1, 2])
+            later = alternate(max(rounds, 5), {
+                "multiprocessing pool.map of one item, a later call": lambda: mp_pool.map(tiny, [1]),
+                "coremap pool.map of one item, a later call": lambda: cm_pool.map(tiny, [1]),
+            })
+            cm_pool.close()
+        table("a later call on the same pool, one item", later, "multiprocessing pool.map of one item, a later call")
 
         # (d) killed at 50 % and resumed
         n = len(items)
