@@ -14,7 +14,7 @@
 
 namespace coremap::cli::bench {
 
-/// One worker rank's share of a run across MPI ranks.
+/// One processing rank's share of a run across MPI ranks.
 struct RankShare {
   int rank = 0;
   std::string host;
@@ -36,7 +36,7 @@ struct Timed {
 class Runner {
  public:
   virtual ~Runner() = default;
-  /// Processes that run the items of a non-serial row: 1 here, the worker ranks under MPI.
+  /// Processes that run the items of a non-serial row: 1 here, the processing ranks under MPI.
   virtual std::size_t ranks() const = 0;
   /// One run over the manifest, timed from opening it to the last record written to `sink`:
   /// --serial (always in this process) or `threads` per rank; with `measure`, each process()

@@ -40,7 +40,7 @@ class CountingSink final : public Sink {
 struct Row {
   bool serial = false;
   std::size_t threads = 1;
-  std::size_t ranks = 1;  // processes running the items: worker ranks under MPI
+  std::size_t ranks = 1;  // processes running the items: processing ranks under MPI
   std::vector<double> walls;
   double median = 0, min = 0, max = 0, spread = 0;
   std::uint64_t items = 0, failed = 0, output_bytes = 0;
@@ -52,7 +52,7 @@ struct Row {
   double overhead = 0;
   std::size_t bottleneck = 0;
   double bottleneck_load = 0;
-  // Under MPI: each timed run's shares per worker rank, and the median over the runs of the
+  // Under MPI: each timed run's shares per processing rank, and the median over the runs of the
   // busiest rank's busy time over the least busy one's.
   std::vector<std::vector<RankShare>> shares;
   double balance = 0;
@@ -271,7 +271,7 @@ std::string speedup_svg(const std::vector<Row>& rows, std::optional<double> fit,
   return svg.str();
 }
 
-// Each timed run's shares per worker rank (MPI).
+// Each timed run's shares per processing rank (MPI).
 Json shares_json(const std::vector<std::vector<RankShare>>& runs) {
   Json out = Json::array();
   for (const auto& run : runs) {
@@ -424,7 +424,7 @@ int sweep(const BenchArgs& args, const Pipeline& pipeline, Runner& runner) {
               what.c_str(), args.input.manifest.c_str(), static_cast<unsigned long long>(manifest_bytes), args.repeat,
               args.repeat == 1 ? "" : "s", args.warmup, cores);
   if (ranks > 1) {
-    std::printf("MPI: --serial on rank 0; each other row is %zu worker ranks x N threads (rows RxN), rank 0 "
+    std::printf("MPI: --serial on rank 0; each other row is %zu processing ranks x N threads (rows RxN), rank 0 "
                 "coordinating\n",
                 ranks);
   }
@@ -523,7 +523,7 @@ int sweep(const BenchArgs& args, const Pipeline& pipeline, Runner& runner) {
     }
   }
   if (ranks > 1) {
-    std::printf("\nload balance over the worker ranks (last timed run; busy = from the run's start until the rank's "
+    std::printf("\nload balance over the processing ranks (last timed run; busy = from the run's start until the rank's "
                 "last records reached rank 0):\n");
     std::printf("%-8s %5s %-24s %9s %7s %9s %9s %10s\n", "ranksxN", "rank", "host", "items", "chunks", "busy s",
                 "CPU s", "max/min");
@@ -665,7 +665,7 @@ int sweep(const BenchArgs& args, const Pipeline& pipeline, Runner& runner) {
   }
   if (!args.svg.empty()) {
     svg_file->write(speedup_svg(rows, fit, ranks > 1 ? 0 : cores, "coremap bench: " + what + ", speedup over --serial",
-                                ranks > 1 ? "threads over " + std::to_string(ranks) + " worker ranks" : "threads"));
+                                ranks > 1 ? "threads over " + std::to_string(ranks) + " processing ranks" : "threads"));
     svg_file->finish();
   }
   return any_failed ? exit_items_failed : exit_ok;

@@ -2,7 +2,7 @@
 // `coremap bench` across the ranks of an MPI job (docs/distributed.md, docs/bench.md): rank 0
 // runs the sweep of bench_command.cpp; its --serial row runs on rank 0 alone, every other row is
 // a run across the ranks exactly as `coremap run` makes it (coremap/mpi.hpp), with the load balance of
-// each. The worker ranks wait for rank 0's commands between runs, without keeping a core busy.
+// each. The processing ranks wait for rank 0's commands between runs, without keeping a core busy.
 #include <unistd.h>
 
 #include <array>
@@ -24,7 +24,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Rank 0 to the worker ranks, before each run and at the end.
+// Rank 0 to the processing ranks, before each run and at the end.
 struct Command {
   std::uint64_t run = 0;  // 0: stop
   std::uint64_t threads = 0;
@@ -85,7 +85,7 @@ class MpiRunner final : public bench::Runner {
       run = mpi::coordinate(session_, manifest, sink, RunOptions{}, {.chunk_items = chunk_});
       timed.wall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
     } catch (const std::exception& e) {
-      mpi::abort_job(session_, e.what());  // the workers are mid-run: only ending the job frees them
+      mpi::abort_job(session_, e.what());  // the processing ranks are mid-run: only ending the job frees them
     }
     timed.stats = run.stats;
     for (std::size_t rank = 1; rank < run.ranks.size(); ++rank) {
@@ -101,7 +101,7 @@ class MpiRunner final : public bench::Runner {
     return timed;
   }
 
-  // Tells the worker ranks that there are no more runs.
+  // Tells the processing ranks that there are no more runs.
   void stop() {
     Command command{};
     share_command(session_, command);
@@ -113,13 +113,13 @@ class MpiRunner final : public bench::Runner {
       processes.push_back({{"rank", rank}, {"host", places_[rank].host}, {"cores", places_[rank].cores}});
     }
     return {{"ranks", places_.size()},
-            {"worker_ranks", places_.size() - 1},
+            {"processing_ranks", places_.size() - 1},
             {"chunk_items", chunk_ == 0 ? Json("adaptive") : Json(chunk_)},
             {"processes", processes}};
   }
 
   std::vector<std::string> warnings(std::size_t threads) const override {
-    std::map<std::string, std::pair<std::size_t, std::size_t>> hosts;  // host -> (worker threads, cores)
+    std::map<std::string, std::pair<std::size_t, std::size_t>> hosts;  // host -> (threads, cores)
     for (std::size_t rank = 1; rank < places_.size(); ++rank) {
       auto& [used, cores] = hosts[places_[rank].host];
       used += threads;
@@ -129,7 +129,7 @@ class MpiRunner final : public bench::Runner {
     for (const auto& [host, load] : hosts) {
       if (load.first > load.second) {
         out.push_back("row " + std::to_string(ranks()) + "x" + std::to_string(threads) + ": host " + host + " runs " +
-                      std::to_string(load.first) + " worker threads on " + std::to_string(load.second) +
+                      std::to_string(load.first) + " threads on " + std::to_string(load.second) +
                       " cores: that row measures oversubscription, not more parallelism");
       }
     }
@@ -145,7 +145,7 @@ class MpiRunner final : public bench::Runner {
   std::size_t chunk_;
 };
 
-// A worker rank: serves runs until rank 0 says stop; one Engine per (threads, measure).
+// A processing rank: serves runs until rank 0 says stop; one Engine per (threads, measure).
 void serve_runs(const mpi::Session& session, const Pipeline& pipeline) {
   std::optional<Engine> engine;
   Command current{};
@@ -197,7 +197,7 @@ int mpi_bench_command(const BenchArgs& args) {
   try {
     code = bench::sweep(args, *pipeline, runner);
   } catch (...) {
-    runner.stop();  // the workers exit; the error is reported as any setup error
+    runner.stop();  // the processing ranks exit; the error is reported as any setup error
     throw;
   }
   runner.stop();

@@ -18,7 +18,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-int run_worker(const mpi::Session& session, const RunArgs& args) {
+int run_processing_rank(const mpi::Session& session, const RunArgs& args) {
   std::optional<Engine> engine;
   std::string error;
   try {
@@ -87,7 +87,7 @@ int run_coordinator(const mpi::Session& session, const RunArgs& args) {
       stdout_sink->finish();
     }
   } catch (const std::exception& e) {
-    // Workers may be waiting on this rank: only ending the job frees them. FILE.part and the
+    // The processing ranks may be waiting on this rank: only ending the job frees them. FILE.part and the
     // journal stay for --resume.
     mpi::abort_job(session, e.what());
   }
@@ -100,12 +100,12 @@ int run_coordinator(const mpi::Session& session, const RunArgs& args) {
                  static_cast<unsigned long long>(run.chunks),
                  static_cast<double>(run.handling_ns) / 1e3 / static_cast<double>(std::max<std::uint64_t>(1, run.chunks)));
     for (std::size_t rank = 1; rank < run.ranks.size(); ++rank) {
-      const mpi::RankReport& worker = run.ranks[rank];
+      const mpi::RankReport& report = run.ranks[rank];
       std::fprintf(stderr,
                    "coremap: rank %zu: %llu items in %llu chunks, busy %.3f s, %.3f s CPU, %zu thread%s\n", rank,
-                   static_cast<unsigned long long>(worker.stats.items), static_cast<unsigned long long>(worker.chunks),
-                   static_cast<double>(worker.busy_ns) / 1e9, static_cast<double>(worker.cpu_ns) / 1e9,
-                   worker.stats.threads, worker.stats.threads == 1 ? "" : "s");
+                   static_cast<unsigned long long>(report.stats.items), static_cast<unsigned long long>(report.chunks),
+                   static_cast<double>(report.busy_ns) / 1e9, static_cast<double>(report.cpu_ns) / 1e9,
+                   report.stats.threads, report.stats.threads == 1 ? "" : "s");
     }
   }
   const std::uint64_t earlier_failed = resumable ? resumable->earlier_failed() : 0;
@@ -121,7 +121,7 @@ int mpi_run_command(const RunArgs& args) {
     if (args.mpi_chunk != 0) throw UsageError("--mpi-chunk: this MPI job has one rank, which runs the ordinary way");
     return local_run_command(args);
   }
-  return session.rank() == 0 ? run_coordinator(session, args) : run_worker(session, args);
+  return session.rank() == 0 ? run_coordinator(session, args) : run_processing_rank(session, args);
 }
 
 }  // namespace coremap::cli

@@ -124,7 +124,7 @@ CLI::App* add_run_command(CLI::App& app, RunArgs& args) {
   run->add_option("-o,--output", args.output,
                   "Write records here (via FILE.part, renamed when done); default standard output")
       ->type_name("FILE");
-  auto* threads = run->add_option("-j,--threads", args.threads, "Worker threads (default: all cores)")
+  auto* threads = run->add_option("-j,--threads", args.threads, "Threads (default: all cores)")
                       ->check(CLI::Range(std::size_t{1}, std::size_t{4096}));
   run->add_flag("--serial", args.serial,
                 "Run on one thread, in order, with no TBB in the call path (for debugging)")

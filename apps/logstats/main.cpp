@@ -129,7 +129,7 @@ int main(int argc, char** argv) {
   app.add_option("paths", options.paths, "Log files, or directories searched recursively")
       ->required()
       ->type_name("PATH");
-  CLI::Option* threads = app.add_option("-j,--threads", options.threads, "Worker threads (default: all cores)")
+  CLI::Option* threads = app.add_option("-j,--threads", options.threads, "Threads (default: all cores)")
                              ->check(CLI::Range(std::size_t{1}, std::size_t{4096}))
                              ->type_name("N");
   app.add_flag("--serial", options.serial, "Run on one thread, in order, without TBB (for debugging)")->excludes(threads);

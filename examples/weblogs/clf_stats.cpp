@@ -13,7 +13,7 @@
 
 /// A reduction over parsed requests ({"path", "status", "bytes", "hour"}, what `clf_parse`
 /// returns): requests per status code, bytes per hour, the most requested paths, total requests
-/// and bytes. Each worker thread's instance keeps full counts; merge() adds them and summary()
+/// and bytes. Each thread's instance keeps full counts; merge() adds them and summary()
 /// ranks the paths (count descending, then path in byte order), so the summary is the same at
 /// any thread count. Every input is dropped: the run writes records only for values that failed.
 class ClfStats {

@@ -22,7 +22,7 @@
 namespace coremap::detail {
 
 // One stage at run time: its plugin, config and concurrency, and its plugin instances. One
-// instance per worker thread (one shared instance when the plugin is reentrant), so process()
+// instance per thread (one shared instance when the plugin is reentrant), so process()
 // is never entered by two threads on one instance.
 struct StageRuntime {
   Stage spec;            // config resolved

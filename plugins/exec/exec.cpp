@@ -262,7 +262,7 @@ struct Pipe {
 
 Pipe make_pipe() {
   int fds[2];
-  // O_CLOEXEC from the start: another worker thread may be spawning at this very moment, and
+  // O_CLOEXEC from the start: another thread may be spawning at this very moment, and
   // its child must not inherit this item's pipe ends (it would hold them open).
   if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("pipe2", errno);
   return {Fd(fds[0]), Fd(fds[1])};

@@ -24,7 +24,7 @@ class Sha256 {
 
   // The digest is fetched once here: handing EVP_sha256() to every EVP_DigestInit_ex makes
   // OpenSSL 3 look the implementation up in its provider store on each call, under a lock
-  // that all worker threads share (measured: 2.8x slower for small files on one thread, 7x on
+  // that all threads share (measured: 2.8x slower for small files on one thread, 7x on
   // two).
   explicit Sha256(const coremap::Json& config)
       : digest_(EVP_MD_fetch(nullptr, "SHA256", nullptr), &EVP_MD_free),

@@ -11,7 +11,7 @@
 #include <coremap/top_k.hpp>
 
 /// A reduction: counts the values of one field over every item and summarises the most
-/// frequent. Each worker thread's instance counts its share; merge() adds the counts, so the
+/// frequent. Each thread's instance counts its share; merge() adds the counts, so the
 /// summary is the same at any thread count: {"field", "items", "distinct", "top": [{"key",
 /// "count"}, ...]}, most frequent first, ties by key in byte order. Items pass through
 /// (`pass`) or are dropped, so a pipeline that only aggregates writes no records.

@@ -2,7 +2,7 @@
 # `mpirun -n K coremap run` (docs/distributed.md): the output is byte-identical to a run without
 # MPI (cmp), for the sha256 and spin plugins, ordered, unordered (same records), to a file and to
 # standard output; exit codes are those of a local run; skewed item costs balance over the
-# worker ranks; a worker killed with SIGKILL leaves FILE.part and the journal, and --resume under
+# processing ranks; a processing rank killed with SIGKILL leaves FILE.part and the journal, and --resume under
 # mpirun completes FILE with every item exactly once, byte-identical to the local run.
 source "$(dirname "$0")/lib.sh"
 : "${MPIEXEC:?MPIEXEC must point at mpirun}"
@@ -106,7 +106,7 @@ expect_eq "$rc" 0 "docs/distributed.md: the bench example runs"
 expect_contains "$WORK/doc/bench.out" "2x4 " "the bench example has its 2x4 row"
 expect_contains "$WORK/doc/bench.out" "max/min: the busiest rank" "the bench example reports the balance"
 
-# --isolate on the worker ranks: a segfaulting item costs its own record only, as locally.
+# --isolate on the processing ranks: a segfaulting item costs its own record only, as locally.
 python3 -c '
 import json
 for i in range(60):
@@ -118,7 +118,7 @@ expect_eq "$rc" 1 "mpirun -n 3 --isolate: exit 1"
 if cmp -s "$WORK/fault.local.jsonl" "$WORK/fault.3.jsonl"; then pass "mpirun -n 3 --isolate: byte-identical to the local run"; else fail "mpirun -n 3 --isolate: output differs"; fi
 expect_eq "$(grep -c 'crashed: SIGSEGV' "$WORK/fault.3.jsonl")" 3 "the three segfaults are the three error records"
 
-# --retries on the worker ranks: items that throw until their third attempt succeed on it, as
+# --retries on the processing ranks: items that throw until their third attempt succeed on it, as
 # locally ("attempts" in the record); --timeout of a hanging item in an isolated worker.
 python3 -c '
 import json
@@ -141,20 +141,20 @@ mpi 2 run --plugin sha256 --manifest "$WORK/missing.txt" -o "$WORK/x.jsonl"
 expect_eq "$rc" 2 "a missing manifest under mpirun: exit 2"
 expect_contains "$WORK/err" "missing.txt" "the error names the manifest"
 
-# bench under mpirun: --serial on rank 0, then rows of 2 worker ranks x N threads. The figures
+# bench under mpirun: --serial on rank 0, then rows of 2 processing ranks x N threads. The figures
 # are recomputed from the JSON's raw numbers; the item count is wc's, the records kept with -o
 # are the local run's (cmp), and the per-rank items add up to the manifest.
 mpi 3 bench --plugin sha256 --manifest "$WORK/files.txt" --threads 1,2 --repeat 2 --warmup 0 \
   --json "$WORK/bench.json" --svg "$WORK/bench.svg" -o "$WORK/bench.records"
 expect_eq "$rc" 1 "mpirun -n 3 bench: exit 1 (the two missing files fail in every run)"
 expect_contains "$WORK/out" "2x2" "the table has a row of 2 ranks x 2 threads"
-expect_contains "$WORK/out" "load balance over the worker ranks" "the table shows the balance per rank"
+expect_contains "$WORK/out" "load balance over the processing ranks" "the table shows the balance per rank"
 if cmp -s "$WORK/sha.local.jsonl" "$WORK/bench.records"; then pass "bench -o under mpirun: the local run's records"; else fail "bench -o under mpirun: records differ"; fi
 if python3 - "$WORK/bench.json" "$(wc -l <"$WORK/files.txt")" <<'PY'
 import json, statistics, sys
 d = json.load(open(sys.argv[1]))
 items = int(sys.argv[2])
-assert d["mpi"]["ranks"] == 3 and d["mpi"]["worker_ranks"] == 2, d["mpi"]
+assert d["mpi"]["ranks"] == 3 and d["mpi"]["processing_ranks"] == 2, d["mpi"]
 runs = {r["label"]: r for r in d["runs"]}
 assert list(runs) == ["serial", "2x1", "2x2"], list(runs)
 serial = runs["serial"]
@@ -180,7 +180,7 @@ then pass "bench --json under mpirun: speedup, efficiency, balance recomputed; i
 python3 -c 'import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])' "$WORK/bench.svg" &&
   pass "bench --svg under mpirun: well-formed" || fail "bench --svg under mpirun"
 
-# Reductions across ranks: each worker rank saves its merged partial state, rank 0 loads and
+# Reductions across ranks: each processing rank saves its merged partial state, rank 0 loads and
 # merges them. wordcount's totals against wc over the readable files; the summary file is the
 # local run's, byte for byte.
 mpi 3 run --plugin wordcount --manifest "$WORK/files.txt" --summary "$WORK/wc.summary" -o "$WORK/wc.jsonl"
@@ -226,13 +226,13 @@ expect_eq "$rc" 0 "local spin run"
 mpi 3 run --plugin spin --manifest "$WORK/spin.jsonl" -o "$WORK/spin.3.jsonl"
 expect_eq "$rc" 0 "mpirun -n 3 spin"
 if cmp -s "$WORK/spin.local.jsonl" "$WORK/spin.3.jsonl"; then pass "mpirun -n 3 spin: byte-identical"; else fail "mpirun -n 3 spin: output differs"; fi
-# Balance: each worker rank's busy span (from the start until its last records arrived), max
-# over min over the worker ranks; a rank whose share ran out early idles while another works.
+# Balance: each processing rank's busy span (from the start until its last records arrived), max
+# over min over the processing ranks; a rank whose share ran out early idles while another works.
 # Measured with the sleep plugin, whose items take their time whatever CPU they get: with spin,
 # ranks sharing two busy cores finish when the OS scheduler lets them, and two fixed halves of
 # the workload above measured 1.01 to 1.23, no different from balanced chunks. The same skew:
-# 25 items of 200 ms among 975 of 4 ms, 4 threads per worker rank.
-busy_ratio() {  # busy_ratio STDERR: max/min of the worker ranks' busy spans
+# 25 items of 200 ms among 975 of 4 ms, 4 threads per processing rank.
+busy_ratio() {  # busy_ratio STDERR: max/min of the processing ranks' busy spans
   python3 -c '
 import re, sys
 busy = [float(m.group(1)) for m in re.finditer(r"rank \d+: .* busy ([0-9.]+) s", open(sys.argv[1]).read())]
@@ -247,8 +247,8 @@ mpi 3 run --plugin sleep --manifest "$WORK/sleep.jsonl" --threads 4 -o "$WORK/sl
 expect_eq "$rc" 0 "mpirun -n 3 sleep"
 grep '^coremap: rank ' "$WORK/err" | sed 's/^/    /'
 ratio=$(busy_ratio "$WORK/err")
-echo "    busy max/min over the workers: $ratio"
-if python3 -c "import sys; sys.exit(0 if $ratio <= 1.2 else 1)"; then pass "skewed costs: worker busy spans within 1.2x"; else fail "skewed costs: workers unbalanced ($ratio)"; fi
+echo "    busy max/min over the processing ranks: $ratio"
+if python3 -c "import sys; sys.exit(0 if $ratio <= 1.2 else 1)"; then pass "skewed costs: processing-rank busy spans within 1.2x"; else fail "skewed costs: processing ranks unbalanced ($ratio)"; fi
 # The check can fail: two fixed halves of the same items (16 long items in one, 9 in the
 # other: 5.1 s of sleep against 3.8 s) do.
 mpi 3 run --plugin sleep --manifest "$WORK/sleep.jsonl" --threads 4 -o "$WORK/sleep.halves.jsonl" --mpi-chunk 500
@@ -256,7 +256,7 @@ halves=$(busy_ratio "$WORK/err")
 echo "    two fixed halves (--mpi-chunk 500): busy max/min $halves"
 if python3 -c "import sys; sys.exit(0 if $halves > 1.2 else 1)"; then pass "the balance check tells fixed halves apart ($halves)"; else fail "fixed halves came out balanced ($halves): the check shows nothing here"; fi
 
-# A worker killed mid-run: mpirun ends the job; --resume finishes it.
+# A processing rank killed mid-run: mpirun ends the job; --resume finishes it.
 "$MPIEXEC" "${mpi_flags[@]}" -n 3 "$COREMAP" run --plugin spin --manifest "$WORK/spin.jsonl" -o "$WORK/spin.kill.jsonl" -q \
   >/dev/null 2>"$WORK/kill.err" &
 launcher=$!

@@ -48,7 +48,7 @@ class CancellationToken {
 
 /// How a run is carried out.
 struct RunOptions {
-  /// Worker threads; 0 means all cores (tbb::info::default_concurrency()). May exceed the core
+  /// Number of threads; 0 means all cores (tbb::info::default_concurrency()). May exceed the core
   /// count.
   std::size_t threads = 0;
   /// Run on the calling thread, in order, with no TBB in the call path (for debuggers).
@@ -102,7 +102,7 @@ struct RunOptions {
   /// branch. Not with `isolate` (the calls happen in the worker processes).
   bool measure = false;
   /// Also keep each reducing stage's merged partial state (RunStats::states) where its plugin
-  /// saves state (Plugin::saves_state()): what an MPI worker rank sends to rank 0.
+  /// saves state (Plugin::saves_state()): what an MPI processing rank sends to rank 0.
   bool save_states = false;
 };
 
@@ -196,7 +196,7 @@ struct RunStats {
 /// out.finish();
 /// \endcode
 ///
-/// The engine keeps one plugin instance per worker thread (one shared instance when the plugin
+/// The engine keeps one plugin instance per thread (one shared instance when the plugin
 /// is reentrant), so `process()` is never entered by two threads on one instance. An exception
 /// from `process()` becomes that item's error record and the run goes on.
 ///
@@ -218,7 +218,7 @@ class COREMAP_EXPORT Engine {
   explicit Engine(ItemFunction function, RunOptions options = {});
   /// Runs the stages of `pipeline` in order (run() only; map() runs one-stage pipelines). A
   /// stage whose concurrency is a number above the thread count is latency-bound: it gets
-  /// that many threads of its own, so its blocking calls never hold the engine's workers.
+  /// that many threads of its own, so its blocking calls never hold the engine's threads.
   /// Validates every stage's config and constructs each stage's first instance.
   explicit Engine(Pipeline pipeline, RunOptions options = {});
   ~Engine();

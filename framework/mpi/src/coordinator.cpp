@@ -23,8 +23,8 @@ namespace {
 
 using namespace detail;
 
-// What rank 0 knows of a worker rank during a run.
-struct WorkerState {
+// What rank 0 knows of a processing rank during a run.
+struct RankState {
   std::uint64_t threads = 1;
   std::uint64_t done = 0;        // items finished, as last reported
   std::uint64_t elapsed_ns = 0;  // since its first chunk, as last reported
@@ -36,7 +36,7 @@ struct WorkerState {
 // A chunk handed out and not yet complete (ordered runs): its records so far, unless it is the
 // next chunk to write, whose records stream straight to the sink.
 struct OpenChunk {
-  int worker = 0;
+  int rank = 0;
   std::string text;
 };
 
@@ -45,7 +45,7 @@ class Coordinator {
   Coordinator(const Session& session, BatchSource& manifest, const IndexSet* skip, Sink& sink, const RunOptions& options,
               std::size_t fixed_chunk)
       : session_(session),
-        workers_(static_cast<std::size_t>(session.size())),
+        ranks_(static_cast<std::size_t>(session.size())),
         manifest_(manifest),
         skip_(skip),
         sink_(sink),
@@ -55,7 +55,7 @@ class Coordinator {
 
   void run() {
     start_ = Clock::now();
-    std::size_t running = workers_.size() - 1;
+    std::size_t running = ranks_.size() - 1;
     std::string bytes;
     auto pause = std::chrono::microseconds(10);
     while (running > 0) {
@@ -64,7 +64,7 @@ class Coordinator {
       MPI_Status status;
       MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, session_.comm(), &ready, &status);
       if (ready == 0) {
-        // Sleeping rather than spinning leaves the core to the workers when ranks share one;
+        // Sleeping rather than spinning leaves the core to the processing ranks when ranks share one;
         // the cost is latency that the outstanding chunks hide.
         std::this_thread::sleep_for(pause);
         pause = std::min(pause * 2, std::chrono::microseconds(500));
@@ -73,32 +73,32 @@ class Coordinator {
       pause = std::chrono::microseconds(10);
       const auto handling = Clock::now();
       receive(session_, status, bytes);
-      WorkerState& worker = workers_[static_cast<std::size_t>(status.MPI_SOURCE)];
+      RankState& state = ranks_[static_cast<std::size_t>(status.MPI_SOURCE)];
       WireReader r(bytes);
       switch (status.MPI_TAG) {
         case tag_request: {
-          worker.done = r.u64();
-          worker.elapsed_ns = r.u64();
-          worker.threads = std::max<std::uint64_t>(1, r.u64());
-          send_chunk(status.MPI_SOURCE, worker);
+          state.done = r.u64();
+          state.elapsed_ns = r.u64();
+          state.threads = std::max<std::uint64_t>(1, r.u64());
+          send_chunk(status.MPI_SOURCE, state);
           break;
         }
         case tag_result: {
           const std::uint64_t seq = r.u64();
           const bool last = r.u64() != 0;
-          worker.failed = r.u64();
+          state.failed = r.u64();
           on_result(seq, last, r.rest());
           check_errors();
           break;
         }
         case tag_finished: {
-          read_report(r, worker.report);
-          worker.report.busy_ns = ns_since(start_);
+          read_report(r, state.report);
+          state.report.busy_ns = ns_since(start_);
           --running;
           // Its chunks not complete now never will be: write what arrived of them.
           std::vector<std::uint64_t> cut_short;
           for (const auto& [seq, chunk] : open_) {
-            if (chunk.worker == status.MPI_SOURCE) cut_short.push_back(seq);
+            if (chunk.rank == status.MPI_SOURCE) cut_short.push_back(seq);
           }
           for (const std::uint64_t seq : cut_short) complete(seq);
           break;
@@ -113,7 +113,7 @@ class Coordinator {
     while (!sends_.empty()) reap_sends(true);
   }
 
-  const std::vector<WorkerState>& workers() const noexcept { return workers_; }
+  const std::vector<RankState>& ranks() const noexcept { return ranks_; }
   std::uint64_t skipped() const noexcept { return skipped_; }
   bool stopped_for_errors() const noexcept { return stopped_; }
   std::uint64_t chunks() const noexcept { return next_seq_; }
@@ -126,28 +126,28 @@ class Coordinator {
     MPI_Request request;
   };
 
-  std::size_t chunk_items(const WorkerState& worker) const {
+  std::size_t chunk_items(const RankState& state) const {
     if (fixed_chunk_ != 0) return fixed_chunk_;
-    // Until the worker has finished something, one item per thread.
-    const std::size_t threads = std::max<std::size_t>(1, worker.threads);
-    std::size_t want = coremap::detail::items_for_duration(chunk_target_ns, worker.done, worker.elapsed_ns, max_chunk_items, threads);
+    // Until the rank has finished something, one item per thread.
+    const std::size_t threads = std::max<std::size_t>(1, state.threads);
+    std::size_t want = coremap::detail::items_for_duration(chunk_target_ns, state.done, state.elapsed_ns, max_chunk_items, threads);
     // Guided self-scheduling near the end: the last items spread over every rank instead of
     // queueing at one while the others run dry. Items left are estimated from the bytes left of
     // a manifest of known size.
     if (const std::optional<std::uint64_t> size = manifest_.size()) {
       const double left = coremap::detail::estimate_items_left(*size, manifest_.bytes_read(), cut_);
-      if (left > 0) want = std::min(want, coremap::detail::guided_share(left, workers_.size() - 1, threads));
+      if (left > 0) want = std::min(want, coremap::detail::guided_share(left, ranks_.size() - 1, threads));
     }
     return want;
   }
 
-  void send_chunk(int to, WorkerState& worker) {
+  void send_chunk(int to, RankState& state) {
     WireWriter w;
     w.u64(next_seq_);
     const std::size_t count_at = w.size();
     w.u64(0);  // the item count, patched below
     std::uint64_t count = 0;
-    const std::size_t want = chunk_items(worker);
+    const std::size_t want = chunk_items(state);
     while (!stopped_ && !manifest_done_ && count < want && w.size() < max_chunk_bytes) {
       if (!manifest_.next_batch(batch_, want - count, max_chunk_bytes - w.size())) {
         manifest_done_ = true;
@@ -167,10 +167,10 @@ class Coordinator {
     if (count > 0) {
       if (ordered_) open_.emplace(next_seq_, OpenChunk{to, {}});
       ++next_seq_;
-      ++worker.report.chunks;
-      worker.items_sent += count;
+      ++state.report.chunks;
+      state.items_sent += count;
     }
-    // Never a blocking send: a worker's writer may be sending results to us at this moment.
+    // Never a blocking send: a processing rank's writer may be sending results to us at this moment.
     sends_.push_back(PendingSend{std::move(w.buffer()), MPI_REQUEST_NULL});
     PendingSend& pending = sends_.back();
     MPI_Isend(pending.bytes.data(), static_cast<int>(pending.bytes.size()), MPI_BYTE, to, tag_chunk, session_.comm(),
@@ -227,12 +227,12 @@ class Coordinator {
   void check_errors() {
     if (max_errors_ == 0 || stopped_) return;
     std::uint64_t failed = 0;
-    for (const WorkerState& worker : workers_) failed += worker.failed;
+    for (const RankState& state : ranks_) failed += state.failed;
     if (failed >= max_errors_) stopped_ = true;
   }
 
   const Session& session_;
-  std::vector<WorkerState> workers_;
+  std::vector<RankState> ranks_;
   BatchSource& manifest_;
   const IndexSet* skip_;
   Sink& sink_;
@@ -264,8 +264,8 @@ DistributedRun coordinate(const Session& session, BatchSource& source, Sink& sin
   coordinator.run();
   DistributedRun run;
   RunStats& stats = run.stats;
-  for (const WorkerState& worker : coordinator.workers()) {
-    const RunStats& s = worker.report.stats;
+  for (const RankState& state : coordinator.ranks()) {
+    const RunStats& s = state.report.stats;
     stats.items += s.items;
     stats.records += s.records;
     stats.ok += s.ok;
@@ -274,7 +274,7 @@ DistributedRun coordinate(const Session& session, BatchSource& source, Sink& sin
     stats.threads += s.threads;
     if (s.stopped != StopReason::none) stats.stopped = s.stopped;
     merge_stages(stats.stages, s.stages);
-    run.ranks.push_back(worker.report);
+    run.ranks.push_back(state.report);
   }
   run.stopped_for_errors = coordinator.stopped_for_errors();
   if (run.stopped_for_errors) stats.stopped = StopReason::max_errors;

@@ -29,7 +29,7 @@ struct ChunkInfo {
   bool last;  // the last engine batch cut from this chunk
 };
 
-// The engine's input on a worker: chunks from rank 0, each cut into batches that never span
+// The engine's input on a processing rank: chunks from rank 0, each cut into batches that never span
 // two chunks, so that in an ordered run the sink can tell which chunk a batch belongs to.
 class ChunkSource final : public BatchSource {
  public:
@@ -153,7 +153,7 @@ class ChunkSource final : public BatchSource {
   std::deque<ChunkInfo> fifo_;
 };
 
-// The engine's output on a worker: collects record text and sends it to rank 0, once per
+// The engine's output on a processing rank: collects record text and sends it to rank 0, once per
 // chunk in an ordered run (tagged with the chunk's sequence number), in bounded pieces as it
 // comes in an unordered one.
 class ResultSink final : public Sink {
