@@ -482,7 +482,7 @@ int sweep(const BenchArgs& args, const Pipeline& pipeline, Runner& runner) {
     for (std::size_t s = 0; s < row.stages.size(); ++s) {
       const StageStats& stage = row.stages[s];
       busy += static_cast<double>(stage.busy_ns) / 1e9;
-      if (stage.own_threads) capacity += static_cast<double>(stage.concurrency);
+      if (stage.latency_bound) capacity += static_cast<double>(stage.concurrency);
       const double load = static_cast<double>(stage.busy_ns) / 1e9 /
                           (static_cast<double>(std::max<std::size_t>(1, stage.concurrency)) * row.profile_wall);
       if (s == 0 || load > row.bottleneck_load) {
@@ -619,7 +619,7 @@ int sweep(const BenchArgs& args, const Pipeline& pipeline, Runner& runner) {
       for (const StageStats& stage : row.stages) {
         stages.push_back({{"name", stage.name},
                           {"concurrency", stage.concurrency},
-                          {"own_threads", stage.own_threads},
+                          {"latency_bound", stage.latency_bound},
                           {"calls", stage.calls},
                           {"busy_seconds", static_cast<double>(stage.busy_ns) / 1e9},
                           {"p50_ns", stage.p50_ns},

@@ -20,13 +20,13 @@
 #include "batch_sizing.hpp"
 #include "engine_impl.hpp"
 #include "reorder_buffer.hpp"
-#include "stage_pool.hpp"
+#include "latency_bound_pool.hpp"
 
 namespace coremap {
 namespace {
 
 using detail::Batch;
-using detail::StagePool;
+using detail::LatencyBoundPool;
 using detail::batch_target_ns;
 using detail::isolated_batch_target_ns;
 using detail::max_batch_bytes;
@@ -53,7 +53,7 @@ Engine::Impl::Impl(Pipeline pipeline, RunOptions o) : options(std::move(o)), pip
     if (stage.name.empty()) stage.name = std::string(stage.plugin->name());
     stages.push_back(std::make_unique<StageRuntime>(std::move(stage), !options.isolate));
     StageRuntime& added = *stages.back();
-    added.pooled = !options.serial && !options.isolate && added.spec.concurrency.limit > threads;
+    added.latency_bound = !options.serial && !options.isolate && added.spec.concurrency.limit > threads;
   }
   if (options.isolate) {
     const StageRuntime& stage = *stages.front();
@@ -71,8 +71,8 @@ void Engine::Impl::collect_stage_stats(RunStats& stats) {
     const std::size_t limit = stage->spec.concurrency.limit;
     StageStats out;
     out.name = stage->spec.name;
-    out.own_threads = stage->pooled;
-    out.concurrency = options.serial ? 1 : (stage->pooled ? limit : (limit == 0 ? threads : std::min(limit, threads)));
+    out.latency_bound = stage->latency_bound;
+    out.concurrency = options.serial ? 1 : (stage->latency_bound ? limit : (limit == 0 ? threads : std::min(limit, threads)));
     out.latency = std::move(merged);
     out.take_figures_from_latency();
     stats.stages.push_back(std::move(out));
@@ -213,7 +213,7 @@ RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Delive
     std::size_t tokens = options.max_in_flight != 0 ? options.max_in_flight : pipeline_in_flight;
     if (tokens == 0) {
       tokens = 4 * threads;
-      for (const auto& stage : stages) tokens += stage->pooled ? stage->spec.concurrency.limit : 0;
+      for (const auto& stage : stages) tokens += stage->latency_bound ? stage->spec.concurrency.limit : 0;
     }
     BatchPool batches(tokens + 1, as_records, name);
     in_arena([&] {
@@ -243,15 +243,15 @@ RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Delive
       // Declared before the pools, so destroyed after them: a pool's threads are joined before
       // the async_node whose gateway they called last (release_wait ends after the graph's wait
       // may already have returned).
-      std::vector<std::unique_ptr<StagePool::Node>> async_nodes;
-      std::vector<std::unique_ptr<StagePool>> pools;
+      std::vector<std::unique_ptr<LatencyBoundPool::Node>> async_nodes;
+      std::vector<std::unique_ptr<LatencyBoundPool>> pools;
       flow::sender<Batch*>* previous = &limiter;
       for (std::size_t s = 0; s < stages.size(); ++s) {
         StageRuntime& stage = *stages[s];
         flow::receiver<Batch*>* node = nullptr;
         flow::sender<Batch*>* out = nullptr;
-        if (stage.pooled) {
-          StagePool::Work work;
+        if (stage.latency_bound) {
+          LatencyBoundPool::Work work;
           work.whole = [this, s, &name, format](Batch& batch, PluginInstance& instance) {
             run_stage(batch, s, instance, name, format);
           };
@@ -266,11 +266,11 @@ RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Delive
               batch.work_ns += work_ns;
             };
           }
-          pools.push_back(std::make_unique<StagePool>(stage, std::move(work)));
-          StagePool* pool = pools.back().get();
-          async_nodes.push_back(std::make_unique<StagePool::Node>(
+          pools.push_back(std::make_unique<LatencyBoundPool>(stage, std::move(work)));
+          LatencyBoundPool* pool = pools.back().get();
+          async_nodes.push_back(std::make_unique<LatencyBoundPool::Node>(
               graph, flow::unlimited,
-              [pool](Batch* batch, StagePool::Gateway& gateway) { pool->submit(batch, gateway); }));
+              [pool](Batch* batch, LatencyBoundPool::Gateway& gateway) { pool->submit(batch, gateway); }));
           node = async_nodes.back().get();
           // An async_node sends through its output port, not through its sender base.
           out = &flow::output_port<0>(*async_nodes.back());

@@ -182,7 +182,7 @@ struct Engine::Impl {
   // (its input may be many values fanned out of one item) whose concurrency is unlimited or
   // latency-bound. A serial or N-wide CPU stage takes a batch whole, so its limit holds.
   bool splits(std::size_t s) const noexcept {
-    return s > 0 && !options.serial && (stages[s]->pooled || stages[s]->spec.concurrency.is_unlimited());
+    return s > 0 && !options.serial && (stages[s]->latency_bound || stages[s]->spec.concurrency.is_unlimited());
   }
 
   // Stage s over a batch's values in chunks on the arena's threads (splits(s)), each chunk with

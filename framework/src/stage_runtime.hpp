@@ -2,7 +2,7 @@
 #pragma once
 
 // The stage at run time. Owns one pipeline stage's resolved config, whether it is latency-bound
-// (runs on threads of its own, StagePool), its plugin instances (one per thread, handed out by
+// (runs on threads of its own, LatencyBoundPool), its plugin instances (one per thread, handed out by
 // Lease for a batch at a time, PerThreadPool) and their per-thread latency histograms, and folds the
 // instances' partial states into the stage's summary at the end of a run.
 
@@ -26,7 +26,7 @@ namespace coremap::detail {
 // is never entered by two threads on one instance.
 struct StageRuntime {
   Stage spec;            // config resolved
-  bool pooled = false;   // latency-bound: runs on `spec.concurrency.limit` threads of its own
+  bool latency_bound = false;  // latency-bound: runs on `spec.concurrency.limit` threads of its own
   bool reduces = false;
   // Every instance of the stage, one per thread; one shared by all when the plugin is
   // reentrant. Instances are made one at a time: a plugin's constructor need not be thread-safe.

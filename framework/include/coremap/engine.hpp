@@ -123,7 +123,7 @@ struct StageStats {
   /// or the run's thread count for "unlimited".
   std::size_t concurrency = 0;
   /// The stage is latency-bound and ran on `concurrency` threads of its own (Engine(Pipeline)).
-  bool own_threads = false;
+  bool latency_bound = false;
   std::uint64_t calls = 0;    ///< items (or values from the previous stage) processed
   std::uint64_t busy_ns = 0;  ///< sum of the calls' durations
   std::uint64_t p50_ns = 0;

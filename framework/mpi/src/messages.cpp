@@ -37,7 +37,7 @@ void write_report(WireWriter& w, const RunStats& stats, std::uint64_t cpu) {
   for (const StageStats& stage : stats.stages) {
     w.text(stage.name);
     w.u64(stage.concurrency);
-    w.u64(stage.own_threads ? 1 : 0);
+    w.u64(stage.latency_bound ? 1 : 0);
     w.u64(stage.latency.sum());
     w.u64(stage.latency.min());
     w.u64(stage.latency.max());
@@ -63,7 +63,7 @@ void read_report(WireReader& r, RankReport& report) {
     StageStats stage;
     stage.name = std::string(r.text());
     stage.concurrency = r.u64();
-    stage.own_threads = r.u64() != 0;
+    stage.latency_bound = r.u64() != 0;
     const std::uint64_t sum = r.u64(), min = r.u64(), max = r.u64();
     std::array<std::uint64_t, LatencyHistogram::bucket_count> buckets;
     for (std::uint64_t& count : buckets) count = r.u64();

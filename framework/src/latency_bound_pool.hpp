@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-// The latency-bound stage pool. Owns the threads of one stage whose concurrency is above the
+// The pool of a latency-bound stage: owns the threads of one stage whose concurrency is above the
 // run's thread count (each with one plugin instance), the queue the stage's async_node fills,
 // and the chunks of a batch spread over those threads.
 
@@ -23,8 +23,8 @@ namespace coremap::detail {
 
 // The threads of a latency-bound stage: each owns one plugin instance and takes batches from a
 // queue that the stage's async_node fills, so a blocking call holds one of these threads and
-// never a TBB worker.
-class StagePool {
+// never a TBB thread.
+class LatencyBoundPool {
  public:
   using Node = tbb::flow::async_node<Batch*, Batch*>;
   using Gateway = Node::gateway_type;
@@ -36,17 +36,17 @@ class StagePool {
     std::function<void(Batch&, std::vector<std::vector<Value>>&, std::uint64_t)> done;
   };
 
-  StagePool(StageRuntime& stage, Work work) : stage_(stage), work_(std::move(work)) {
+  LatencyBoundPool(StageRuntime& stage, Work work) : stage_(stage), work_(std::move(work)) {
     const std::size_t n = stage.spec.concurrency.limit;
     threads_.reserve(n);
     for (std::size_t i = 0; i < n; ++i) threads_.emplace_back([this] { serve(); });
   }
-  ~StagePool() {
+  ~LatencyBoundPool() {
     for (std::size_t i = 0; i < threads_.size(); ++i) queue_.push(Job{});
     for (std::thread& thread : threads_) thread.join();
   }
-  StagePool(const StagePool&) = delete;
-  StagePool& operator=(const StagePool&) = delete;
+  LatencyBoundPool(const LatencyBoundPool&) = delete;
+  LatencyBoundPool& operator=(const LatencyBoundPool&) = delete;
 
   // The async_node's body: hand the batch over and return at once.
   void submit(Batch* batch, Gateway& gateway) {
