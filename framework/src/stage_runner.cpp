@@ -39,7 +39,7 @@ struct CallScratch {
 // the worker, which writes the records; a stop request takes effect at the next batch.
 void Engine::Impl::run_stage_isolated(Batch& batch, detail::WorkerProcess& worker, const std::string& manifest_name,
                         ManifestFormat format) {
-  struct Collect final : detail::ResultSink {
+  struct Collect final : detail::OutcomeHandler {
     Impl& impl;
     Batch& batch;
     Collect(Impl& i, Batch& b) : impl(i), batch(b) {}

@@ -429,7 +429,7 @@ void WorkerProcess::kill_adopted() noexcept {
 }
 
 void WorkerProcess::run(const ItemBatch& batch, const std::string& manifest_name, ManifestFormat format,
-                        ResultSink& sink) {
+                        OutcomeHandler& handler) {
   std::size_t next = 0;
   const std::size_t count = batch.items.size();
   // Calls batch.items[next] has had in workers that crashed or timed out running it.
@@ -443,7 +443,7 @@ void WorkerProcess::run(const ItemBatch& batch, const std::string& manifest_name
     crashed_attempts = std::max(crashed_attempts + 1, worker_attempt);
     worker_attempt = 0;
     if (crashed_attempts <= settings_.retries) return;
-    sink.on_result(item, ItemOutcome::error_message, manifest_name + ":" + std::to_string(item.line) + ": " + what,
+    handler.on_result(item, ItemOutcome::error_message, manifest_name + ":" + std::to_string(item.line) + ": " + what,
                    crashed_attempts);
     crashed_attempts = 0;
     ++next;
@@ -532,7 +532,7 @@ void WorkerProcess::run(const ItemBatch& batch, const std::string& manifest_name
             continue;
           }
         }
-        sink.on_result(item, outcome, text, std::max(crashed_attempts + 1, worker_attempt));
+        handler.on_result(item, outcome, text, std::max(crashed_attempts + 1, worker_attempt));
         ++next;
         crashed_attempts = 0;
         worker_attempt = 0;

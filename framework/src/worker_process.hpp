@@ -56,14 +56,15 @@ std::filesystem::path worker_executable();
 WorkerSettings worker_settings(const Plugin& plugin, const Json& resolved_config, const RunOptions& options);
 
 
-/// Receives each item's outcome, in batch order.
-class ResultSink {
+/// Receives each item's outcome from WorkerProcess::run, in batch order (not a coremap::Sink:
+/// the outcomes become records in the engine).
+class OutcomeHandler {
  public:
   /// `attempts`: the calls an error_message outcome took (a crash retried with --retries).
   virtual void on_result(const RawItem& item, ItemOutcome outcome, std::string_view text, std::uint32_t attempts) = 0;
 
  protected:
-  ~ResultSink() = default;
+  ~OutcomeHandler() = default;
 };
 
 /// One coremap-worker process running one plugin instance, replaced whenever it dies.
@@ -81,7 +82,7 @@ class WorkerProcess {
   WorkerProcess(const WorkerProcess&) = delete;
   WorkerProcess& operator=(const WorkerProcess&) = delete;
 
-  /// Runs the items of `batch` in the worker and hands every outcome to `sink`, in order. An
+  /// Runs the items of `batch` in the worker and hands every outcome to `handler`, in order. An
   /// item whose worker dies (a signal, exit(), the memory limit), breaks the protocol (junk on
   /// the channel, a closed channel) or outlives its timeout and the grace after it gets an
   /// error message saying so; the worker is killed with its descendants and replaced, and the
@@ -91,7 +92,7 @@ class WorkerProcess {
   /// outcome (if it comes within stop_grace) handed on, and the worker is killed with its
   /// descendants; the rest of the batch gets no outcome.
   /// Throws PluginError when a replacement cannot be started.
-  void run(const ItemBatch& batch, const std::string& manifest_name, ManifestFormat format, ResultSink& sink);
+  void run(const ItemBatch& batch, const std::string& manifest_name, ManifestFormat format, OutcomeHandler& handler);
 
   /// Closes the channel without waiting; the destructor then only reaps.
   void close() noexcept;
