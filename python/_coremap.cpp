@@ -23,7 +23,7 @@
 #include <vector>
 
 #include <coremap/coremap.hpp>
-#include <coremap/journal.hpp>
+#include <coremap/resumable_output.hpp>
 
 #include "json_convert.hpp"
 

@@ -45,6 +45,9 @@ case $libdir in /usr/lib/*-linux-gnu) ;; *) die "libcoremap is in $libdir, not t
 dpkg -L "libcoremap$soversion" | grep -qx "$libdir/coremap/coremap-worker" || die "libcoremap$soversion lacks the --isolate worker"
 dpkg -L libcoremap-dev | grep -qx "$libdir/cmake/coremap/coremapConfig.cmake" || die "libcoremap-dev lacks the CMake package"
 dpkg -L libcoremap-dev | grep -qx "$libdir/pkgconfig/coremap.pc" || die "libcoremap-dev lacks coremap.pc"
+for header in framework/include/coremap/*.hpp; do
+  dpkg -L libcoremap-dev | grep -qx "/usr/include/coremap/${header##*/}" || die "libcoremap-dev lacks coremap/${header##*/}"
+done
 if readelf -d "$libdir/libcoremap.so.$soversion" | grep NEEDED | grep -qi mpi; then die "libcoremap needs an MPI library"; fi
 if [ "$with_mpi" = 1 ]; then
   dpkg -L "libcoremap-mpi$soversion" | grep -qx "$libdir/libcoremap-mpi.so.$soversion" || die "no libcoremap-mpi.so.$soversion"

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 #include <coremap/error.hpp>
-#include <coremap/plugin_loader.hpp>
+#include <coremap/loaded_plugin.hpp>
 
 namespace coremap {
 namespace {

@@ -15,7 +15,7 @@
 
 #include <coremap/latency_histogram.hpp>
 #include <coremap/pipeline.hpp>
-#include <coremap/plugin_loader.hpp>
+#include <coremap/loaded_plugin.hpp>
 
 #include "per_thread_pool.hpp"
 

@@ -22,7 +22,7 @@
 #include <string>
 #include <thread>
 
-#include <coremap/plugin_loader.hpp>
+#include <coremap/loaded_plugin.hpp>
 #include <coremap/process_tree.hpp>
 #include <coremap/record.hpp>
 

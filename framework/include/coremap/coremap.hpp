@@ -7,8 +7,8 @@
 
 #include <coremap/engine.hpp>
 #include <coremap/error.hpp>
-#include <coremap/journal.hpp>
 #include <coremap/latency_histogram.hpp>
+#include <coremap/loaded_plugin.hpp>
 #include <coremap/manifest.hpp>
 #include <coremap/map.hpp>
 #include <coremap/pipeline.hpp>
@@ -16,6 +16,7 @@
 #include <coremap/plugin_loader.hpp>
 #include <coremap/progress.hpp>
 #include <coremap/record.hpp>
+#include <coremap/resumable_output.hpp>
 #include <coremap/sink.hpp>
 #include <coremap/top_k.hpp>
 #include <coremap/version.hpp>

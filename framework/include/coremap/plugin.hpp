@@ -27,7 +27,7 @@
 ///
 /// Thread safety: unless the class declares `static constexpr bool reentrant = true;`, the
 /// engine never calls `process()` on one instance from two threads at once (it keeps one
-/// instance per concurrent worker), so plugin code can be plain serial code.
+/// instance per thread), so plugin code can be plain serial code.
 
 #if !defined(__cplusplus) || __cplusplus < 202002L
 #error "coremap needs C++20: compile with -std=c++20 (coremap_add_plugin, coremap::plugin_api and coremap::coremap and pkg-config --cflags coremap set it)"

@@ -33,7 +33,7 @@
 #include <coremap/manifest.hpp>
 #include <coremap/pipeline.hpp>
 #include <coremap/plugin.hpp>
-#include <coremap/plugin_loader.hpp>
+#include <coremap/loaded_plugin.hpp>
 #include <coremap/sink.hpp>
 
 namespace coremap {

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include <coremap/journal.hpp>
+#include <coremap/resumable_output.hpp>
 
 #include <fcntl.h>
 #include <sys/file.h>
