@@ -34,58 +34,31 @@ cm() {
   set -e
 }
 
-# jq-like field extraction with python3: prints "index<TAB>value" for each record.
-# record_values FILE EXPR, where EXPR is Python over r (the record), e.g. 'r["result"]["sha256"]'.
-record_values() {
-  python3 -c '
-import json, sys
-for line in open(sys.argv[1], "rb"):
-    r = json.loads(line)
-    try:
-        v = eval(sys.argv[2])
-    except (KeyError, TypeError):
-        v = "<missing>"
-    print("%d\t%s" % (r["index"], v))
-' "$1" "$2"
+# oracle COMMAND ARGS...: the shared Python oracle (tests/cli/oracle.py; its --help lists the
+# commands): generators, checks (exit 1 saying what differs) and queries over records.
+oracle() { python3 "$COREMAP_SOURCE_DIR/tests/cli/oracle.py" "$@"; }
+
+# record_values FILE EXPR: "index<TAB>value" per record, EXPR Python over r (the record),
+# e.g. 'r["result"]["sha256"]'.
+record_values() { oracle values "$@"; }
+
+# echo_oracle MANIFEST OUTPUT BAD...: checks the echo or fault plugin's OUTPUT against MANIFEST
+# (oracle.py echo-check). Prints "ok" or what differs.
+echo_oracle() { oracle echo-check "$@"; }
+
+# wait_for SECONDS COMMAND...: polls COMMAND every 50 ms until it succeeds (returns 0) or SECONDS
+# (a whole number) pass (returns 1).
+wait_for() {
+  local deadline=$(($(date +%s%N) + $1 * 1000000000))
+  shift
+  until "$@"; do
+    [ "$(date +%s%N)" -lt "$deadline" ] || return 1
+    sleep 0.05
+  done
 }
 
-# echo_oracle MANIFEST OUTPUT BAD...: checks OUTPUT against MANIFEST read independently by Python:
-# one record per non-blank line, in order; each BAD item (given as INDEX:TEXT) is an error
-# record naming MANIFEST:LINE and containing TEXT; every other item is ok and its result equals
-# the line as json.loads reads it (the echo and fault plugins return the item). Every output
-# line must be strict UTF-8 JSON. Prints "ok" or what differs.
-echo_oracle() {
-  python3 - "$@" <<'PY'
-import json, sys
-manifest, output, bad = sys.argv[1], sys.argv[2], {}
-for spec in sys.argv[3:]:
-    index, text = spec.split(":", 1)
-    bad[int(index)] = text
-items = []  # (line number, bytes)
-with open(manifest, "rb") as f:
-    for number, line in enumerate(f.read().split(b"\n"), 1):
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if line.strip(b" \t\r\n"):
-            items.append((number, line))
-problems = []
-with open(output, "rb") as f:
-    records = [json.loads(line.decode("utf-8", errors="strict")) for line in f]
-if [r["index"] for r in records] != list(range(len(items))):
-    problems.append("indexes %s, expected 0..%d" % ([r["index"] for r in records][:20], len(items) - 1))
-for r in records[: len(items)]:
-    number, line = items[r["index"]]
-    if r["index"] in bad:
-        where = "%s:%d:" % (manifest, number)
-        if r["ok"] or not r["error"].startswith(where) or bad[r["index"]] not in r["error"]:
-            problems.append("item %d: expected an error starting %r containing %r, got %.300r"
-                            % (r["index"], where, bad[r["index"]], r))
-    elif not r["ok"] or r["result"] != json.loads(line):
-        problems.append("item %d (line %d): expected ok with %.100r, got %.300r"
-                        % (r["index"], number, line, r))
-print("; ".join(problems) if problems else "ok")
-PY
-}
+# has_lines FILE N: FILE exists and holds at least N lines.
+has_lines() { [ -e "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ]; }
 
 finish() {
   if [ "$failures" -ne 0 ]; then

@@ -1,0 +1,403 @@
+#!/usr/bin/env python3
+"""The CLI tests' shared oracle: Python's own reading of manifests, records and summaries,
+independent of coremap.
+
+    python3 "$COREMAP_SOURCE_DIR/tests/cli/oracle.py" COMMAND ARGS...
+
+Generators print what a test feeds coremap; checks exit 0 when the check holds and 1 with
+what differs on standard error; queries print values for expect_eq. A record is one JSON
+Lines object {"index": N, "ok": ..., "result" | "error": ..., ["sub": M]}.
+
+Commands (--help prints this text):
+
+  items N [KEY=VALUE ...] [--at K:R KEY=VALUE ...]
+      N JSON objects, one a line. VALUE is JSON when it parses as JSON, else a string; %i is
+      the item's index. After --at K:R, the pairs apply to the items whose index % K == R.
+  text-files DIR COUNT [SEED]
+      Writes COUNT text files DIR/t000.txt ... (lines of words from a small vocabulary, some
+      non-ASCII, some lines empty or repeated, file sizes from empty to ~40 KB, some without a
+      last newline) and prints their paths, one a line. The same SEED gives the same files.
+  random-files DIR COUNT [MAX_BYTES [SEED]]
+      Writes COUNT files DIR/r0000.bin ... of random bytes, 0 to MAX_BYTES (default 20000)
+      long, and prints their paths, one a line.
+  values FILE EXPR
+      "index<TAB>value" per record of FILE, value = EXPR (Python over the record r);
+      "<missing>" when EXPR raises KeyError or TypeError. On a manifest's items (no "index"),
+      the index is the line's, from 0.
+  value FILE INDEX EXPR
+      EXPR over the record r of FILE whose index is INDEX, printed with str() and no newline
+      ("<missing>" as for values).
+  query FILE EXPR
+      EXPR (Python over d, the JSON document in FILE) printed with str().
+  canonical FILE
+      The JSON document in FILE on one line, keys sorted.
+  in-order FILE [N]
+      FILE's records carry the indices 0..N-1 (N: any count), each once, in order.
+  ascending FILE
+      FILE's records carry increasing indices, each once (the records an interrupted
+      ordered run kept).
+  fails-at FILE K:R [N]
+      in-order, and a record is ok exactly when its index % K != R.
+  jsonl FILE
+      Every line of FILE is one JSON value, strict UTF-8.
+  normalised FILE [--drop result.KEY ...]
+      FILE's records, one a line, keys sorted, without the given fields.
+  texts FILE KEY [--by-index]
+      The records' result[KEY] strings concatenated ("error: <error>" lines for failed
+      records), in file order, or sorted by index with --by-index.
+  xml FILE
+      FILE is well-formed XML (an SVG, say).
+  doc-block PAGE HEADING
+      The first ```sh block after the heading HEADING (e.g. "## Launching") of the Markdown
+      PAGE, as written.
+  echo-check MANIFEST OUTPUT [INDEX:TEXT ...]
+      OUTPUT is the echo (or fault) plugin's over the JSON Lines MANIFEST: one record per
+      non-blank line, in order, ok with the line as json.loads reads it, except each INDEX,
+      an error starting "MANIFEST:LINE:" and containing TEXT.
+  lines-records LIST
+      The records the lines plugin gives for the files named in LIST (one path a line): per
+      line of each file, {"index", "sub", "ok", "result": {"path", "line", "text"}}, the last
+      line without a newline included, a CR before the newline dropped.
+  line-counts LIST OUTPUT
+      A fanned-out OUTPUT holds, for item i, subs 0..n-1 where n is the newline count of the
+      i-th file of LIST (wc -l).
+  top-lines LIST TOP
+      topkeys's summary (field "text") over the lines of LIST's files, counted by Python:
+      the TOP most frequent, ties by the line's bytes; one line, keys sorted.
+  top-field MANIFEST FIELD TOP SUMMARY
+      SUMMARY's "topkeys" equals Python's Counter over MANIFEST's items' FIELD: items,
+      distinct and the TOP most frequent, ties by key.
+"""
+
+import collections
+import json
+import sys
+
+
+def fail(message):
+    sys.stderr.write("oracle: %s\n" % message)
+    sys.exit(1)
+
+
+def read_records(path):
+    with open(path, "rb") as f:
+        return [json.loads(line.decode("utf-8", errors="strict")) for line in f]
+
+
+def split_rule(text):
+    k, r = text.split(":", 1)
+    return int(k), int(r)
+
+
+INDEX = object()  # the item's index, "%i" on the command line
+
+
+def parse_value(text):
+    if text == "%i":
+        return INDEX
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def cmd_items(args):
+    count = int(args[0])
+    base, rules = [], []
+    for arg in args[1:]:
+        if arg == "--at":
+            rules.append([None, []])
+            continue
+        if rules and rules[-1][0] is None:
+            rules[-1][0] = split_rule(arg)
+            continue
+        key, value = arg.split("=", 1)
+        (rules[-1][1] if rules else base).append((key, parse_value(value)))
+    out = sys.stdout
+    for i in range(count):
+        item = {}
+        for key, value in base:
+            item[key] = i if value is INDEX else value
+        for (k, r), pairs in rules:
+            if i % k == r:
+                for key, value in pairs:
+                    item[key] = i if value is INDEX else value
+        out.write(json.dumps(item) + "\n")
+
+
+def cmd_values(args):
+    path, expr = args
+    with open(path, "rb") as f:
+        for number, line in enumerate(f):
+            r = json.loads(line)
+            try:
+                v = eval(expr, {"json": json, "r": r})
+            except (KeyError, TypeError):
+                v = "<missing>"
+            print("%d\t%s" % (r["index"] if "index" in r else number, v))
+
+
+def cmd_value(args):
+    path, index, expr = args
+    for r in read_records(path):
+        if r["index"] == int(index):
+            try:
+                sys.stdout.write(str(eval(expr, {"json": json, "r": r})))
+            except (KeyError, TypeError):
+                sys.stdout.write("<missing>")
+
+
+def cmd_query(args):
+    path, expr = args
+    with open(path) as f:
+        d = json.load(f)
+    print(eval(expr, {"json": json, "d": d}))
+
+
+def cmd_canonical(args):
+    with open(args[0]) as f:
+        print(json.dumps(json.load(f), sort_keys=True))
+
+
+def check_in_order(records, count):
+    got = [r["index"] for r in records]
+    want = list(range(len(got) if count is None else count))
+    if got != want:
+        missing = sorted(set(want) - set(got))
+        extra = [i for i, n in collections.Counter(got).items() if n > 1 or i not in set(want)]
+        fail("indices are not 0..%d once each, in order: %d records, missing %s, repeated or foreign %s, first %s"
+             % (len(want) - 1, len(got), missing[:10], sorted(extra)[:10], got[:10]))
+
+
+def cmd_in_order(args):
+    check_in_order(read_records(args[0]), int(args[1]) if len(args) > 1 else None)
+
+
+def cmd_ascending(args):
+    seen = [r["index"] for r in read_records(args[0])]
+    if any(b <= a for a, b in zip(seen, seen[1:])):
+        fail("indices not increasing: %s" % [(a, b) for a, b in zip(seen, seen[1:]) if b <= a][:10])
+
+
+def cmd_fails_at(args):
+    records = read_records(args[0])
+    k, r = split_rule(args[1])
+    check_in_order(records, int(args[2]) if len(args) > 2 else None)
+    for rec in records:
+        if rec["ok"] != (rec["index"] % k != r):
+            fail("record %d: ok is %s, expected %s: %.300r" % (rec["index"], rec["ok"], rec["index"] % k != r, rec))
+
+
+def cmd_jsonl(args):
+    with open(args[0], "rb") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                json.loads(line.decode("utf-8", errors="strict"))
+            except ValueError as e:
+                fail("%s:%d: %s" % (args[0], number, e))
+
+
+def cmd_xml(args):
+    import xml.etree.ElementTree as ElementTree
+    try:
+        ElementTree.parse(args[0])
+    except ElementTree.ParseError as e:
+        fail("%s: %s" % (args[0], e))
+
+
+def cmd_doc_block(args):
+    import re
+    with open(args[0]) as f:
+        text = f.read()
+    parts = re.split(r"^%s *$" % re.escape(args[1]), text, maxsplit=1, flags=re.M)
+    if len(parts) < 2:
+        fail("%s: no heading %r" % (args[0], args[1]))
+    block = re.search(r"^```sh\n(.*?)^```", parts[1], re.S | re.M)
+    if not block:
+        fail("%s: no sh block after %r" % (args[0], args[1]))
+    sys.stdout.write(block.group(1))
+
+
+def cmd_normalised(args):
+    drop = [a.split(".") for a in args[2::2]] if len(args) > 1 else []
+    if any(a != "--drop" for a in args[1::2]):
+        fail("usage: normalised FILE [--drop result.KEY ...]")
+    for r in read_records(args[0]):
+        for path in drop:
+            node = r
+            for key in path[:-1]:
+                node = node.get(key) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                node.pop(path[-1], None)
+        print(json.dumps(r, sort_keys=True))
+
+
+def cmd_texts(args):
+    records = read_records(args[0])
+    if "--by-index" in args[2:]:
+        records.sort(key=lambda r: r["index"])
+    for r in records:
+        sys.stdout.write(r["result"][args[1]] if r["ok"] else "error: %s\n" % r["error"])
+
+
+def cmd_echo_check(args):
+    manifest, output = args[0], args[1]
+    bad = {}
+    for spec in args[2:]:
+        index, text = spec.split(":", 1)
+        bad[int(index)] = text
+    items = []  # (line number, bytes)
+    with open(manifest, "rb") as f:
+        for number, line in enumerate(f.read().split(b"\n"), 1):
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if line.strip(b" \t\r\n"):
+                items.append((number, line))
+    problems = []
+    records = read_records(output)
+    if [r["index"] for r in records] != list(range(len(items))):
+        problems.append("indexes %s, expected 0..%d" % ([r["index"] for r in records][:20], len(items) - 1))
+    for r in records[: len(items)]:
+        number, line = items[r["index"]]
+        if r["index"] in bad:
+            where = "%s:%d:" % (manifest, number)
+            if r["ok"] or not r["error"].startswith(where) or bad[r["index"]] not in r["error"]:
+                problems.append("item %d: expected an error starting %r containing %r, got %.300r"
+                                % (r["index"], where, bad[r["index"]], r))
+        elif not r["ok"] or r["result"] != json.loads(line):
+            problems.append("item %d (line %d): expected ok with %.100r, got %.300r" % (r["index"], number, line, r))
+    print("; ".join(problems) if problems else "ok")
+
+
+def list_paths(path):
+    with open(path) as f:
+        return f.read().split("\n")[:-1]
+
+
+def file_lines(path):
+    with open(path, "rb") as f:
+        lines = f.read().decode().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [l[:-1] if l.endswith("\r") else l for l in lines]
+
+
+def cmd_lines_records(args):
+    for i, path in enumerate(list_paths(args[0])):
+        for n, text in enumerate(file_lines(path), 1):
+            print(json.dumps({"index": i, "sub": n - 1, "ok": True, "result": {"path": path, "line": n, "text": text}}))
+
+
+def cmd_line_counts(args):
+    subs = {}
+    for r in read_records(args[1]):
+        subs.setdefault(r["index"], []).append(r["sub"])
+    for i, path in enumerate(list_paths(args[0])):
+        with open(path, "rb") as f:
+            n = f.read().count(b"\n")
+        if subs.get(i) != list(range(n)):
+            fail("item %d (%s, %d lines): subs %s" % (i, path, n, subs.get(i)))
+
+
+def top(counts, count, key):
+    return sorted(counts.items(), key=lambda kv: (-kv[1], key(kv[0])))[:count]
+
+
+def cmd_top_lines(args):
+    counts = collections.Counter()
+    for path in list_paths(args[0]):
+        counts.update(file_lines(path))
+    best = top(counts, int(args[1]), lambda k: k.encode())
+    print(json.dumps({"count": {"distinct": len(counts), "field": "text", "items": sum(counts.values()),
+                                "top": [{"count": c, "key": k} for k, c in best]}}, sort_keys=True))
+
+
+def cmd_top_field(args):
+    manifest, field, count, summary = args[0], args[1], int(args[2]), args[3]
+    with open(summary) as f:
+        s = json.load(f)["topkeys"]
+    with open(manifest) as f:
+        c = collections.Counter(json.loads(l)[field] for l in f)
+    want = top(c, count, lambda k: k)
+    if s["items"] != sum(c.values()) or s["distinct"] != len(c):
+        fail("items %s, distinct %s; Counter: %d, %d" % (s["items"], s["distinct"], sum(c.values()), len(c)))
+    if [(t["key"], t["count"]) for t in s["top"]] != want:
+        fail("top %s; Counter: %s" % (s["top"], want))
+
+
+WORDS = ["the", "a", "of", "to", "and", "in", "license", "software", "copy", "free", "work",
+         "program", "source", "code", "terms", "any", "you", "may", "not", "this", "café",
+         "naïve", "über", "日本", "x", "GPL", "Version", "3", "2007", "—", "(c)", "\tindented"]
+
+
+def cmd_text_files(args):
+    import os
+    import random
+    directory, count = args[0], int(args[1])
+    rng = random.Random(int(args[2]) if len(args) > 2 else 1)
+    for f in range(count):
+        lines = []
+        for _ in range(rng.choice([0, 1, 5, 40, 300, 900])):
+            roll = rng.random()
+            if roll < 0.1:
+                lines.append("")
+            elif roll < 0.3 and lines:
+                lines.append(rng.choice(lines))
+            else:
+                lines.append(" ".join(rng.choice(WORDS) for _ in range(rng.randrange(1, 9))))
+        text = "\n".join(lines) + ("\n" if lines and rng.random() < 0.8 else "")
+        path = os.path.join(directory, "t%03d.txt" % f)
+        with open(path, "w", encoding="utf-8", newline="") as out:
+            out.write(text)
+        print(path)
+
+
+def cmd_random_files(args):
+    import os
+    import random
+    directory, count = args[0], int(args[1])
+    most = int(args[2]) if len(args) > 2 else 20000
+    rng = random.Random(int(args[3]) if len(args) > 3 else 1)
+    for f in range(count):
+        path = os.path.join(directory, "r%04d.bin" % f)
+        with open(path, "wb") as out:
+            out.write(rng.randbytes(rng.randrange(most + 1)))
+        print(path)
+
+
+COMMANDS = {
+    "items": cmd_items,
+    "text-files": cmd_text_files,
+    "random-files": cmd_random_files,
+    "values": cmd_values,
+    "value": cmd_value,
+    "query": cmd_query,
+    "canonical": cmd_canonical,
+    "in-order": cmd_in_order,
+    "ascending": cmd_ascending,
+    "fails-at": cmd_fails_at,
+    "jsonl": cmd_jsonl,
+    "normalised": cmd_normalised,
+    "xml": cmd_xml,
+    "doc-block": cmd_doc_block,
+    "texts": cmd_texts,
+    "echo-check": cmd_echo_check,
+    "lines-records": cmd_lines_records,
+    "line-counts": cmd_line_counts,
+    "top-lines": cmd_top_lines,
+    "top-field": cmd_top_field,
+}
+
+
+def main():
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        if len(sys.argv) == 2 and sys.argv[1] in ("-h", "--help"):
+            sys.stdout.write(__doc__)
+            sys.exit(0)
+        sys.stderr.write(__doc__)
+        sys.exit(2)
+    COMMANDS[sys.argv[1]](sys.argv[2:])
+
+
+if __name__ == "__main__":
+    main()
