@@ -3,7 +3,7 @@
 # is the smallest reproduction of a way a hostile or careless user lost or corrupted records.
 source "$(dirname "$0")/lib.sh"
 
-python3 -c 'import json; [print(json.dumps({"n": i})) for i in range(300)]' >"$WORK/m.jsonl"
+oracle items 300 n=%i >"$WORK/m.jsonl"
 cm run --plugin echo --manifest "$WORK/m.jsonl" --serial -o "$WORK/ref.jsonl"
 expect_eq "$rc" 0 "reference run"
 expect_eq "$(echo_oracle "$WORK/m.jsonl" "$WORK/ref.jsonl")" ok "reference run matches the manifest"

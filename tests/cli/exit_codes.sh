@@ -65,7 +65,7 @@ else
 fi
 
 # --max-errors stops early and cleanly; --fail-fast is --max-errors 1.
-python3 -c 'import sys; sys.stdout.write("{\"throw\":\"std\"}\n" * 300000)' >"$WORK/all-bad.jsonl"
+oracle items 300000 throw=std >"$WORK/all-bad.jsonl"
 cm run --plugin "$F/fixture_throwing.so" --manifest "$WORK/all-bad.jsonl" --max-errors 10 -o "$WORK/m.jsonl"
 expect_eq "$rc" 1 "--max-errors run exits 1"
 # A run stopped before the manifest's end leaves FILE.part, never an incomplete FILE.
@@ -74,7 +74,7 @@ expect_contains "$WORK/err" "partial output kept in $WORK/m.jsonl.part (rerun wi
 written=$(wc -l <"$WORK/m.jsonl.part")
 if [ "$written" -ge 10 ] && [ "$written" -lt 300000 ]; then pass "--max-errors 10 stopped after $written records"; else fail "--max-errors wrote $written records"; fi
 expect_contains "$WORK/err" "stopped early" "summary says the run stopped early"
-python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' "$WORK/m.jsonl.part" && pass "output of a stopped run is complete JSON Lines"
+oracle jsonl "$WORK/m.jsonl.part" && pass "output of a stopped run is complete JSON Lines" || fail "output of a stopped run is not JSON Lines"
 cm run --plugin "$F/fixture_throwing.so" --manifest "$WORK/all-bad.jsonl" --fail-fast --serial
 expect_eq "$rc" 1 "--fail-fast exits 1"
 expect_eq "$(wc -l <"$WORK/out")" 1 "--fail-fast --serial stops at the first failure"

@@ -2,7 +2,7 @@
 # The progress line appears on a terminal only, and never with --quiet.
 source "$(dirname "$0")/lib.sh"
 
-python3 -c 'import json; [print(json.dumps({"ms": 20})) for i in range(40)]' >"$WORK/sleep.jsonl"
+oracle items 40 ms=20 >"$WORK/sleep.jsonl"
 cm run --plugin sleep --manifest "$WORK/sleep.jsonl" --threads 2 -o "$WORK/o.jsonl"
 if grep -q $'\e\[K' "$WORK/err"; then fail "progress drawn when stderr is not a terminal"; else pass "no progress line off a terminal"; fi
 

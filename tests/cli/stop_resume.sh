@@ -8,28 +8,13 @@
 source "$(dirname "$0")/lib.sh"
 
 # wait_lines FILE N: polls (cap 30 s) until FILE has at least N lines; false when it never does.
-wait_lines() {
-  local i
-  for i in $(seq 600); do
-    if [ -e "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ]; then return 0; fi
-    sleep 0.05
-  done
-  return 1
-}
+wait_lines() { wait_for 30 has_lines "$1" "$2"; }
 
 calls=0
 signal_code() { echo $((128 + $(kill -l "$1"))); }
 
 # The exec plugin's records hold the command's run time ("ms"): compare without it.
-normalise() {  # normalise FILE: prints the records with result.ms removed, one per line
-  python3 -c '
-import json, sys
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    if isinstance(r.get("result"), dict):
-        r["result"].pop("ms", None)
-    print(json.dumps(r, sort_keys=True))' "$1"
-}
+normalise() { oracle normalised "$1" --drop result.ms; }  # normalise FILE: the records without result.ms
 
 # stop_then_resume NAME SIGNAL N ARGS...: runs `coremap run ARGS -o OUT`, sends SIGNAL once N
 # records are in OUT.part, expects exit 128+signal and no record saying the item was stopped;
@@ -72,19 +57,19 @@ stop_then_resume() {
 }
 
 # sleep: 300 items of 20 ms on 4 threads (cooperative: the plugin returns early when cancelled).
-python3 -c 'import json; [print(json.dumps({"ms": 20, "i": i})) for i in range(300)]' >"$WORK/sleep.jsonl"
+oracle items 300 ms=20 i=%i >"$WORK/sleep.jsonl"
 sleep_args=(--plugin sleep --manifest "$WORK/sleep.jsonl" --threads 4)
 "$COREMAP" run "${sleep_args[@]}" -o "$WORK/sleep.full" -q
 for sig in INT TERM HUP; do stop_then_resume sleep "$sig" 20 "${sleep_args[@]}"; done
 
 # spin: CPU-bound items of 5 ms.
-python3 -c 'import json; [print(json.dumps({"us": 5000, "i": i})) for i in range(300)]' >"$WORK/spin.jsonl"
+oracle items 300 us=5000 i=%i >"$WORK/spin.jsonl"
 spin_args=(--plugin spin --manifest "$WORK/spin.jsonl" --threads 2)
 "$COREMAP" run "${spin_args[@]}" -o "$WORK/spin.full" -q
 for sig in INT TERM; do stop_then_resume spin "$sig" 20 "${spin_args[@]}"; done
 
 # exec: a command per item that takes 0.2 s; the stop kills the commands in flight.
-python3 -c 'import json; [print(json.dumps({"n": i})) for i in range(60)]' >"$WORK/exec.jsonl"
+oracle items 60 n=%i >"$WORK/exec.jsonl"
 exec_args=(--plugin exec --config '{"argv": ["sh", "-c", "sleep 0.2; echo {n}"]}' --manifest "$WORK/exec.jsonl" --threads 4)
 "$COREMAP" run "${exec_args[@]}" -o "$WORK/exec.full" -q
 for sig in INT TERM HUP; do stop_then_resume exec "$sig" 8 "${exec_args[@]}"; done
@@ -112,26 +97,13 @@ JSON
 fan_args=(--pipeline "$WORK/fan.json" --manifest "$WORK/files.txt" --threads 2)
 "$COREMAP" run "${fan_args[@]}" -o "$WORK/fan.full" -q
 # The oracle of the uninterrupted run: each file's line count (wc -l) records, subs 0..n-1.
-if python3 -c '
-import json, subprocess, sys
-files = open(sys.argv[1]).read().split()
-subs = {}
-for line in open(sys.argv[2]):
-    r = json.loads(line)
-    subs.setdefault(r["index"], []).append(r["sub"])
-for i, f in enumerate(files):
-    n = int(subprocess.run(["wc", "-l", f], capture_output=True, text=True).stdout.split()[0])
-    assert subs.get(i) == list(range(n)), (i, n, subs.get(i))
-' "$WORK/files.txt" "$WORK/fan.full"; then pass "fan-out: uninterrupted run has each file's lines"; else fail "fan-out oracle"; fi
+if oracle line-counts "$WORK/files.txt" "$WORK/fan.full"; then pass "fan-out: uninterrupted run has each file's lines"; else fail "fan-out oracle"; fi
 for sig in INT TERM; do stop_then_resume fan "$sig" 30 "${fan_args[@]}"; done
 
 # --max-errors and --fail-fast stop the run; resuming (without them) completes it, identical to
 # a run that never stopped. Every 25th item fails; the items in flight when the run stops are
 # cut short and must not be recorded.
-python3 -c '
-import json
-for i in range(400):
-    print(json.dumps({"ms": -1 if i % 25 == 24 else 15, "i": i}))' >"$WORK/errs.jsonl"
+oracle items 400 ms=15 i=%i --at 25:24 ms=-1 >"$WORK/errs.jsonl"
 errs_args=(--plugin sleep --manifest "$WORK/errs.jsonl" --threads 4)
 set +e
 "$COREMAP" run "${errs_args[@]}" -o "$WORK/errs.full" -q
@@ -184,11 +156,7 @@ fifo_run() {
   expect_eq "$rc" "$(signal_code "$sig")" "FIFO $sig $*: exit 128+signal"
   # Generous for a loaded machine: without the fix it waits for the writer (60 s).
   if awk -v t="$took" 'BEGIN {exit !(t < 5)}'; then pass "FIFO $sig $*: exited in ${took} s"; else fail "FIFO $sig $*: took ${took} s"; fi
-  if python3 -c '
-import json, sys
-recs = [json.loads(l) for l in open(sys.argv[1])]
-assert [(r["index"], r["ok"], r["result"]["ms"]) for r in recs] == [(0, True, 1), (1, True, 1), (2, True, 1)], recs
-' "$out"; then pass "FIFO $sig $*: every item written has its record"; else fail "FIFO $sig $*: records"; cat "$out" >&2; fi
+  if [ "$(record_values "$out" '(r["ok"], r["result"]["ms"])' | tr '\n' ' ')" == "0	(True, 1) 1	(True, 1) 2	(True, 1) " ]; then pass "FIFO $sig $*: every item written has its record"; else fail "FIFO $sig $*: records"; cat "$out" >&2; fi
 }
 fifo_run TERM
 fifo_run INT --threads 1
