@@ -4,9 +4,10 @@
 # latency-bound --concurrency, spec errors, and resuming a fanned-out run after kill -9.
 source "$(dirname "$0")/lib.sh"
 
-# Text files from the machine, and one of our own with CRLF, an empty line, a last line
-# without a newline and a line that repeats.
-find /usr/share/common-licenses -type f | LC_ALL=C sort | head -12 >"$WORK/files.txt"
+# Generated text files (oracle.py text-files: repeated and empty lines, non-ASCII words), and
+# one with CRLF, an empty line, a last line without a newline and a line that repeats.
+mkdir "$WORK/texts"
+oracle text-files "$WORK/texts" 12 >"$WORK/files.txt"
 printf 'alpha\r\n\nbeta\nalpha\r\ngamma' >"$WORK/own.txt"
 echo "$WORK/own.txt" >>"$WORK/files.txt"
 
@@ -23,21 +24,8 @@ JSON
 cm run --pipeline "$WORK/lines.json" --manifest "$WORK/files.txt" --serial
 expect_eq "$rc" 0 "lines: exit 0"
 cp "$WORK/out" "$WORK/lines.serial"
-if python3 - "$WORK/files.txt" "$WORK/lines.serial" <<'PY'
-import json, sys
-want = []
-for i, path in enumerate(open(sys.argv[1]).read().split("\n")[:-1]):
-    data = open(path, "rb").read().decode()
-    lines = data.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    for n, text in enumerate(lines, 1):
-        want.append({"index": i, "sub": n - 1, "ok": True,
-                     "result": {"path": path, "line": n, "text": text[:-1] if text.endswith("\r") else text}})
-got = [json.loads(l) for l in open(sys.argv[2])]
-assert got == want, "records differ from python's reading of the files"
-PY
-then pass "lines: every line, in order, with its number (python oracle)"; else fail "lines: records wrong"; fi
+oracle lines-records "$WORK/files.txt" >"$WORK/lines.oracle"
+if cmp -s <(oracle normalised "$WORK/lines.serial") <(oracle normalised "$WORK/lines.oracle"); then pass "lines: every line, in order, with its number (python oracle)"; else fail "lines: records wrong"; fi
 for t in 1 2 8; do
   cm run --pipeline "$WORK/lines.json" --manifest "$WORK/files.txt" --threads "$t"
   cmp -s "$WORK/out" "$WORK/lines.serial" && pass "lines: --threads $t byte-identical to --serial" ||
@@ -45,37 +33,27 @@ for t in 1 2 8; do
 done
 
 # A reduction: the 25 most frequent lines (ties by the line's bytes), against python's Counter.
-python3 - "$WORK/files.txt" >"$WORK/top.oracle" <<'PY'
-import collections, json, sys
-counts = collections.Counter()
-for path in open(sys.argv[1]).read().split("\n")[:-1]:
-    lines = open(path, "rb").read().decode().split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    counts.update(l[:-1] if l.endswith("\r") else l for l in lines)
-top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0].encode()))[:25]
-print(json.dumps({"count": {"distinct": len(counts), "field": "text", "items": sum(counts.values()),
-                            "top": [{"count": c, "key": k} for k, c in top]}}, sort_keys=True))
-PY
+oracle top-lines "$WORK/files.txt" 25 >"$WORK/top.oracle"
 for mode in --serial "--threads 1" "--threads 2" "--threads 8"; do
   # shellcheck disable=SC2086
   cm run --pipeline "$WORK/top.json" --manifest "$WORK/files.txt" $mode --summary "$WORK/summary.json"
   expect_eq "$(wc -c <"$WORK/out")" 0 "topkeys $mode: drops every item, writes no record"
-  got=$(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1])), sort_keys=True))' "$WORK/summary.json")
+  got=$(oracle canonical "$WORK/summary.json")
   expect_eq "$got" "$(cat "$WORK/top.oracle")" "topkeys $mode: summary equals python's Counter"
 done
 expect_contains "$WORK/err" "records: 0 ok, 0 failed" "topkeys: the summary line says items and records"
 
 # wordcount's summary is the totals, against wc over the same files.
 cm run --plugin wordcount --manifest "$WORK/files.txt" --threads 2 --summary "$WORK/wc.json"
-read -r l w c _ < <(xargs -d '\n' cat <"$WORK/files.txt" | LC_ALL=C wc)
-expect_eq "$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["wordcount"]; print(s["lines"], s["words"], s["bytes"], s["files"])' "$WORK/wc.json")" \
+# (wc's total line sums the files as wordcount does: a word never spans two files.)
+read -r l w c _ < <(tr '\n' '\0' <"$WORK/files.txt" | LC_ALL=C wc -l -w -c --files0-from=- | tail -n 1)
+expect_eq "$(oracle query "$WORK/wc.json" '" ".join(str(d["wordcount"][k]) for k in ("lines", "words", "bytes", "files"))')" \
   "$l $w $c $(wc -l <"$WORK/files.txt")" "wordcount summary equals wc totals"
 cm run --plugin wordcount --manifest "$WORK/files.txt"
 expect_contains "$WORK/err" '"words": '"$w" "without --summary the summary goes to standard error"
 
 # Latency-bound: --concurrency 64 keeps 64 sleeps in flight on 2 threads.
-python3 -c 'import json; [print(json.dumps({"ms": 50})) for i in range(128)]' >"$WORK/sleep.jsonl"
+oracle items 128 ms=50 >"$WORK/sleep.jsonl"
 start=$(date +%s%N)
 cm run --plugin sleep --manifest "$WORK/sleep.jsonl" --threads 2 --concurrency 64
 took_ms=$(( ($(date +%s%N) - start) / 1000000 ))
@@ -112,12 +90,9 @@ JSON
 "$COREMAP" run --pipeline "$WORK/slow.json" --manifest "$WORK/files.txt" -o "$WORK/full.jsonl" -q
 "$COREMAP" run --pipeline "$WORK/slow.json" --manifest "$WORK/files.txt" -o "$WORK/cut.jsonl" -q &
 pid=$!
-# Killed once some records are written (polled, not timed: the run takes about 3745 lines x
-# 10 ms / 16 = 2.3 s on an idle machine, and any time on a busy one).
-for _ in $(seq 600); do
-  [ "$(wc -l <"$WORK/cut.jsonl.part" 2>/dev/null || echo 0)" -ge 50 ] && break
-  sleep 0.05
-done
+# Killed once some records are written (polled, not timed: the run takes about 2460 lines x
+# 10 ms / 16 = 1.5 s on an idle machine, and any time on a busy one).
+wait_for 30 has_lines "$WORK/cut.jsonl.part" 1 || fail "no record within 30 s"
 kill -9 "$pid"
 wait "$pid" || true
 n=$(wc -l <"$WORK/cut.jsonl.part")
@@ -140,7 +115,7 @@ printf '%s\n' '{"fault":"bad_utf8"}' '{"fault":"none"}' '{"fault":"bad_utf8"}' '
 for mode in --serial "--threads 2"; do
   cm run --pipeline "$WORK/bad.json" --manifest "$WORK/bad.jsonl" $mode --summary "$WORK/bad.summary"
   expect_eq "$rc" 1 "failed values ($mode): exit 1"
-  got=$(python3 -c 'import json,sys; s = json.load(open(sys.argv[1]))["count"]; print(s["items"], s["top"])' "$WORK/bad.summary")
+  got=$(oracle query "$WORK/bad.summary" '"%s %s" % (d["count"]["items"], d["count"]["top"])')
   expect_eq "$got" "3 [{'count': 3, 'key': 'none'}]" "failed values ($mode): the reduction counted only the good values"
   why="stage 'mangle': the plugin's result holds a string that is not valid UTF-8 (byte 0xE9 at offset 3) at /text"
   expect_eq "$(record_values "$WORK/out" 'r["error"]')" "$(printf '0\t%s\n2\t%s' "$WORK/bad.jsonl:1: $why" "$WORK/bad.jsonl:3: $why")" \

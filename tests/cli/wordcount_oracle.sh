@@ -10,11 +10,7 @@ printf '  leading\tand trailing  \n\n\n words\v\fhere\r\n' >"$d/whitespace"
 printf 'caf\303\251 na\303\257ve \200\377 \001\002 x\000y\n' >"$d/bytes"
 head -c 2000000 /dev/urandom >"$d/random.bin"
 cp "$COREMAP" "$d/binary"
-i=0
-for f in /usr/share/common-licenses/*; do
-  [ -f "$f" ] || continue
-  cp "$f" "$d/license-$i"; i=$((i + 1))
-done
+oracle text-files "$d" 20 >/dev/null  # generated text: words, empty and repeated lines, UTF-8
 # A file whose words straddle the plugin's read-buffer boundary.
 python3 -c 'import sys; sys.stdout.write(("ab " * 700000) + "tail")' >"$d/straddle"
 find "$d" -type f | sort >"$WORK/list.txt"
