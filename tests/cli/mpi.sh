@@ -73,14 +73,11 @@ done
 
 # docs/distributed.md's hostfile launch: its mpirun line as written, with a hostfile of this
 # machine (the page's node names are an example) and the build's binary.
-python3 - "$COREMAP_SOURCE_DIR/docs/distributed.md" >"$WORK/doc/hostfile.sh" <<'PY'
-import re, sys
-section = open(sys.argv[1]).read().split("## Launching", 1)[1]
-block = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
-command = block.split("\nEOF\n", 1)[1]  # after the here-document that writes `hosts`
-assert command.startswith("mpirun --hostfile hosts"), command
-print(command.replace(" coremap run", " build/bin/coremap run").replace("/shared/", ""))
-PY
+# The command follows the here-document that writes `hosts`.
+oracle doc-block "$COREMAP_SOURCE_DIR/docs/distributed.md" "## Launching" | sed '1,/^EOF$/d' |
+  sed 's# coremap run# build/bin/coremap run#; s#/shared/##g' >"$WORK/doc/hostfile.sh"
+grep -q '^mpirun --hostfile hosts' "$WORK/doc/hostfile.sh" && pass "found docs/distributed.md's hostfile launch" ||
+  fail "docs/distributed.md's hostfile launch: $(cat "$WORK/doc/hostfile.sh")"
 echo "localhost slots=4" >"$WORK/doc/hosts"
 rm -f "$WORK/doc/hashes.jsonl"*
 set +e
@@ -92,12 +89,7 @@ if cmp -s "$WORK/doc/local.jsonl" "$WORK/doc/hashes.jsonl"; then pass "the hostf
 expect_contains "$WORK/doc/hostfile.err" "rank 3:" "the hostfile launch ran 4 ranks"
 
 # docs/distributed.md's bench example, as written: the first sh block of its bench section.
-python3 - "$COREMAP_SOURCE_DIR/docs/distributed.md" >"$WORK/doc/bench.sh" <<'PY'
-import re, sys
-text = open(sys.argv[1]).read()
-section = text.split("## Benchmarking across ranks", 1)[1]
-print(re.search(r"```sh\n(.*?)```", section, re.S).group(1))
-PY
+oracle doc-block "$COREMAP_SOURCE_DIR/docs/distributed.md" "## Benchmarking across ranks" >"$WORK/doc/bench.sh"
 set +e
 (cd "$WORK/doc" && timeout 300 bash -e bench.sh >bench.out 2>&1)
 rc=$?
@@ -107,10 +99,7 @@ expect_contains "$WORK/doc/bench.out" "2x4 " "the bench example has its 2x4 row"
 expect_contains "$WORK/doc/bench.out" "max/min: the busiest rank" "the bench example reports the balance"
 
 # --isolate on the processing ranks: a segfaulting item costs its own record only, as locally.
-python3 -c '
-import json
-for i in range(60):
-    print(json.dumps({"fault": "segv"} if i % 20 == 5 else {"fault": "none"}))' >"$WORK/fault.jsonl"
+oracle items 60 fault=none --at 20:5 fault=segv >"$WORK/fault.jsonl"
 cm run --plugin fault --isolate --manifest "$WORK/fault.jsonl" -o "$WORK/fault.local.jsonl" -q
 expect_eq "$rc" 1 "local --isolate run with 3 segfaulting items: exit 1"
 mpi 3 run --plugin fault --isolate --manifest "$WORK/fault.jsonl" -o "$WORK/fault.3.jsonl"
@@ -120,11 +109,7 @@ expect_eq "$(grep -c 'crashed: SIGSEGV' "$WORK/fault.3.jsonl")" 3 "the three seg
 
 # --retries on the processing ranks: items that throw until their third attempt succeed on it, as
 # locally ("attempts" in the record); --timeout of a hanging item in an isolated worker.
-python3 -c '
-import json
-for i in range(40):
-    print(json.dumps({"fault": "throw", "until_attempt": 3} if i % 8 == 3 else {"fault": "none"}))
-print(json.dumps({"fault": "hang"}))' >"$WORK/retry.jsonl"
+{ oracle items 40 fault=none --at 8:3 fault=throw until_attempt=3; oracle items 1 fault=hang; } >"$WORK/retry.jsonl"
 cm run --plugin fault --isolate --retries 2 --timeout 1 --manifest "$WORK/retry.jsonl" -o "$WORK/retry.local.jsonl" -q
 expect_eq "$rc" 1 "local --retries 2 --timeout 1: exit 1 (the hanging item)"
 mpi 3 run --plugin fault --isolate --retries 2 --timeout 1 --manifest "$WORK/retry.jsonl" -o "$WORK/retry.3.jsonl"
@@ -177,7 +162,7 @@ for label, p in (("2x1", 2), ("2x2", 4)):
     assert r["profile"]["stages"][0]["calls"] == items, r["profile"]
 PY
 then pass "bench --json under mpirun: speedup, efficiency, balance recomputed; items add up"; else fail "bench --json under mpirun"; fi
-python3 -c 'import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])' "$WORK/bench.svg" &&
+oracle xml "$WORK/bench.svg" &&
   pass "bench --svg under mpirun: well-formed" || fail "bench --svg under mpirun"
 
 # Reductions across ranks: each processing rank saves its merged partial state, rank 0 loads and
@@ -187,12 +172,8 @@ mpi 3 run --plugin wordcount --manifest "$WORK/files.txt" --summary "$WORK/wc.su
 expect_eq "$rc" 1 "mpirun -n 3 wordcount: exit 1 (two files missing)"
 # (wc's total line sums the files as wordcount does: a word never spans two files.)
 read -r wc_lines wc_words wc_bytes _ < <(cd "$WORK/files" && wc -l -w -c f* | tail -n 1)
-if python3 - "$WORK/wc.summary" "$wc_lines" "$wc_words" "$wc_bytes" <<'PY'
-import json, sys
-s = json.load(open(sys.argv[1]))["wordcount"]
-assert s == {"files": 300, "lines": int(sys.argv[2]), "words": int(sys.argv[3]), "bytes": int(sys.argv[4])}, s
-PY
-then pass "mpirun -n 3 wordcount --summary: the totals of wc"; else fail "mpirun -n 3 wordcount --summary differs from wc"; fi
+if [ "$(oracle query "$WORK/wc.summary" 'sorted(d["wordcount"].items())')" == \
+     "[('bytes', $wc_bytes), ('files', 300), ('lines', $wc_lines), ('words', $wc_words)]" ]; then pass "mpirun -n 3 wordcount --summary: the totals of wc"; else fail "mpirun -n 3 wordcount --summary differs from wc"; fi
 cm run --plugin wordcount --manifest "$WORK/files.txt" --summary "$WORK/wc.local.summary" -q
 if cmp -s "$WORK/wc.local.summary" "$WORK/wc.summary"; then pass "the MPI summary file is the local run's"; else fail "the MPI summary differs from the local one"; fi
 # topkeys (full counts cross the ranks) against python's Counter: the top 5, ties by key.
@@ -203,15 +184,7 @@ for i in range(5000):
     print(json.dumps({"k": "v%02d" % min(r.randrange(60), r.randrange(60))}))' >"$WORK/keys.jsonl"
 mpi 2 run --plugin topkeys --config '{"field": "k", "top": 5}' --manifest "$WORK/keys.jsonl" --summary "$WORK/top.summary" -q
 expect_eq "$rc" 0 "mpirun -n 2 topkeys"
-if python3 - "$WORK/top.summary" "$WORK/keys.jsonl" <<'PY'
-import collections, json, sys
-s = json.load(open(sys.argv[1]))["topkeys"]
-c = collections.Counter(json.loads(l)["k"] for l in open(sys.argv[2]))
-top = sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
-assert s["items"] == 5000 and s["distinct"] == len(c), s
-assert [(t["key"], t["count"]) for t in s["top"]] == top, (s["top"], top)
-PY
-then pass "mpirun -n 2 topkeys --summary: Counter's top 5"; else fail "mpirun -n 2 topkeys --summary differs from Counter"; fi
+if oracle top-field "$WORK/keys.jsonl" k 5 "$WORK/top.summary"; then pass "mpirun -n 2 topkeys --summary: Counter's top 5"; else fail "mpirun -n 2 topkeys --summary differs from Counter"; fi
 mpi 2 run --plugin wordcount --manifest "$WORK/files.txt" -o "$WORK/wc.jsonl" --resume
 expect_eq "$rc" 2 "--resume of a reducing run under mpirun: exit 2, as locally"
 expect_contains "$WORK/err" "reduces" "it says why"
@@ -232,12 +205,9 @@ if cmp -s "$WORK/spin.local.jsonl" "$WORK/spin.3.jsonl"; then pass "mpirun -n 3 
 # ranks sharing two busy cores finish when the OS scheduler lets them, and two fixed halves of
 # the workload above measured 1.01 to 1.23, no different from balanced chunks. The same skew:
 # 25 items of 200 ms among 975 of 4 ms, 4 threads per processing rank.
-busy_ratio() {  # busy_ratio STDERR: max/min of the processing ranks' busy spans
-  python3 -c '
-import re, sys
-busy = [float(m.group(1)) for m in re.finditer(r"rank \d+: .* busy ([0-9.]+) s", open(sys.argv[1]).read())]
-assert len(busy) == 2, busy
-print("%.3f" % (max(busy) / min(busy)))' "$1"
+busy_ratio() {  # busy_ratio STDERR: max/min of the processing ranks' busy spans (two ranks)
+  sed -En 's/^coremap: rank [0-9]+: .* busy ([0-9.]+) s.*/\1/p' "$1" |
+    awk 'NR == 1 || $1 > max {max = $1} NR == 1 || $1 < min {min = $1} END {if (NR != 2 || min <= 0) exit 1; printf "%.3f\n", max / min}'
 }
 python3 -c '
 import json
@@ -248,13 +218,13 @@ expect_eq "$rc" 0 "mpirun -n 3 sleep"
 grep '^coremap: rank ' "$WORK/err" | sed 's/^/    /'
 ratio=$(busy_ratio "$WORK/err")
 echo "    busy max/min over the processing ranks: $ratio"
-if python3 -c "import sys; sys.exit(0 if $ratio <= 1.2 else 1)"; then pass "skewed costs: processing-rank busy spans within 1.2x"; else fail "skewed costs: processing ranks unbalanced ($ratio)"; fi
+if awk -v r="$ratio" 'BEGIN {exit !(r <= 1.2)}'; then pass "skewed costs: processing-rank busy spans within 1.2x"; else fail "skewed costs: processing ranks unbalanced ($ratio)"; fi
 # The check can fail: two fixed halves of the same items (16 long items in one, 9 in the
 # other: 5.1 s of sleep against 3.8 s) do.
 mpi 3 run --plugin sleep --manifest "$WORK/sleep.jsonl" --threads 4 -o "$WORK/sleep.halves.jsonl" --mpi-chunk 500
 halves=$(busy_ratio "$WORK/err")
 echo "    two fixed halves (--mpi-chunk 500): busy max/min $halves"
-if python3 -c "import sys; sys.exit(0 if $halves > 1.2 else 1)"; then pass "the balance check tells fixed halves apart ($halves)"; else fail "fixed halves came out balanced ($halves): the check shows nothing here"; fi
+if awk -v r="$halves" 'BEGIN {exit !(r > 1.2)}'; then pass "the balance check tells fixed halves apart ($halves)"; else fail "fixed halves came out balanced ($halves): the check shows nothing here"; fi
 
 # A processing rank killed mid-run: mpirun ends the job; --resume finishes it.
 "$MPIEXEC" "${mpi_flags[@]}" -n 3 "$COREMAP" run --plugin spin --manifest "$WORK/spin.jsonl" -o "$WORK/spin.kill.jsonl" -q \
@@ -285,9 +255,7 @@ if [ -n "$victim" ]; then
   mpi 3 run --plugin spin --manifest "$WORK/spin.jsonl" -o "$WORK/spin.kill.jsonl" --resume
   expect_eq "$rc" 0 "mpirun --resume completes"
   expect_contains "$WORK/err" "holds 1000 items: 1000 ok, 0 failed" "the resumed run's summary counts the earlier records"
-  if python3 -c '
-import json, sys
-assert [json.loads(l)["index"] for l in open(sys.argv[1])] == list(range(1000))' "$WORK/spin.kill.jsonl"; then
+  if oracle in-order "$WORK/spin.kill.jsonl" 1000; then
     pass "after --resume: every item exactly once, in order"
   else
     fail "after --resume: items missing or repeated"

@@ -82,10 +82,7 @@ expect_contains "$WORK/err" "a job of one rank has no rank to process the items"
 mkdir "$WORK/doc"
 ln -s "$(cd "$COREMAP_BUILD_DIR" && pwd)" "$WORK/doc/build"
 ln -s "$COREMAP_SOURCE_DIR/examples" "$WORK/doc/examples"
-python3 -c '
-import re, sys
-section = open(sys.argv[1]).read().split("## In an application", 1)[1]
-print(re.search(r"```sh\n(.*?)```", section, re.S).group(1))' "$COREMAP_SOURCE_DIR/docs/distributed.md" >"$WORK/doc/block.sh"
+oracle doc-block "$COREMAP_SOURCE_DIR/docs/distributed.md" "## In an application" >"$WORK/doc/block.sh"
 grep -q 'build/bin/mpi_totals' "$WORK/doc/block.sh" && pass "found docs/distributed.md's mpi_totals commands" || fail "docs/distributed.md: the mpi_totals commands are gone"
 [ "$(id -u)" -eq 0 ] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 set +e
