@@ -154,7 +154,7 @@ JSON
 cm bench --pipeline "$WORK/p.json" --manifest "$WORK/spin.jsonl" --threads 2 --repeat 1 --warmup 0 --json "$WORK/p.json.out"
 expect_eq "$rc" 0 "a pipeline bench exits 0"
 expect_contains "$WORK/out" "bottleneck at 2 threads: stage 'burn'" "the spinning stage is the bottleneck"
-expect_eq "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(" ".join(s["name"]+":"+str(s["calls"]) for s in d["runs"][-1]["profile"]["stages"]))' "$WORK/p.json.out")" \
+expect_eq "$(oracle query "$WORK/p.json.out" '" ".join(s["name"] + ":" + str(s["calls"]) for s in d["runs"][-1]["profile"]["stages"])')" \
   "burn:60 copy:60" "per-stage calls in the JSON"
 # The commands of docs/bench.md and of the README's bench section, run as written (the binary
 # under test for build/bin/coremap, the scratch directory for /tmp).

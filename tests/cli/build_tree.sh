@@ -41,7 +41,8 @@ set +e
 rc=$?
 set -e
 expect_eq "$rc" 0 "new-plugin's printed commands build and run the plugin as printed"
-expect_eq "$(grep '^{' "$WORK/next.out" | python3 -c 'import json, sys; print("|".join(json.loads(l)["result"]["message"] for l in sys.stdin))')" \
+grep '^{' "$WORK/next.out" >"$WORK/next.jsonl" || true
+expect_eq "$(record_values "$WORK/next.jsonl" 'r["result"]["message"]' | cut -f2 | paste -sd'|')" \
   "hello, ada|hello, grace|hello, world" "the printed run's messages"
 expect_eq "$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$WORK/greet/build/CMakeCache.txt")" "Release" "Release by default"
 cmake -S "$WORK/greet" -B "$WORK/greet/debug" -Dcoremap_DIR="$COREMAP_BUILD_DIR" -DCMAKE_BUILD_TYPE=Debug >"$WORK/debug.log" 2>&1 ||

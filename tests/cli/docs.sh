@@ -14,7 +14,7 @@ rc=$?
 set -e
 expect_eq "$rc" 1 "the documented run exits 1 (one item lacks the field)"
 expect_eq "$(record_values "$WORK/out" 'r["result"]["name"] if r["ok"] else "error"' | cut -f2 | tr '\n' ' ')" \
-  "$(python3 -c 'print(" ".join(["ada".upper(), "grace".upper(), "error"]))') " "names upper-cased, missing field is an error"
+  "$(echo ada grace | tr a-z A-Z) error " "names upper-cased (tr), missing field is an error"
 expect_contains "$WORK/out" "people.jsonl:3:" "the error names the manifest line"
 # docs/plugins.md's read_file_chunks snippet, compiled into a plugin class as written and run
 # on two files: bytes and lines against wc -c and wc -l.

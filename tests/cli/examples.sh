@@ -11,7 +11,7 @@ if cmp -s "$WORK/got" "$WORK/want"; then pass "examples/texts.txt counts equal w
 
 cm run --plugin sha256 --manifest examples/hashes.jsonl
 record_values "$WORK/out" 'r["result"]["sha256"]' | cut -f2 >"$WORK/got"
-python3 -c 'import json,sys; [print(json.loads(l)["path"]) for l in open(sys.argv[1])]' examples/hashes.jsonl |
+oracle values examples/hashes.jsonl 'r["path"]' | cut -f2- |
   while IFS= read -r f; do sha256sum <"$f" | cut -d' ' -f1; done >"$WORK/want"
 if cmp -s "$WORK/got" "$WORK/want"; then pass "examples/hashes.jsonl digests equal sha256sum"; else fail "example digests differ"; fi
 

@@ -22,8 +22,8 @@ head -n 6 "$WORK/echo.jsonl" >"$WORK/echo6.jsonl"
 head -n 6 "$WORK/out" >"$WORK/out6"
 expect_eq "$(echo_oracle "$WORK/echo6.jsonl" "$WORK/out6")" ok "non-fault items are echoed back"
 expect_eq "$(record_values "$WORK/out" 'json.dumps(r["result"], sort_keys=True)' | sed -n 7p)" \
-  "6	$(python3 -c 'import json; print(json.dumps({"fault": "hang", "ms": 30}, sort_keys=True))')" "hang with ms returns"
-pages=$(python3 -c 'import os; print(64 * 2**20 // os.sysconf("SC_PAGESIZE"))')
+  "6	$(oracle items 1 fault=hang ms=30)" "hang with ms returns"
+pages=$((64 * 1048576 / $(getconf PAGESIZE)))
 expect_eq "$(record_values "$WORK/out" 'r["result"]["pages_touched"]' | sed -n 8p)" "7	$pages" "oom with mb touches every page of 64 MiB"
 
 # The process dies: a shell reports 128 + the signal, or the exit status asked for.

@@ -88,9 +88,7 @@ expect_eq "$rc" 0 "normal end --isolate: exit 0"
 none_survive "normal end --isolate, exec commands left strays" 3
 
 # 2. A plugin that forks a child and returns, the child setsid'ed (and, "double", orphaned).
-python3 -c '
-import json, sys
-for i in range(4): print(json.dumps({"dir": sys.argv[1] + "/pids", "double": i % 2 == 1}))' "$WORK" >fork.jsonl
+oracle items 4 dir="$WORK/pids" double=false --at 2:1 double=true >fork.jsonl
 for mode in "" --isolate; do
   cm run --plugin "$COREMAP_FIXTURES/fixture_forker.so" --manifest fork.jsonl --threads 2 -q $mode
   expect_eq "$rc" 0 "forking plugin ${mode:-in process}: exit 0"

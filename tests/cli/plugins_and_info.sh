@@ -16,7 +16,7 @@ expect_eq "$rc" 0 "coremap info exits 0"
 expect_contains "$WORK/out" "name:        sha256" "info shows the name"
 expect_contains "$WORK/out" "buffer_kib" "info lists config keys"
 cm info sha256 --json
-python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["name"]=="sha256" and d["abi"]==2 and d["reduces"] is False' "$WORK/out" && pass "info --json is JSON"
+expect_eq "$(oracle query "$WORK/out" 'd["name"], d["abi"], d["reduces"]')" "('sha256', 2, False)" "info --json is JSON: name, ABI 2, does not reduce"
 cm info topkeys
 expect_contains "$WORK/out" "reduces:     yes" "info says a plugin reduces"
 
