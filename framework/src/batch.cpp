@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: MIT
+// The batch's memory accounting: footprint() estimates the heap a batch holds (its items,
+// values between stages and records), which the reorder buffer's budget counts (batch.hpp).
 #include "batch.hpp"
 
 #include <algorithm>

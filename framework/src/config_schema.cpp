@@ -1,4 +1,7 @@
 // SPDX-License-Identifier: MIT
+// Plugin::resolve_config: a plugin's config checked against the keys its class declares
+// (ConfigKey: name, type, default), defaults filled in; an unknown key or a wrong type is a
+// ConfigError naming the key.
 #include <coremap/error.hpp>
 #include <coremap/loaded_plugin.hpp>
 

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: MIT
+// The error classes of coremap/error.hpp, anchored in libcoremap.
 #include <coremap/error.hpp>
 
 namespace coremap {

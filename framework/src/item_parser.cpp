@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: MIT
+// Turns one item's manifest text into its JSON value (item_parser.hpp): the depth limit, and
+// parse errors rewritten to say the manifest line and column and quote the text near them.
 #include "item_parser.hpp"
 
 #include <algorithm>

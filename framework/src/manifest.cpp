@@ -1,4 +1,7 @@
 // SPDX-License-Identifier: MIT
+// ManifestReader: cuts a manifest (JSON Lines, a JSON array or a list of paths; a file, FIFO
+// or standard input) into items without parsing them, each with its index and line, and the
+// format detection and errors that name the manifest's line.
 #include <coremap/manifest.hpp>
 
 #include <fcntl.h>

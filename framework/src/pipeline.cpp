@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: MIT
+// Pipelines: Concurrency's parsing and the pipeline spec (a JSON file of stages) read into a
+// Pipeline, every error naming the spec, the stage and the key.
 #include <coremap/pipeline.hpp>
 
 #include <fstream>

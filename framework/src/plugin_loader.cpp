@@ -1,4 +1,7 @@
 // SPDX-License-Identifier: MIT
+// Loading plugins: Plugin (a shared library opened with dlopen after its ELF facts were read
+// with libelf: ABI, build fingerprint, sanitizers; or a class or function linked into the
+// application), PluginInstance, and PluginLoader's search path.
 #include <coremap/plugin_loader.hpp>
 
 #include <dlfcn.h>

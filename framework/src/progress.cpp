@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: MIT
+// ProgressReporter: a thread that samples a run's Progress and calls back at an interval, and
+// the terminal progress line.
 #include <coremap/progress.hpp>
 
 #include <algorithm>

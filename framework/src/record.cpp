@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: MIT
+// Records: the JSON Lines writers (RecordWriter, append_ok_record, append_error_record) and the
+// checks that a result can be written (valid UTF-8, finite numbers, nesting depth).
 #include <coremap/record.hpp>
 
 #include <charconv>

@@ -1,4 +1,7 @@
 // SPDX-License-Identifier: MIT
+// ResumableOutput: FILE.part as the record of finished items, FILE.journal (the run's
+// fingerprint), the FILE.lock flock, the checks --resume makes before it continues, and
+// compact_records, which keeps each index's last record (in index order for an ordered run).
 #include <coremap/resumable_output.hpp>
 
 #include <fcntl.h>

@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: MIT
+// Sinks: FileSink (FILE.part written with checked write(2)s, fsync'ed and renamed to FILE at
+// the end; devices and FIFOs written into directly) and resolve_output.
 #include <coremap/sink.hpp>
 
 #include <fcntl.h>

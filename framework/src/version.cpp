@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: MIT
+// The version query and the build description (coremap, TBB headers and runtime, compiler).
 #include <coremap/plugin.hpp>
 #include <coremap/version.hpp>
 

@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: MIT
+// The isolated worker process (coremap-worker): loads the plugin, runs the items the engine
+// sends over its pipe, answers with one frame per item, and dies with its parent (worker_main.hpp).
 #include "worker_main.hpp"
 
 #include <fcntl.h>

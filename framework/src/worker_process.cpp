@@ -1,4 +1,7 @@
 // SPDX-License-Identifier: MIT
+// WorkerProcess, the engine's side of --isolate: starts coremap-worker, sends it batches, reads
+// each item's outcome, and turns a dead or timed-out worker into that item's error record
+// before starting a replacement (worker_process.hpp).
 #include "worker_process.hpp"
 
 #include <dlfcn.h>
