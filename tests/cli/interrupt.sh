@@ -35,9 +35,11 @@ start=$(date +%s.%N)
 "$COREMAP" run --plugin "$COREMAP_FIXTURES/fixture_guarded.so" --config '{"work_us": 5000000}' \
   --manifest "$WORK/slow.jsonl" --threads 2 -o "$WORK/slow.out" 2>"$WORK/err" &
 pid=$!
-sleep 0.5
+# busy PID: PID has used 0.3 s of CPU (/proc/PID/stat utime + stime): its items are spinning.
+busy() { awk -v hz="$(getconf CLK_TCK)" '{exit !(($14 + $15) / hz >= 0.3)}' "/proc/$1/stat" 2>/dev/null; }
+wait_for 30 busy "$pid" || fail "the slow items did not start within 30 s"
 kill -s INT "$pid"
-sleep 0.3
+sleep 0.3  # the user presses Ctrl-C again a moment later, while the items still run
 kill -s INT "$pid"
 set +e
 wait "$pid"

@@ -249,7 +249,6 @@ for _ in $(seq 1200); do
   [ -n "$victim" ] && [ -s "$WORK/spin.kill.jsonl.part" ] && break
 done
 if [ -n "$victim" ]; then
-  sleep 0.3
   kill -9 "$victim"
   set +e
   wait "$launcher"
