@@ -198,10 +198,7 @@ expect_eq "$rc" 2 "--resume of a reducing run under mpirun: exit 2, as locally"
 expect_contains "$WORK/err" "reduces" "it says why"
 
 # Skewed costs: 1000 spin items, 25 of them (spread over the first 80 %) 50x the others.
-python3 -c '
-import json
-for i in range(1000):
-    print(json.dumps({"us": 100000 if i % 32 == 7 and i < 800 else 2000}))' >"$WORK/spin.jsonl"
+oracle items 1000 us=2000 --at '32:7<800' us=100000 >"$WORK/spin.jsonl"
 cm run --plugin spin --manifest "$WORK/spin.jsonl" -o "$WORK/spin.local.jsonl" -q
 expect_eq "$rc" 0 "local spin run"
 mpi 3 run --plugin spin --manifest "$WORK/spin.jsonl" -o "$WORK/spin.3.jsonl"
@@ -217,10 +214,7 @@ busy_ratio() {  # busy_ratio STDERR: max/min of the processing ranks' busy spans
   sed -En 's/^coremap: rank [0-9]+: .* busy ([0-9.]+) s.*/\1/p' "$1" |
     awk 'NR == 1 || $1 > max {max = $1} NR == 1 || $1 < min {min = $1} END {if (NR != 2 || min <= 0) exit 1; printf "%.3f\n", max / min}'
 }
-python3 -c '
-import json
-for i in range(1000):
-    print(json.dumps({"ms": 200 if i % 32 == 7 and i < 800 else 4}))' >"$WORK/sleep.jsonl"
+oracle items 1000 ms=4 --at '32:7<800' ms=200 >"$WORK/sleep.jsonl"
 mpi 3 run --plugin sleep --manifest "$WORK/sleep.jsonl" --threads 4 -o "$WORK/sleep.jsonl.out"
 expect_eq "$rc" 0 "mpirun -n 3 sleep"
 grep '^coremap: rank ' "$WORK/err" | sed 's/^/    /'

@@ -12,7 +12,8 @@ Commands (--help prints this text):
 
   items N [KEY=VALUE ...] [--at K:R KEY=VALUE ...]
       N JSON objects, one a line. VALUE is JSON when it parses as JSON, else a string; %i is
-      the item's index. After --at K:R, the pairs apply to the items whose index % K == R.
+      the item's index. After --at K:R, the pairs apply to the items whose index % K == R;
+      after --at K:R<N, to those below N among them.
   text-files DIR COUNT [SEED]
       Writes COUNT text files DIR/t000.txt ... (lines of words from a small vocabulary, some
       non-ASCII, some lines empty or repeated, file sizes from empty to ~40 KB, some without a
@@ -109,7 +110,8 @@ def cmd_items(args):
             rules.append([None, []])
             continue
         if rules and rules[-1][0] is None:
-            rules[-1][0] = split_rule(arg)
+            rule, _, below = arg.partition("<")
+            rules[-1][0] = split_rule(rule) + (int(below) if below else count,)
             continue
         key, value = arg.split("=", 1)
         (rules[-1][1] if rules else base).append((key, parse_value(value)))
@@ -118,8 +120,8 @@ def cmd_items(args):
         item = {}
         for key, value in base:
             item[key] = i if value is INDEX else value
-        for (k, r), pairs in rules:
-            if i % k == r:
+        for (k, r, below), pairs in rules:
+            if i % k == r and i < below:
                 for key, value in pairs:
                     item[key] = i if value is INDEX else value
         out.write(json.dumps(item) + "\n")
