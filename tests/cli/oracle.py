@@ -68,6 +68,17 @@ Commands (--help prints this text):
   top-field MANIFEST FIELD TOP SUMMARY
       SUMMARY's "topkeys" equals Python's Counter over MANIFEST's items' FIELD: items,
       distinct and the TOP most frequent, ties by key.
+  bench-figures JSON SVG LINES SHA256
+      bench.sh's run (spin 2000 us items, rows serial, 1, 2, two timed runs each): every
+      derived figure of bench --json recomputed from its own timings (median, min, max,
+      speedup, efficiency, Karp-Flatt, items/s, overhead, the Amdahl fit), the profile's
+      percentiles, the manifest's LINES and SHA256, and the SVG's three polylines.
+  amdahl-fit JSON CORES
+      The Amdahl fit of bench --json over the rows with 1 < threads <= CORES only, and a row
+      over CORES exists.
+  bench-mpi JSON ITEMS
+      mpi.sh's bench under mpirun -n 3 (rows serial, 2x1, 2x2): items, ranks, parallelism,
+      median, speedup, efficiency, each rank's share and the balance recomputed.
 """
 
 import collections
@@ -367,6 +378,121 @@ def cmd_random_files(args):
         print(path)
 
 
+def cmd_bench_figures(args):
+    import xml.etree.ElementTree as ET
+    with open(args[0]) as f:
+        data = json.load(f)
+    lines, digest = int(args[2]), args[3]
+    problems = []
+    def close(a, b, what):
+        if abs(a - b) > 1e-9 * max(1.0, abs(b)):
+            problems.append("%s: %r, expected %r" % (what, a, b))
+    runs = data["runs"]
+    labels = [r["label"] for r in runs]
+    if labels != ["serial", "1", "2"]:
+        problems.append("rows %r, expected serial, 1, 2 (sorted, deduplicated)" % labels)
+    serial = runs[0]["median_seconds"]
+    for r in runs:
+        walls = sorted(r["wall_seconds"])
+        if len(walls) != 2:
+            problems.append("%s: %d timed runs, expected 2" % (r["label"], len(walls)))
+        close(r["median_seconds"], (walls[0] + walls[1]) / 2, r["label"] + " median")
+        close(r["min_seconds"], walls[0], r["label"] + " min")
+        close(r["max_seconds"], walls[-1], r["label"] + " max")
+        p = r["threads"]
+        s = serial / r["median_seconds"]
+        close(r["speedup"], s, r["label"] + " speedup")
+        close(r["efficiency"], s / p, r["label"] + " efficiency")
+        close(r["items_per_second"], lines / r["median_seconds"], r["label"] + " items/s")
+        if p > 1:
+            close(r["karp_flatt"], (1 / s - 1 / p) / (1 - 1 / p), r["label"] + " Karp-Flatt")
+        elif r["karp_flatt"] is not None:
+            problems.append("%s: Karp-Flatt given for p = 1" % r["label"])
+        if r["items"] != lines or r["failed"] != 0:
+            problems.append("%s: %d items, %d failed" % (r["label"], r["items"], r["failed"]))
+        prof = r["profile"]
+        st = prof["stages"]
+        if len(st) != 1 or st[0]["name"] != "spin" or st[0]["calls"] != lines:
+            problems.append("%s: stages %r" % (r["label"], st))
+            continue
+        st = st[0]
+        if not st["p50_ns"] <= st["p95_ns"] <= st["p99_ns"] <= st["max_ns"]:
+            problems.append("%s: percentiles out of order %r" % (r["label"], st))
+        if st["p50_ns"] < 0.8 * 2000e3 or st["p50_ns"] > 100 * 2000e3:
+            problems.append("%s: p50 %d ns is not near the 2000 us spin" % (r["label"], st["p50_ns"]))
+        if st["busy_seconds"] < lines * 0.8 * 2000e-6:
+            problems.append("%s: busy %.4f s below %d spins" % (r["label"], st["busy_seconds"], lines))
+        capacity = prof["wall_seconds"] * p
+        close(prof["framework_overhead"], 1 - st["busy_seconds"] / capacity, r["label"] + " overhead")
+    m = data["manifest"]
+    if m["items"] != lines: problems.append("manifest items %d, wc -l %d" % (m["items"], lines))
+    if m["sha256"] != digest: problems.append("manifest sha256 %s, sha256sum %s" % (m["sha256"], digest))
+    for key in ("cpu_model", "cores", "memory_bytes"):
+        if key not in data["machine"]: problems.append("machine lacks " + key)
+    for key in ("version", "git_revision", "tbb", "compiler"):
+        if not data["coremap"].get(key): problems.append("coremap lacks " + key)
+    if [p["name"] for p in data["plugins"]] != ["spin"] or not data["plugins"][0]["path"].endswith("spin.so"):
+        problems.append("plugins %r" % data["plugins"])
+    # The fit: least squares of 1/S - 1/p = f (1 - 1/p) over rows with p > 1 (here one row).
+    xs = [(1 - 1 / r["threads"], 1 / r["speedup"] - 1 / r["threads"]) for r in runs[1:] if r["threads"] > 1]
+    close(data["amdahl"]["fitted"], sum(x * y for x, y in xs) / sum(x * x for x, y in xs), "Amdahl f")
+    svg = ET.parse(args[1]).getroot()
+    ns = "{http://www.w3.org/2000/svg}"
+    ids = sorted(e.get("id") for e in svg.iter(ns + "polyline"))
+    if ids != ["amdahl", "ideal", "measured"]:
+        problems.append("svg polylines %r" % ids)
+    measured = [e for e in svg.iter(ns + "polyline") if e.get("id") == "measured"][0]
+    if len(measured.get("points").split()) != 2:
+        problems.append("measured polyline has %r" % measured.get("points"))
+    if problems:
+        fail("; ".join(problems))
+
+
+def cmd_amdahl_fit(args):
+    with open(args[0]) as f:
+        data = json.load(f)
+    cores = int(args[1])
+    if data["machine"]["cores"] != cores:
+        fail("machine cores %r, nproc %d" % (data["machine"]["cores"], cores))
+    rows = [r for r in data["runs"] if r["threads"] > 1 and r["threads"] <= cores and r["label"] != "serial"]
+    xs = [(1 - 1 / r["threads"], 1 / r["speedup"] - 1 / r["threads"]) for r in rows]
+    want = sum(x * y for x, y in xs) / sum(x * x for x, y in xs) if xs else None
+    got = data["amdahl"]["fitted"]
+    if (want is None) != (got is None) or (want is not None and abs(got - want) > 1e-9 * max(1, abs(want))):
+        fail("fitted %r, want %r over rows %r" % (got, want, [r["threads"] for r in rows]))
+    elif not any(r["threads"] > cores for r in data["runs"]):
+        fail("no row over the core count")
+
+
+
+def cmd_bench_mpi(args):
+    import statistics
+    with open(args[0]) as f:
+        d = json.load(f)
+    items = int(args[1])
+    assert d["mpi"]["ranks"] == 3 and d["mpi"]["processing_ranks"] == 2, d["mpi"]
+    runs = {r["label"]: r for r in d["runs"]}
+    assert list(runs) == ["serial", "2x1", "2x2"], list(runs)
+    serial = runs["serial"]
+    assert serial["items"] == items and serial["rank_shares"] == [], serial
+    for label, p in (("2x1", 2), ("2x2", 4)):
+        r = runs[label]
+        assert r["items"] == items and r["ranks"] == 2 and r["parallelism"] == p, r
+        assert abs(r["median_seconds"] - statistics.median(r["wall_seconds"])) < 1e-9
+        assert abs(r["speedup"] - serial["median_seconds"] / r["median_seconds"]) < 1e-9
+        assert abs(r["efficiency"] - r["speedup"] / p) < 1e-9
+        assert len(r["rank_shares"]) == 2, r["rank_shares"]
+        ratios = []
+        for shares in r["rank_shares"]:
+            assert [s["rank"] for s in shares] == [1, 2]
+            assert sum(s["items"] for s in shares) == items, shares
+            busy = [s["busy_seconds"] for s in shares]
+            ratios.append(max(busy) / min(busy))
+        assert abs(r["balance"] - statistics.median(ratios)) < 1e-9, (r["balance"], ratios)
+        # The measured run's calls, merged over the ranks, are one per item.
+        assert r["profile"]["stages"][0]["calls"] == items, r["profile"]
+
+
 COMMANDS = {
     "items": cmd_items,
     "text-files": cmd_text_files,
@@ -388,6 +514,9 @@ COMMANDS = {
     "line-counts": cmd_line_counts,
     "top-lines": cmd_top_lines,
     "top-field": cmd_top_field,
+    "bench-figures": cmd_bench_figures,
+    "amdahl-fit": cmd_amdahl_fit,
+    "bench-mpi": cmd_bench_mpi,
 }
 
 
