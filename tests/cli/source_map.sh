@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # docs/architecture.md's source map against framework/src: every file the table names exists,
 # every .cpp and .hpp of framework/src is in the table, and each opens (after its SPDX line and
-# any "#pragma once") with a comment saying what it owns.
+# any "#pragma once") with a comment saying what it owns. docs/embedding.md's table of public
+# headers against framework/include/coremap (and framework/mpi/include/coremap) likewise.
 source "$(dirname "$0")/lib.sh"
 cd "$COREMAP_SOURCE_DIR"
 
@@ -28,4 +29,17 @@ for path in framework/src/*.cpp framework/src/*.hpp; do
 done
 expect_eq "$missing" 0 "every .cpp and .hpp of framework/src is in the source map"
 expect_eq "$undocumented" 0 "every .cpp and .hpp of framework/src opens with what it owns"
+
+# The public headers: docs/embedding.md's reference table names each, and each it names exists.
+grep -o '^| `coremap/[a-z_0-9]*\.hpp`' docs/embedding.md | sed 's/^| `//; s/`$//' | sort -u >"$WORK/headers"
+unlisted=0
+for path in framework/include/coremap/*.hpp framework/mpi/include/coremap/*.hpp; do
+  name=coremap/${path##*/}
+  if ! grep -qxF -- "$name" "$WORK/headers"; then fail "$path is not in docs/embedding.md's header table"; unlisted=$((unlisted + 1)); fi
+done
+expect_eq "$unlisted" 0 "every public header is in docs/embedding.md's header table"
+while IFS= read -r name; do
+  [ -f "framework/include/$name" ] || [ -f "framework/mpi/include/$name" ] ||
+    fail "docs/embedding.md lists $name, which no longer exists"
+done <"$WORK/headers"
 finish
