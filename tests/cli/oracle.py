@@ -48,9 +48,12 @@ Commands (--help prints this text):
       records), in file order, or sorted by index with --by-index.
   xml FILE
       FILE is well-formed XML (an SVG, say).
-  doc-block PAGE HEADING
-      The first ```sh block after the heading HEADING (e.g. "## Launching") of the Markdown
-      PAGE, as written.
+  doc-block PAGE HEADING [LANGUAGE]
+      The first ```sh (or ```LANGUAGE) block after the heading HEADING (e.g. "## Launching")
+      of the Markdown PAGE, as written.
+  shown-output SHOWN OUT...
+      Every non-blank line of SHOWN (output a page shows) is a line of one of the OUT files;
+      "..." in a shown line matches any text (timings).
   echo-check MANIFEST OUTPUT [INDEX:TEXT ...]
       OUTPUT is the echo (or fault) plugin's over the JSON Lines MANIFEST: one record per
       non-blank line, in order, ok with the line as json.loads reads it, except each INDEX,
@@ -225,10 +228,25 @@ def cmd_doc_block(args):
     parts = re.split(r"^%s *$" % re.escape(args[1]), text, maxsplit=1, flags=re.M)
     if len(parts) < 2:
         fail("%s: no heading %r" % (args[0], args[1]))
-    block = re.search(r"^```sh\n(.*?)^```", parts[1], re.S | re.M)
+    language = args[2] if len(args) > 2 else "sh"
+    block = re.search(r"^```%s\n(.*?)^```" % re.escape(language), parts[1], re.S | re.M)
     if not block:
-        fail("%s: no sh block after %r" % (args[0], args[1]))
+        fail("%s: no %s block after %r" % (args[0], language, args[1]))
     sys.stdout.write(block.group(1))
+
+
+def cmd_shown_output(args):
+    import re
+    with open(args[0]) as f:
+        shown = f.read().splitlines()
+    got = []
+    for path in args[1:]:
+        with open(path) as f:
+            got += f.read().splitlines()
+    missing = [w for w in shown
+               if w.strip() and not any(re.fullmatch(re.escape(w).replace(r"\.\.\.", ".*"), g) for g in got)]
+    if missing:
+        fail("shown lines not printed: %r" % missing[:5])
 
 
 def cmd_normalised(args):
@@ -508,6 +526,7 @@ COMMANDS = {
     "normalised": cmd_normalised,
     "xml": cmd_xml,
     "doc-block": cmd_doc_block,
+    "shown-output": cmd_shown_output,
     "texts": cmd_texts,
     "echo-check": cmd_echo_check,
     "lines-records": cmd_lines_records,
