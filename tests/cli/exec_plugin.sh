@@ -144,7 +144,10 @@ expect_contains "$WORK/err" "argv[1] \"x}y\": '}' at offset 1 closes nothing" "a
 "$COREMAP" run --plugin exec --manifest mixed.jsonl --threads 2 --config '{"argv": ["sh", "-c", "{cmd}"]}' >out 2>err &
 pid=$!
 wait_for 5 running "sleep 30.0126$u" || fail "the sleeping command did not start within 5 s"
-sleep 0.5  # a sample mid-run: the other 60 commands have ended by now, and must be reaped
+# Mid-run, once the other 60 commands have ended: coremap has one live child left, the sleep
+# (a zombie among its children would be a command it never reaped).
+one_live_child() { [ "$(ps -o stat= --ppid "$pid" | grep -vc '^Z')" -eq 1 ]; }
+wait_for 10 one_live_child || fail "the 60 short commands did not end within 10 s: $(ps -o pid=,stat=,args= --ppid "$pid")"
 states=$(ps -o stat= --ppid "$pid" | tr -d ' ' | sort | uniq -c | tr -s ' ')
 case "$states" in *Z*) fail "zombie children of coremap: $states" ;; *) pass "no zombie children mid-run ($states)" ;; esac
 start=$(now_ns)
