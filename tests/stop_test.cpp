@@ -73,6 +73,89 @@ void expect_only_whole_items(const std::vector<Record>& records, int trigger, st
   EXPECT_LE(stats.items + stats.not_run, total);
 }
 
+// A stop asked for before a run starts is that run's (no item runs), and it is not the next
+// run's: a token stays cancelled until reset(), a request_stop() is for one run. Oracle: the
+// item count and the n of each item, known here.
+TEST(StopTest, AStopBeforeTheRunStopsItAndOnlyIt) {
+  const std::vector<Json> items = numbers(300);
+  test::TempDir dir;
+  std::string text;
+  for (const Json& item : items) text += item.dump() + "\n";
+  const std::string manifest = dir.write("m.jsonl", text);
+  auto identity = [](const Json& item, Context&) -> Json { return item.at("n"); };
+  auto expect_all = [&](const std::vector<Record>& records, const RunStats& stats) {
+    ASSERT_EQ(records.size(), items.size());
+    for (std::size_t i = 0; i < records.size(); ++i) EXPECT_EQ(records[i].result, Json(static_cast<int>(i)));
+    EXPECT_EQ(stats.items, items.size());
+    EXPECT_EQ(stats.not_run, 0u);
+    EXPECT_EQ(stats.stopped, StopReason::none);
+  };
+  auto run_file = [&](Engine& engine, std::vector<Record>& records) {
+    ManifestReader reader(manifest);
+    records.clear();
+    return engine.run(reader, [&](const Record& r) { records.push_back(r); });
+  };
+  for (bool serial : {true, false}) {
+    // The application's token: cancelled before the run, reset after it.
+    CancellationToken token;
+    Engine engine(identity, {.threads = 2, .serial = serial, .cancel = token});
+    token.cancel();
+    RunStats stats;
+    EXPECT_TRUE(engine.map(items, &stats).empty());
+    EXPECT_EQ(stats.stopped, StopReason::cancelled);
+    EXPECT_EQ(stats.items, 0u);
+    EXPECT_EQ(stats.not_run, items.size());
+    std::vector<Record> records;
+    stats = run_file(engine, records);
+    EXPECT_TRUE(records.empty());
+    EXPECT_EQ(stats.items, 0u);
+    EXPECT_EQ(stats.stopped, StopReason::cancelled) << "a token stays cancelled until reset()";
+    token.reset();
+    expect_all(engine.map(items, &stats), stats);
+    stats = run_file(engine, records);
+    expect_all(records, stats);
+
+    // Engine::request_stop() between runs: the next run stops before its first item, the one
+    // after runs whole.
+    for (bool map : {true, false}) {
+      engine.request_stop();
+      if (map) {
+        EXPECT_TRUE(engine.map(items, &stats).empty());
+        EXPECT_EQ(stats.not_run, items.size());
+      } else {
+        stats = run_file(engine, records);
+        EXPECT_TRUE(records.empty());
+      }
+      EXPECT_EQ(stats.items, 0u);
+      EXPECT_EQ(stats.stopped, StopReason::cancelled) << "the request before the run was lost";
+      if (map) {
+        expect_all(engine.map(items, &stats), stats);
+      } else {
+        stats = run_file(engine, records);
+        expect_all(records, stats);
+      }
+    }
+  }
+  // The typed map: a cancelled token stops it before any item; reset, it runs every one.
+  CancellationToken token;
+  token.cancel();
+  std::vector<int> out(items.size(), -1);
+  const std::vector<int> ns = [&] {
+    std::vector<int> v;
+    for (const Json& item : items) v.push_back(item.at("n"));
+    return v;
+  }();
+  MapReport report = map_into(ns, out, [](int n) { return n; }, {.threads = 2, .cancel = token});
+  EXPECT_EQ(report.stats.stopped, StopReason::cancelled);
+  EXPECT_EQ(report.stats.items, 0u);
+  ASSERT_EQ(report.not_run.size(), 1u);
+  EXPECT_EQ(report.not_run[0].end - report.not_run[0].begin, items.size());
+  token.reset();
+  report = map_into(ns, out, [](int n) { return n; }, {.threads = 2, .cancel = token});
+  EXPECT_TRUE(report.ok());
+  EXPECT_EQ(out, ns);
+}
+
 TEST(StopTest, MapRecordsNoResultReturnedAfterTheStop) {
   for (bool serial : {true, false}) {
     // The application's token, or Engine::request_stop().

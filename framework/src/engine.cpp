@@ -121,8 +121,12 @@ void Engine::Impl::learn_speed(const Batch& batch) noexcept {
 }
 
 void Engine::Impl::reset_for_run() {
-  stop.store(false);
-  stop_reason.store(StopReason::none);
+  // `stop` is left as it is: a request_stop() that came since the last run ended is for this
+  // one (the run's EndOfRun clears it when the run is over).
+  if (stop.load()) {
+    StopReason none = StopReason::none;
+    stop_reason.compare_exchange_strong(none, StopReason::cancelled);
+  }
   progress.done = 0;
   progress.failed = 0;
   progress.bytes_read = 0;
@@ -174,6 +178,7 @@ std::size_t Engine::threads() const noexcept { return impl_ ? impl_->threads : 0
 
 template <class Deliver>
 RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Deliver&& deliver) {
+  const EndOfRun end_of_run{*this};
   reset_for_run();
   progress.total_bytes = manifest.size().value_or(0);
   RunStats stats;

@@ -220,7 +220,20 @@ struct Engine::Impl {
   RunStats map_items(std::span<const Json> items, Record* records, const RecordCallback* on_record,
                      MapReport& report);
 
+  // Counters and timings to zero before a run (the stop flag stays: see EndOfRun).
   void reset_for_run();
+
+  // Ends a run's stop, however the run ends (an exception included): a request_stop() is for
+  // the run in progress, or for the next one when none is (Engine::request_stop). A request
+  // racing with the end may lose its reason here; reset_for_run() gives a stop without one
+  // the reason `cancelled` (only request_stop() sets one between runs).
+  struct EndOfRun {
+    Impl& impl;
+    ~EndOfRun() {
+      impl.stop.store(false);
+      impl.stop_reason.store(StopReason::none);
+    }
+  };
 
   void summarize(RunStats& stats);
 

@@ -36,11 +36,23 @@ namespace coremap {
 /// the engine has looked at the token (it does before each item and each batch, and every
 /// 50 ms while it waits for manifest input), and get no record (see Engine). Copies share the
 /// flag.
+///
+/// The flag stays set until reset(): a run that starts with a cancelled token (RunOptions::
+/// cancel, MapOptions::cancel) stops before its first item, so a cancel() that comes just
+/// before a run starts is not lost; and every later run with the token stops at once too,
+/// until reset() (or give each run a token of its own).
+///
+/// Thread safety: every member may be called from any thread; cancel() also from a signal
+/// handler (a lock-free atomic store).
 class CancellationToken {
  public:
   CancellationToken() : flag_(std::make_shared<std::atomic<bool>>(false)) {}
   void cancel() const noexcept { flag_->store(true, std::memory_order_relaxed); }
   bool cancelled() const noexcept { return flag_->load(std::memory_order_relaxed); }
+  /// Clears the flag (for every copy), so the token can be used for another run. Call it
+  /// between runs: a reset while a run that uses the token goes on undoes a cancel() the run
+  /// has not looked at yet (one it has seen stays a stop).
+  void reset() const noexcept { flag_->store(false, std::memory_order_relaxed); }
 
  private:
   std::shared_ptr<std::atomic<bool>> flag_;
@@ -258,6 +270,10 @@ class COREMAP_EXPORT Engine {
   /// whole. The same holds for a stop by `max_errors` (the failure that reaches it is
   /// recorded) and by RunOptions::cancel. A per-item `timeout` is not a stop: that item is
   /// recorded as timed out. Async-signal-safe.
+  ///
+  /// A request is for one run: the one in progress, or, when none is, the next one, which
+  /// then stops before its first item (so a request just before run() or map() starts is not
+  /// lost). Each run ends by clearing it, so the run after is not stopped by it.
   void request_stop() noexcept;
 
   /// Live counters of the current (or last) run.
