@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include <coremap/engine.hpp>
 #include <coremap/error.hpp>
+#include <coremap/map.hpp>
 
 #include <fcntl.h>
 #include <malloc.h>
@@ -16,6 +17,9 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <oneapi/tbb/global_control.h>
+#include <oneapi/tbb/info.h>
+#include <oneapi/tbb/task_arena.h>
 
 #include "test_util.hpp"
 
@@ -559,6 +563,96 @@ TEST(EngineTest, AMovedEngineRunsItsPluginAndTheMovedFromOneRefuses) {
   std::vector<Engine> engines;
   for (int i = 0; i < 4; ++i) engines.emplace_back(square, RunOptions{.threads = 2});
   for (Engine& engine : engines) check_squares(engine);
+}
+
+// Calls that overlapped at most: an upper bound the reported thread count must not be below.
+struct Overlap {
+  std::atomic<int> running{0};
+  std::atomic<int> most{0};
+  void enter() {
+    const int now = ++running;
+    for (int seen = most.load(); now > seen && !most.compare_exchange_weak(seen, now);) {
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(300));
+    --running;
+  }
+};
+
+// A run inside the application's own tbb::global_control or task_arena reports the
+// parallelism it gets, not the cores. Oracles: TBB's own figures for the limits the test sets
+// (active_value, this_task_arena::max_concurrency), and the overlap of calls measured here.
+TEST(EngineTest, TheThreadsReportedAreWhatTheApplicationsTbbSettingsAllow) {
+  const std::vector<Json> items = test::numbers(200);
+  std::vector<int> ns(200);
+  for (int i = 0; i < 200; ++i) ns[static_cast<std::size_t>(i)] = i;
+  {
+    tbb::global_control one(tbb::global_control::max_allowed_parallelism, 1);
+    ASSERT_EQ(tbb::global_control::active_value(tbb::global_control::max_allowed_parallelism), 1u);
+    for (std::size_t asked : {std::size_t{0}, std::size_t{4}}) {
+      Overlap overlap;
+      Engine engine([&](const Json& item, Context&) -> Json {
+        overlap.enter();
+        return item.at("n");
+      }, {.threads = asked});
+      EXPECT_EQ(engine.threads(), 1u) << asked;
+      RunStats stats;
+      EXPECT_EQ(engine.map(items, &stats).size(), items.size());
+      EXPECT_EQ(stats.threads, 1u) << asked;
+      test::TempDir dir;
+      std::string text;
+      for (const Json& item : items) text += item.dump() + "\n";
+      ManifestReader manifest(dir.write("m.jsonl", text));
+      CallbackSink sink([](std::string_view) {});
+      EXPECT_EQ(engine.run(manifest, sink).threads, 1u) << asked;
+      Overlap typed;
+      std::vector<int> out(ns.size());
+      const MapReport report = map_into(ns, out, [&](int n) { typed.enter(); return n; }, {.threads = asked});
+      EXPECT_EQ(report.stats.threads, 1u) << asked;
+      EXPECT_LE(overlap.most.load(), 1);
+      EXPECT_LE(typed.most.load(), 1);
+    }
+  }
+  // Inside the application's arena of one thread, 0 means that arena's width.
+  tbb::task_arena arena(1);
+  arena.execute([&] {
+    const auto width = static_cast<std::size_t>(tbb::this_task_arena::max_concurrency());
+    EXPECT_EQ(width, 1u);
+    Engine engine([](const Json& item, Context&) -> Json { return item.at("n"); });
+    EXPECT_EQ(engine.threads(), width);
+    RunStats stats;
+    engine.map(items, &stats);
+    EXPECT_EQ(stats.threads, width);
+    std::vector<int> out(ns.size());
+    EXPECT_EQ(map_into(ns, out, [](int n) { return n; }).stats.threads, width);
+    // Asked for explicitly, a count is the run's own, whatever the arena it is called from.
+    EXPECT_EQ(map_into(ns, out, [](int n) { return n; }, {.threads = 3}).stats.threads, 3u);
+  });
+  // With no limit set: the machine's cores, or the count asked for, above them too.
+  std::vector<int> out(ns.size());
+  EXPECT_EQ(map_into(ns, out, [](int n) { return n; }).stats.threads,
+            static_cast<std::size_t>(tbb::info::default_concurrency()));
+  EXPECT_EQ(map_into(ns, out, [](int n) { return n; }, {.threads = 8}).stats.threads, 8u);
+}
+
+// One check of the thread count for the library and the CLI (tests/cli/exit_codes.sh checks
+// the CLI's message is this one).
+TEST(EngineTest, AThreadCountOutOfRangeIsAUsageErrorSayingTheLimits) {
+  EXPECT_EQ(thread_count_error("1"), "");
+  EXPECT_EQ(thread_count_error("4096"), "");
+  for (const char* bad : {"0", "4097", "-3", "2x", "", "99999999999999999999999"}) {
+    EXPECT_EQ(thread_count_error(bad), std::string("the thread count must be 1 to 4096, not ") + bad);
+  }
+  auto identity = [](const Json& item, Context&) -> Json { return item; };
+  try {
+    Engine engine(identity, {.threads = 5000});
+    ADD_FAILURE() << "5000 threads accepted";
+  } catch (const UsageError& e) {
+    EXPECT_EQ(std::string(e.what()), "threads: the thread count must be 1 to 4096, not 5000");
+  }
+  std::vector<int> ns(3), out(3);
+  EXPECT_THROW(map_into(ns, out, [](int n) { return n; }, {.threads = max_threads + 1}), UsageError);
+  // 0 is the options' "all cores", not an error.
+  EXPECT_GE(Engine(identity, {.threads = 0}).threads(), 1u);
 }
 
 // Peak RSS of a child process that streams `items` trivial items through the engine from a

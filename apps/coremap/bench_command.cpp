@@ -333,7 +333,7 @@ CLI::App* add_bench_command(CLI::App& app, BenchArgs& args) {
                     "core count)")
       ->delimiter(',')
       ->type_name("N,N,...")
-      ->check(CLI::Range(std::size_t{1}, std::size_t{4096}));
+      ->check(thread_count_validator());
   bench->add_option("--repeat", args.repeat, "Timed runs per row; the table shows their median (default 5)")
       ->check(CLI::Range(std::size_t{1}, std::size_t{100000}))
       ->type_name("K");

@@ -44,6 +44,10 @@ struct PipelineArgs {
 /// Registers -p/--plugin, --pipeline, --concurrency, -c/--config, -m/--manifest, --format and
 /// --plugin-path on `command`.
 void add_pipeline_options(CLI::App& command, PipelineArgs& args);
+
+/// Checks a --threads value with coremap::thread_count_error, the library's own check, so the
+/// limits and the message are the library's.
+CLI::Validator thread_count_validator();
 /// The one-stage pipeline of --plugin (config resolved, --concurrency applied) or the spec of
 /// --pipeline. Throws UsageError naming `command` unless exactly one is given; ConfigError or
 /// PluginError from loading.

@@ -18,6 +18,12 @@ void add_search_options(CLI::App& command, SearchOptions& options) {
 
 PluginLoader make_loader(const SearchOptions& options) { return PluginLoader(options.plugin_paths); }
 
+CLI::Validator thread_count_validator() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string { return coremap::thread_count_error(text); },
+      "1-" + std::to_string(coremap::max_threads));
+}
+
 void add_pipeline_options(CLI::App& command, PipelineArgs& args) {
   auto* plugin = command.add_option("-p,--plugin", args.plugin, "Plugin name (found on the search path) or path to a .so")
                      ->type_name("NAME|PATH");

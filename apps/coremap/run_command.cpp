@@ -125,7 +125,7 @@ CLI::App* add_run_command(CLI::App& app, RunArgs& args) {
                   "Write records here (via FILE.part, renamed when done); default standard output")
       ->type_name("FILE");
   auto* threads = run->add_option("-j,--threads", args.threads, "Threads (default: all cores)")
-                      ->check(CLI::Range(std::size_t{1}, std::size_t{4096}));
+                      ->check(thread_count_validator());
   run->add_flag("--serial", args.serial,
                 "Run on one thread, in order, with no TBB in the call path (for debugging)")
       ->excludes(threads);

@@ -46,8 +46,7 @@ Engine::Impl::Impl(Pipeline pipeline, RunOptions o) : options(std::move(o)), pip
   }
   if (!options.isolate && options.memory_limit_bytes != 0) throw UsageError("a memory limit needs isolate (--isolate)");
   if (options.isolate && options.measure) throw UsageError("measure: isolated runs time their calls in the workers; not supported");
-  const auto cores = static_cast<std::size_t>(tbb::info::default_concurrency());
-  threads = options.serial ? 1 : (options.threads == 0 ? cores : options.threads);
+  threads = detail::map_threads(options.threads, options.serial);
   for (Stage& stage : pipeline.stages) {
     if (!stage.plugin) throw UsageError("stage '" + stage.name + "' has no plugin");
     if (stage.name.empty()) stage.name = std::string(stage.plugin->name());
@@ -221,7 +220,7 @@ RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Delive
       for (const auto& stage : stages) tokens += stage->latency_bound ? stage->spec.concurrency.limit : 0;
     }
     BatchPool batches(tokens + 1, as_records, name);
-    in_arena([&] {
+    stats.threads = in_arena([&] {
       namespace flow = tbb::flow;
       flow::graph graph;
       std::uint64_t next_seq = 0;

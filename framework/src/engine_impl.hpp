@@ -18,10 +18,6 @@
 #include <string>
 #include <vector>
 
-#include <oneapi/tbb/global_control.h>
-#include <oneapi/tbb/info.h>
-#include <oneapi/tbb/task_arena.h>
-
 #include <coremap/engine.hpp>
 #include <coremap/error.hpp>
 #include <coremap/latency_histogram.hpp>
@@ -29,6 +25,7 @@
 #include <coremap/record.hpp>
 
 #include "batch.hpp"
+#include "run_arena.hpp"
 #include "stage_runtime.hpp"
 #include "tsan_handoff.hpp"
 #include "worker_process.hpp"
@@ -237,14 +234,10 @@ struct Engine::Impl {
 
   void summarize(RunStats& stats);
 
+  // Runs `body` in the run's task arena; returns the threads it could use at once (RunArena).
   template <class F>
-  void in_arena(F&& body) {
-    // An arena wider than the machine needs the global worker limit raised too.
-    std::optional<tbb::global_control> widen;
-    if (threads > static_cast<std::size_t>(tbb::info::default_concurrency())) {
-      widen.emplace(tbb::global_control::max_allowed_parallelism, threads);
-    }
-    tbb::task_arena arena(static_cast<int>(threads));
+  std::size_t in_arena(F&& body) {
+    detail::RunArena arena(threads);
     // The arena may run `body` on one of its own threads.
     detail::handed_over(&detail::run_start_key);
     arena.execute([&] {
@@ -252,6 +245,7 @@ struct Engine::Impl {
       body();
     });
     detail::taken_over(&detail::run_end_key);
+    return arena.concurrency();
   }
 };
 

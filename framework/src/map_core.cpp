@@ -5,12 +5,16 @@
 // or as they finish. The per-item loops are templates in coremap/map.hpp.
 #include <coremap/map.hpp>
 
+#include <coremap/error.hpp>
+
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <exception>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include <oneapi/tbb/blocked_range.h>
@@ -21,6 +25,7 @@
 #include <oneapi/tbb/task_arena.h>
 
 #include "ordered_delivery.hpp"
+#include "run_arena.hpp"
 #include "tsan_handoff.hpp"
 
 namespace coremap::detail {
@@ -47,9 +52,32 @@ void MapControl::note_failure() noexcept {
   if (max_errors_ != 0 && failed >= max_errors_) stop_with(StopReason::max_errors);
 }
 
+}  // namespace coremap::detail
+
+namespace coremap {
+
+std::string thread_count_error(std::string_view count) {
+  std::size_t threads = 0;
+  const auto [end, ec] = std::from_chars(count.data(), count.data() + count.size(), threads);
+  if (ec == std::errc() && end == count.data() + count.size() && threads >= 1 && threads <= max_threads) return {};
+  return "the thread count must be 1 to " + std::to_string(max_threads) + ", not " + std::string(count);
+}
+
+}  // namespace coremap
+
+namespace coremap::detail {
+
 std::size_t map_threads(std::size_t threads, bool serial) {
   if (serial) return 1;
-  return threads == 0 ? static_cast<std::size_t>(tbb::info::default_concurrency()) : threads;
+  if (threads != 0) {
+    if (std::string error = thread_count_error(std::to_string(threads)); !error.empty()) {
+      throw UsageError("threads: " + error);
+    }
+  }
+  // 0: what the calling thread's arena allows (the whole machine unless the application runs
+  // us inside a task_arena of its own), capped like the run's own arena will be.
+  return RunArena::parallelism(threads != 0 ? threads
+                                            : static_cast<std::size_t>(tbb::this_task_arena::max_concurrency()));
 }
 
 std::size_t map_grain(std::size_t count, std::size_t threads, std::size_t grain) noexcept {
@@ -99,15 +127,12 @@ MapReport run_map(const MapJob& job, MapControl& control) {
     }
   };
 
+  std::size_t threads = 1;  // what the run could use at once
   if (job.serial) {
     for (MapChunk& chunk : chunks) one(chunk);
   } else {
-    // An arena wider than the machine needs the global worker limit raised too.
-    std::optional<tbb::global_control> widen;
-    if (job.threads > static_cast<std::size_t>(tbb::info::default_concurrency())) {
-      widen.emplace(tbb::global_control::max_allowed_parallelism, job.threads);
-    }
-    tbb::task_arena arena(static_cast<int>(job.threads));
+    RunArena arena(job.threads);
+    threads = arena.concurrency();
     // The arena's threads read the closures below where this thread built them.
     handed_over(&run_start_key);
     // What the bodies did happens before what this thread does next, also when a body threw
@@ -149,7 +174,7 @@ MapReport run_map(const MapJob& job, MapControl& control) {
   }
   reporter.stop();  // its last call has the final counters
   RunStats& stats = report.stats;
-  stats.threads = job.threads;
+  stats.threads = threads;
   stats.items = stats.records = done;
   stats.failed = report.errors.size();
   stats.ok = done - stats.failed;

@@ -31,6 +31,11 @@ setup_error "unknown flag" "--bogus" run --plugin echo --manifest "$WORK/good.js
 setup_error "missing required flag" "--manifest is required" run --plugin echo
 setup_error "no subcommand" "A subcommand is required"
 setup_error "a flag's value out of range" "--threads" run --plugin echo --manifest "$WORK/good.jsonl" --threads -3
+# The library's check and text (coremap::thread_count_error; EngineTest.AThreadCountOutOfRange...).
+setup_error "too many threads" "--threads: the thread count must be 1 to 4096, not 5000" \
+  run --plugin echo --manifest "$WORK/good.jsonl" --threads 5000
+setup_error "bench: too many threads" "--threads: the thread count must be 1 to 4096, not 5000" \
+  bench --plugin echo --manifest "$WORK/good.jsonl" --threads 1,5000
 setup_error "missing manifest" "cannot open manifest '$WORK/none.jsonl': No such file" run --plugin echo --manifest "$WORK/none.jsonl"
 setup_error "directory manifest" "is a directory" run --plugin echo --manifest "$WORK"
 setup_error "unknown plugin" "plugin 'no_such_plugin' not found" run --plugin no_such_plugin --manifest "$WORK/good.jsonl"

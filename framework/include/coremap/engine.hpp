@@ -16,6 +16,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <coremap/export.hpp>
@@ -58,10 +59,23 @@ class CancellationToken {
   std::shared_ptr<std::atomic<bool>> flag_;
 };
 
+/// The most threads a run may ask for (RunOptions::threads, MapOptions::threads, the CLI's
+/// --threads).
+inline constexpr std::size_t max_threads = 4096;
+
+/// Empty when `count`, a thread count as written (decimal digits), is one a run may ask for:
+/// 1 to max_threads. Else why not, the one sentence the library's UsageError ("threads: ...")
+/// and the CLI's --threads error both give. The options' default, 0, means all cores and is
+/// not checked here (the CLI has no 0: leaving --threads out means all cores).
+COREMAP_EXPORT std::string thread_count_error(std::string_view count);
+
 /// How a run is carried out.
 struct RunOptions {
-  /// Number of threads; 0 means all cores (tbb::info::default_concurrency()). May exceed the core
-  /// count.
+  /// Threads; 0 (the default) means all the calling thread may use: the cores of the machine
+  /// (tbb::info::default_concurrency()), or the width of the application's tbb::task_arena it
+  /// is called in. Else 1 to max_threads (more throws UsageError), and may exceed the core
+  /// count. An application's tbb::global_control (max_allowed_parallelism) caps it either
+  /// way; RunStats::threads and Engine::threads() report the capped count, what the run gets.
   std::size_t threads = 0;
   /// Run on the calling thread, in order, with no TBB in the call path (for debuggers).
   bool serial = false;
@@ -180,6 +194,8 @@ struct RunStats {
   /// not started. Not in `items`. A resumed run (RunOptions::skip) processes them.
   std::uint64_t not_run = 0;
   double wall_seconds = 0;
+  /// Threads the run could use at once: RunOptions::threads resolved (0: the calling thread's
+  /// arena), capped by the application's tbb::global_control; 1 when serial.
   std::size_t threads = 0;
   StopReason stopped = StopReason::none;
   /// The aggregate of each stage whose plugin reduces, by stage name: the plugin's summary(),
@@ -279,7 +295,9 @@ class COREMAP_EXPORT Engine {
   /// Live counters of the current (or last) run.
   const Progress& progress() const noexcept;
 
-  /// The thread count runs use.
+  /// The thread count runs use, resolved when the engine was built (see RunOptions::threads);
+  /// a run reports what it got in RunStats::threads (lower when the application's
+  /// tbb::global_control changed since).
   std::size_t threads() const noexcept;
 
  private:

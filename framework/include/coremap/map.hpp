@@ -51,7 +51,9 @@ namespace coremap {
 
 /// How a typed map runs (the subset of RunOptions that applies to it, plus the chunk size).
 struct MapOptions {
-  /// Threads; 0 means all cores (tbb::info::default_concurrency()). May exceed the core count.
+  /// Threads; as RunOptions::threads: 0 means all the calling thread may use (the cores, or
+  /// the application's task_arena), else 1 to max_threads (more throws UsageError); capped by
+  /// the application's tbb::global_control. MapReport::stats.threads says what the run got.
   std::size_t threads = 0;
   /// Run on the calling thread, in index order, with no TBB in the call path (for debuggers).
   bool serial = false;
@@ -191,8 +193,9 @@ struct MapJob {
 /// stopped set (summaries and stages are the caller's). Sets progress.total_items and done.
 COREMAP_EXPORT MapReport run_map(const MapJob& job, MapControl& control);
 
-/// The thread count `threads` means: 1 when `serial`, all cores (tbb::info::default_concurrency())
-/// for 0.
+/// The thread count `threads` means: 1 when `serial`; for 0, the calling thread's arena's
+/// (tbb::this_task_arena::max_concurrency()); capped by the active tbb::global_control. Throws
+/// UsageError for more than max_threads.
 COREMAP_EXPORT std::size_t map_threads(std::size_t threads, bool serial);
 
 /// Items per chunk: `grain` when not 0, else about 64 chunks per thread, 1 to 2048 items each.
