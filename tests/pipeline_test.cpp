@@ -112,7 +112,7 @@ TEST(PipelineTest, ReductionsDoNotDependOnTheThreadCount) {
   std::string text;
   for (int n = 0; n < 20000; ++n) text += "{\"n\":" + std::to_string(n) + "}\n";
   const std::string manifest = dir.write("m.jsonl", text);
-  const auto sum = Plugin::from_descriptor(detail::descriptor_of<Sum>("sum", "1", "sums n"), "builtin:sum");
+  const auto sum = Plugin::from_class<Sum>("sum", "1", "sums n");
   ASSERT_TRUE(sum->reduces());
   const Json expected = {{"sum", {{"count", 20000}, {"sum", 20000ull * 19999 / 2}}}};
   for (RunOptions options : {RunOptions{.serial = true}, RunOptions{.threads = 1}, RunOptions{.threads = 2},
@@ -144,11 +144,11 @@ class Totals : public Sum {
 // an MPI job would), merges the saved states: the closed-form sum, as one run gives.
 TEST(PipelineTest, SavedStatesOfSeveralRunsMergeIntoTheWholeRunsSummary) {
   test::TempDir dir;
-  const auto sum = Plugin::from_descriptor(detail::descriptor_of<Sum>("sum", "1", "sums n"), "builtin:sum");
+  const auto sum = Plugin::from_class<Sum>("sum", "1", "sums n");
   EXPECT_FALSE(sum->saves_state());
   EXPECT_THROW(summarize_states(Stage{"sum", sum, Json::object(), {}}, {}), PluginError);
 
-  const auto saved = Plugin::from_descriptor(detail::descriptor_of<Totals>("totals", "1", "sums n"), "builtin:totals");
+  const auto saved = Plugin::from_class<Totals>("totals", "1", "sums n");
   ASSERT_TRUE(saved->saves_state());
   const Stage stage{"totals", saved, Json::object(), {}};
   std::vector<Json> states;
@@ -351,7 +351,7 @@ TEST(PipelineTest, AValueThatCannotBeWrittenFailsInItsStageAndGoesNoFurther) {
     }
   }
   const std::string manifest = dir.write("m.jsonl", text);
-  const auto count = Plugin::from_descriptor(detail::descriptor_of<Count>("count", "1", "counts"), "builtin:count");
+  const auto count = Plugin::from_class<Count>("count", "1", "counts");
   auto pipeline = [&] {
     Pipeline p;
     p.stages.push_back(Stage{"mangle", Plugin::from_function(mangle, "mangle"), Json::object(), Concurrency::unlimited()});

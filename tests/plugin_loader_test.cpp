@@ -10,6 +10,10 @@
 #include <fstream>
 #include <iterator>
 
+#include <coremap/engine.hpp>
+
+#include <tuple>
+
 #include <gtest/gtest.h>
 
 #include "test_util.hpp"
@@ -306,8 +310,45 @@ struct Doubler {
   Json process(const Json& item) { return item.get<int>() * 2; }
 };
 
+// A class compiled into the application with config keys, made a plugin twice under two
+// names: each keeps its own (the class's descriptor is copied, not shared), and its config is
+// checked as a library's is. Oracle: i * factor computed here.
+struct Scaler {
+  static constexpr ConfigKey config_keys[] = {{"factor", "integer", "2", "multiplier"}};
+  explicit Scaler(const Json& config) : factor_(config.at("factor").get<int>()) {}
+  Json process(const Json& item) { return item.get<int>() * factor_; }
+  int factor_;
+};
+
+TEST(PluginLoaderTest, AClassCompiledIntoTheApplicationIsAPluginWithoutDetail) {
+  const auto twice = Plugin::from_class<Scaler>("twice", "1.0.0", "doubles");
+  const auto thrice = Plugin::from_class<Scaler>("thrice");
+  EXPECT_EQ(twice->name(), "twice");
+  EXPECT_EQ(twice->version(), "1.0.0");
+  EXPECT_EQ(twice->description(), "doubles");
+  EXPECT_EQ(thrice->name(), "thrice");
+  EXPECT_EQ(thrice->path(), "builtin:thrice");
+  EXPECT_FALSE(thrice->loaded_from_library());
+  EXPECT_FALSE(thrice->reentrant());
+  EXPECT_EQ(twice->resolve_config(Json::object()), Json({{"factor", 2}}));
+  EXPECT_THROW(twice->resolve_config({{"factr", 3}}), ConfigError);
+  EXPECT_THROW(Plugin::from_class<Scaler>(""), UsageError);
+  std::vector<Json> items;
+  for (int i = 0; i < 100; ++i) items.push_back(i);
+  for (const auto& [plugin, config, factor] :
+       {std::tuple{twice, Json::object(), 2}, std::tuple{thrice, Json{{"factor", 3}}, 3}}) {
+    Engine engine(plugin, config, {.threads = 2});
+    const std::vector<Record> records = engine.map(items);
+    ASSERT_EQ(records.size(), items.size());
+    for (std::size_t i = 0; i < records.size(); ++i) {
+      ASSERT_TRUE(records[i].ok) << records[i].error;
+      EXPECT_EQ(records[i].result.get<int>(), static_cast<int>(i) * factor);
+    }
+  }
+}
+
 TEST(PluginLoaderTest, RunsPluginCompiledIntoTheApplication) {
-  const auto plugin = Plugin::from_descriptor(detail::descriptor_of<Doubler>("doubler", "1", "x2"), "builtin");
+  const auto plugin = Plugin::from_class<Doubler>("doubler", "1", "x2");
   PluginInstance instance(plugin, Json::object());
   Context context(0, nullptr);
   Json result;

@@ -331,6 +331,24 @@ std::shared_ptr<const Plugin> Plugin::from_descriptor(const PluginDescriptor* de
   return std::make_shared<const Plugin>(Private{}, nullptr, descriptor, std::move(origin));
 }
 
+std::shared_ptr<const Plugin> Plugin::from_class_descriptor(const PluginDescriptor& of_class, std::string name,
+                                                            std::string version, std::string description) {
+  if (name.empty()) throw UsageError("Plugin::from_class: the plugin needs a name");
+  // The descriptor and the strings it points to, in one block that lives as long as the plugin.
+  struct Owned {
+    std::string name, version, description;
+    PluginDescriptor descriptor;
+  };
+  auto owned = std::make_shared<Owned>(Owned{std::move(name), std::move(version), std::move(description), of_class});
+  owned->descriptor.name = owned->name.c_str();
+  owned->descriptor.version = owned->version.c_str();
+  owned->descriptor.description = owned->description.c_str();
+  std::shared_ptr<PluginDescriptor> descriptor(owned, &owned->descriptor);
+  auto plugin = std::make_shared<Plugin>(Private{}, nullptr, descriptor.get(), "builtin:" + owned->name);
+  plugin->function_descriptor_ = std::move(descriptor);
+  return plugin;
+}
+
 namespace {
 
 using Function = std::function<Json(const Json&, Context&)>;

@@ -138,7 +138,7 @@ using RecordCallback = std::function<void(const Record& record)>;
 
 /// A per-item function the engine runs directly, with no plugin class or shared library. It is
 /// called from several threads at once, so it must be safe to; a plugin class (one instance per
-/// thread, see Plugin::from_descriptor) is the way to keep per-thread state.
+/// thread, see Plugin::from_class) is the way to keep per-thread state.
 using ItemFunction = std::function<Json(const Json& item, Context& context)>;
 
 /// Where one stage's time went, when RunOptions::measure is set. Durations in nanoseconds;

@@ -39,8 +39,27 @@ class COREMAP_EXPORT Plugin {
   /// whose ABI or fingerprint differs.
   static std::shared_ptr<const Plugin> load(const std::filesystem::path& path);
 
-  /// Wraps a descriptor compiled into the application (`detail::descriptor_of<MyPlugin>(...)`),
-  /// so the engine runs it with no shared library; `origin` names it in messages.
+  /// A plugin class compiled into the application, run by the engine with no shared library:
+  /// the same class a plugin library registers with COREMAP_PLUGIN (a constructor taking its
+  /// config, `process()`, and optionally `config_keys`, `reentrant`, `merge()`/`summary()`,
+  /// `save()`/`load()`; see coremap/plugin.hpp). `name` names it in messages, as a stage's
+  /// default name and in RunStats::summaries; path() is "builtin:<name>". Throws UsageError
+  /// for an empty name.
+  ///
+  /// \code
+  /// auto upper = coremap::Plugin::from_class<Upper>("upper", "1.0.0", "upper-cases a field");
+  /// coremap::Engine engine(upper, {{"field", "name"}});
+  /// \endcode
+  template <class P>
+  static std::shared_ptr<const Plugin> from_class(std::string name, std::string version = {},
+                                                  std::string description = {}) {
+    return from_class_descriptor(*detail::descriptor_of<P>("", "", ""), std::move(name), std::move(version),
+                                 std::move(description));
+  }
+
+  /// Wraps a descriptor made elsewhere (a plugin library's entry function called by the
+  /// application itself); `origin` names it in messages. A class compiled into the
+  /// application is simpler with from_class().
   static std::shared_ptr<const Plugin> from_descriptor(const PluginDescriptor* descriptor,
                                                        std::string origin);
 
@@ -92,7 +111,12 @@ class COREMAP_EXPORT Plugin {
   void* handle_;
   const PluginDescriptor* descriptor_;
   std::string path_;
-  // Set by from_function: the callable, and the descriptor (with its name) it runs under.
+  // from_class(): a copy of the class's descriptor with its own name, version and
+  // description, which `descriptor_` points into.
+  static std::shared_ptr<const Plugin> from_class_descriptor(const PluginDescriptor& of_class, std::string name,
+                                                             std::string version, std::string description);
+  // Set by from_function: the callable; by from_function and from_class: the descriptor (with
+  // its name) it runs under.
   std::shared_ptr<std::function<Json(const Json&, Context&)>> function_;
   std::shared_ptr<PluginDescriptor> function_descriptor_;
 };

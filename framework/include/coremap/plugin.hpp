@@ -449,7 +449,7 @@ constexpr std::size_t config_key_count_of() noexcept {
 }
 
 /// The descriptor of plugin class P. Also used directly to run a plugin class linked into the
-/// application, without a shared library (Plugin::from_descriptor).
+/// application, without a shared library (Plugin::from_class copies it).
 template <class P>
 const PluginDescriptor* descriptor_of(const char* name, const char* version,
                                       const char* description) noexcept {
