@@ -249,7 +249,7 @@ TEST(EngineTest, SerialRunMatchesAnIndependentOracle) {
 }
 
 // Hands out a manifest's items in small batches of at most three, under another name: the
-// shape of any other BatchSource (an MPI worker's chunks).
+// shape of any other BatchSource (the chunks an MPI processing rank receives).
 class SmallBatches final : public BatchSource {
  public:
   SmallBatches(const std::string& path, std::string name) : reader_(path), name_(std::move(name)) {}

@@ -192,7 +192,7 @@ void WorkerProcess::start() {
   }
   ::posix_spawnattr_init(&attr);
   // The worker starts with no signal blocked and default dispositions, whatever the spawning
-  // thread (a TBB worker) or the application had set.
+  // thread (a TBB thread) or the application had set.
   sigset_t none;
   sigset_t defaults;
   sigemptyset(&none);
