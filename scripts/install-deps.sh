@@ -10,7 +10,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends \
   build-essential cmake git ca-certificates \
-  libtbb-dev nlohmann-json3-dev libcli11-dev libssl-dev zlib1g-dev libelf-dev \
+  libtbb-dev nlohmann-json3-dev libcli11-dev libssl-dev zlib1g-dev libelf-dev libsqlite3-dev \
   libgtest-dev libbenchmark-dev clang libclang-rt-14-dev \
   coreutils findutils bsdutils time python3 pkg-config binutils parallel file procps \
   libopenmpi-dev openmpi-bin \

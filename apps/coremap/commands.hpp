@@ -74,6 +74,9 @@ struct RunArgs {
   std::string memory_limit;
   bool mpi = false;             // --mpi (or started by an MPI launcher): docs/distributed.md
   std::size_t mpi_chunk = 0;    // --mpi-chunk: items per chunk; 0 adapts to item cost
+  std::string cache;            // --cache DIR: docs/cache.md
+  std::string cache_files = "stat";
+  bool cache_failures = false;
 };
 CLI::App* add_run_command(CLI::App& app, RunArgs& args);
 int run_command(const RunArgs& args);
@@ -122,6 +125,21 @@ int local_bench_command(const BenchArgs& args);
 /// `coremap bench` across the ranks of an MPI job (docs/distributed.md); with one rank, the
 /// ordinary bench. Refuses (UsageError) in builds without MPI.
 int mpi_bench_command(const BenchArgs& args);
+
+/// `coremap cache stats|gc|why` (docs/cache.md).
+struct CacheArgs {
+  std::string directory;
+  std::string max_size;      // gc --max-size
+  double older_than = 0;     // gc --older-than DAYS
+  PipelineArgs input;        // why: the run's plugin or pipeline, config and manifest
+  std::uint64_t index = 0;   // why --index
+  std::string cache_files = "stat";
+  CLI::App* stats = nullptr;
+  CLI::App* gc = nullptr;
+  CLI::App* why = nullptr;
+};
+CLI::App* add_cache_command(CLI::App& app, CacheArgs& args);
+int cache_command(const CacheArgs& args);
 
 struct PluginsArgs {
   SearchOptions search;

@@ -91,11 +91,13 @@ int main(int argc, char** argv) {
   PluginsArgs plugins_args;
   InfoArgs info_args;
   NewPluginArgs new_plugin_args;
+  CacheArgs cache_args;
   CLI::App* run = add_run_command(app, run_args);
   CLI::App* bench = add_bench_command(app, bench_args);
   CLI::App* plugins = add_plugins_command(app, plugins_args);
   CLI::App* info = add_info_command(app, info_args);
   CLI::App* new_plugin = add_new_plugin_command(app, new_plugin_args);
+  CLI::App* cache = add_cache_command(app, cache_args);
 
   try {
     app.parse(argc, argv);
@@ -109,6 +111,7 @@ int main(int argc, char** argv) {
     if (plugins->parsed()) return plugins_command(plugins_args);
     if (info->parsed()) return info_command(info_args);
     if (new_plugin->parsed()) return new_plugin_command(new_plugin_args);
+    if (cache->parsed()) return cache_command(cache_args);
   } catch (const coremap::Error& e) {
     std::fprintf(stderr, "coremap: error: %s\n", e.what());
     return exit_setup;

@@ -168,6 +168,19 @@ CLI::App* add_run_command(CLI::App& app, RunArgs& args) {
                   "With --isolate: address-space limit of each worker (RLIMIT_AS), e.g. 512M, 2G")
       ->type_name("SIZE")
       ->needs(isolate);
+  auto* cache = run->add_option("--cache", args.cache,
+                                 "Result cache directory: items whose key (plugin build, config, item, file) is "
+                                 "stored are replayed, the others run and are stored (docs/cache.md)")
+                     ->type_name("DIR");
+  run->add_option("--cache-files", args.cache_files,
+                  "With --cache: what of the item's `path` file is in its key: stat (path, size, mtime, inode; "
+                  "default), size, or content (SHA-256 of the file)")
+      ->check(CLI::IsMember({"stat", "size", "content"}))
+      ->type_name("stat|size|content")
+      ->needs(cache);
+  run->add_flag("--cache-failures", args.cache_failures,
+                "With --cache: store failed items too (never timeouts or crashes)")
+      ->needs(cache);
   run->add_flag("-q,--quiet", args.quiet, "No progress line and no summary on standard error");
   run->add_flag("--mpi", args.mpi,
                 "Run across the ranks of an MPI job (implied when mpirun or srun started coremap): rank 0 "
@@ -224,6 +237,11 @@ RunOptions make_run_options(const RunArgs& args) {
   options.max_errors = args.fail_fast ? 1 : args.max_errors;
   options.max_in_flight = args.max_in_flight;
   options.isolate = args.isolate;
+  if (!args.cache.empty()) {
+    options.cache.directory = args.cache;
+    options.cache.files = parse_cache_file_policy(args.cache_files, "--cache-files");
+    options.cache.failures = args.cache_failures;
+  }
   if (!args.memory_limit.empty()) options.memory_limit_bytes = parse_size(args.memory_limit, "--memory-limit");
   if (args.timeout_seconds > 0) {
     // Rounded up, so that a tiny positive timeout is never 0 (no limit).
@@ -243,6 +261,18 @@ void print_run_summary(const RunArgs& args, const RunOptions& options, const Run
                static_cast<unsigned long long>(stats.items), records.c_str(), static_cast<unsigned long long>(stats.ok),
                static_cast<unsigned long long>(stats.failed), stats.wall_seconds, stats.items_per_second(),
                stats.threads, stats.threads == 1 ? "" : "s", args.serial ? ", serial" : "");
+  if (stats.cache.enabled) {
+    std::fprintf(stderr, "coremap: cache: %llu hits, %llu misses, %llu stored",
+                 static_cast<unsigned long long>(stats.cache.hits), static_cast<unsigned long long>(stats.cache.misses),
+                 static_cast<unsigned long long>(stats.cache.stored));
+    if (stats.cache.not_stored != 0) {
+      std::fprintf(stderr, ", %llu not stored", static_cast<unsigned long long>(stats.cache.not_stored));
+    }
+    if (stats.cache.corrupt != 0) {
+      std::fprintf(stderr, ", %llu corrupt entries run again", static_cast<unsigned long long>(stats.cache.corrupt));
+    }
+    std::fprintf(stderr, "\n");
+  }
   if (resumable && resumable->resumed()) {
     std::fprintf(stderr, "coremap: with the earlier run's records, %s holds %llu items: %llu ok, %llu failed\n",
                  args.output.c_str(), static_cast<unsigned long long>(stats.items + earlier_ok + earlier_failed),
@@ -411,6 +441,8 @@ int local_run_command(const RunArgs& args) {
     stdout_sink->finish();
   }
   print_run_summary(args, options, stats, resumable ? &*resumable : nullptr);
+  // Said even with --quiet: stages left uncached, corrupt entries, a database that refused.
+  if (!stats.cache.note.empty()) std::fprintf(stderr, "coremap: cache: %s\n", stats.cache.note.c_str());
   const std::uint64_t earlier_failed = resumable ? resumable->earlier_failed() : 0;
   const bool summary_failed = report_summaries(stats.summaries, args);
   if (signal_number != 0) {

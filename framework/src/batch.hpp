@@ -17,6 +17,7 @@
 #include <coremap/manifest.hpp>
 #include <coremap/record.hpp>
 
+#include "result_cache.hpp"
 #include "tsan_handoff.hpp"
 
 namespace coremap::detail {
@@ -41,6 +42,8 @@ struct Value {
   // The run's stop cut its item short in a later stage: the item gets no record at all (none
   // of its values), so a resumed run processes it whole.
   bool stopped = false;
+  // A cached outcome replayed (RunOptions::cache): stages before this one pass it on untouched.
+  std::uint32_t skip_until = 0;
 };
 
 // Items of a batch, the values between its stages, and its records. Batches travel between
@@ -63,6 +66,11 @@ struct Batch {
   std::uint64_t failed = 0;
   std::uint64_t not_run = 0;  // items of the batch the run's stop left without a record
   std::uint64_t work_ns = 0;  // time spent in stages, for batch sizing
+  // RunOptions::cache: items replayed from the cache and items run; the keys of the items run,
+  // in index order, until the last cached stage stores their outcomes.
+  std::uint64_t cache_hits = 0;
+  std::uint64_t cache_misses = 0;
+  std::vector<PendingEntry> cache_pending;
   // Numbering the records of one item: the item and how many records it has so far.
   std::uint64_t sub_item = ~std::uint64_t{0};
   std::int64_t sub_count = 0;
@@ -72,7 +80,8 @@ struct Batch {
     records.clear();
     values.clear();
     next.clear();
-    items = ok = failed = not_run = work_ns = 0;
+    items = ok = failed = not_run = work_ns = cache_hits = cache_misses = 0;
+    cache_pending.clear();
     sub_item = ~std::uint64_t{0};
   }
   std::uint64_t written() const noexcept { return ok + failed; }

@@ -54,6 +54,23 @@ Engine::Impl::Impl(Pipeline pipeline, RunOptions o) : options(std::move(o)), pip
     StageRuntime& added = *stages.back();
     added.latency_bound = !options.serial && !options.isolate && added.spec.concurrency.limit > threads;
   }
+  if (!options.cache.directory.empty()) {
+    if (options.isolate) {
+      throw UsageError("--cache with --isolate: not supported yet (the cache replays outcomes in process); run "
+                       "without one of them");
+    }
+    std::vector<const Stage*> cached;
+    for (const auto& stage : stages) {
+      if (const std::string why = detail::uncacheable_reason(stage->spec); !why.empty()) {
+        cache_note = "stage '" + stage->spec.name + "'" + (stage.get() != stages.back().get() ? " and the stages after it" : "") +
+                     " not cached: " + why;
+        break;
+      }
+      cached.push_back(&stage->spec);
+    }
+    cached_stages = cached.size();
+    if (!cached.empty()) cache = std::make_unique<detail::ResultCache>(options.cache, cached);
+  }
   if (options.isolate) {
     const StageRuntime& stage = *stages.front();
     detail::WorkerSettings settings = detail::worker_settings(*stage.spec.plugin, stage.spec.config, options);
@@ -106,6 +123,12 @@ void Engine::Impl::account(const Batch& batch, RunStats& stats) {
   stats.failed += batch.failed;
   stats.not_run += batch.not_run;
   progress.done.fetch_add(batch.items, std::memory_order_relaxed);
+  if (cache) {
+    cache->counters.hits.fetch_add(batch.cache_hits, std::memory_order_relaxed);
+    cache->counters.misses.fetch_add(batch.cache_misses, std::memory_order_relaxed);
+    progress.cache_hits.fetch_add(batch.cache_hits, std::memory_order_relaxed);
+    progress.cache_misses.fetch_add(batch.cache_misses, std::memory_order_relaxed);
+  }
 }
 
 // Feeds a batch's time per item into the cut stage's batch sizing, as soon as its last stage
@@ -131,6 +154,8 @@ void Engine::Impl::reset_for_run() {
   progress.bytes_read = 0;
   progress.total_bytes = 0;
   progress.total_items = 0;
+  progress.cache_hits = 0;
+  progress.cache_misses = 0;
   if (options.cancel.cancelled()) stop_with(StopReason::cancelled);
   for (const auto& stage : stages) stage->latency.clear();
 }
@@ -349,6 +374,12 @@ RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Delive
     });
   }
   reporter.stop();
+  if (!options.cache.directory.empty()) {
+    if (cache) stats.cache = cache->finish_run();
+    stats.cache.enabled = true;
+    stats.cache.cached_stages = cached_stages;
+    if (!cache_note.empty()) stats.cache.note = cache_note + (stats.cache.note.empty() ? "" : "; " + stats.cache.note);
+  }
   summarize(stats);
   stats.wall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   stats.stopped = stop_reason.load();

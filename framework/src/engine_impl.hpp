@@ -26,6 +26,7 @@
 
 #include "batch.hpp"
 #include "run_arena.hpp"
+#include "result_cache.hpp"
 #include "stage_runtime.hpp"
 #include "tsan_handoff.hpp"
 #include "worker_process.hpp"
@@ -70,6 +71,11 @@ struct Engine::Impl {
   alignas(64) std::atomic<std::uint64_t> per_item_ns{0};
   // With options.isolate: the plugin runs in these worker processes instead (no instance here).
   std::unique_ptr<detail::WorkerPool> workers;
+  // With options.cache: the store, how many first stages it covers (0: none, and no store),
+  // and why the others are not cached.
+  std::unique_ptr<detail::ResultCache> cache;
+  std::size_t cached_stages = 0;
+  std::string cache_note;
 
   Impl(Pipeline pipeline, RunOptions o);
 
@@ -170,6 +176,10 @@ struct Engine::Impl {
   // several threads at once, each with its own instance and its own `out`.
   void run_values(Batch& batch, std::size_t s, PluginInstance& instance, std::size_t first, std::size_t end,
                   std::vector<Value>& out, const std::string& manifest_name);
+
+  // RunOptions::cache, after the last cached stage s > 0 ran over a batch: stores the
+  // outcomes of the batch's items that were run (batch.cache_pending) from its outputs.
+  void store_cached(Batch& batch, std::size_t s);
 
   // After stage s > 0 ran over the whole batch (its outputs in batch.next): hands them to the
   // next stage, or, after the last stage, writes them as records in order.

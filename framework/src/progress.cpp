@@ -49,6 +49,8 @@ ProgressSnapshot ProgressReporter::snapshot() const {
   snapshot.total_items = progress_.total_items.load(std::memory_order_relaxed);
   snapshot.bytes_read = progress_.bytes_read.load(std::memory_order_relaxed);
   snapshot.total_bytes = progress_.total_bytes.load(std::memory_order_relaxed);
+  snapshot.cache_hits = progress_.cache_hits.load(std::memory_order_relaxed);
+  snapshot.cache_misses = progress_.cache_misses.load(std::memory_order_relaxed);
   snapshot.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   return snapshot;
 }
@@ -82,6 +84,9 @@ std::string format_progress_line(const ProgressSnapshot& s) {
     line += text;
   }
   if (s.failed > 0) line += ", " + std::to_string(s.failed) + " failed";
+  if (s.cache_hits + s.cache_misses > 0) {
+    line += ", cache " + std::to_string(s.cache_hits) + " hits " + std::to_string(s.cache_misses) + " misses";
+  }
   std::snprintf(text, sizeof text, ", %.0f items/s", s.seconds > 0 ? static_cast<double>(s.done) / s.seconds : 0.0);
   line += text;
   if (fraction > 0 && fraction < 1) line += ", ETA " + format_duration(s.seconds * (1 - fraction) / fraction);

@@ -137,11 +137,58 @@ void Engine::Impl::run_stage(Batch& batch, std::size_t s, PluginInstance& instan
       output_ok(batch, last, index, line, fanned, attempts, value);
     }
   };
+  // RunOptions::cache: the item's key, its stored outcome on a hit, and whether this stage is
+  // the last cached one (then it stores the outcomes of the items it runs itself).
+  detail::ResultCache* const result_cache = cache.get();
+  const bool stores_here = result_cache != nullptr && cached_stages == 1;
+  detail::ItemKey key;
+  std::vector<detail::CachedValue> replayed;
+  const std::string stage_prefix = name_stage ? "stage '" + stage_name + "': " : "";
+  // The outcome of the call that just returned, stored unless a failure is not to be.
+  auto store_outcome = [&](bool ok) {
+    if (!ok && (!result_cache->options().failures || (options.timeout.count() != 0 && error.starts_with("timed out: ")))) {
+      result_cache->counters.not_stored.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    std::string outcome;
+    if (ok && !emitter.used && attempts == 1) {
+      outcome = "r" + result.dump(-1, ' ', false, Json::error_handler_t::strict);
+    } else {
+      std::vector<detail::CachedValue> values;
+      if (!ok) {
+        values.push_back(detail::CachedValue{false, true, attempts, Json(), stage_prefix + error});
+      } else if (!emitter.used) {
+        values.push_back(detail::CachedValue{false, false, attempts, result, {}});
+      } else {
+        for (const Json& value : emitted) values.push_back(detail::CachedValue{true, false, attempts, value, {}});
+      }
+      outcome = detail::encode_outcome(values);
+    }
+    result_cache->store(std::move(key), std::move(outcome));
+  };
+  // Hands on a stored outcome: through this stage's own hand-on when it is the last cached
+  // one, else as values the later cached stages pass on untouched.
+  auto replay = [&](std::uint64_t index, std::uint64_t line) {
+    const std::string prefix = manifest_name + ":" + std::to_string(line) + ": ";
+    for (detail::CachedValue& value : replayed) {
+      attempts = value.attempts;
+      if (cached_stages > 1) {
+        batch.next.push_back(Value{index, line, value.fanned, value.failed, value.attempts, std::move(value.data),
+                                   value.failed ? prefix + value.error : std::string(), false,
+                                   static_cast<std::uint32_t>(cached_stages)});
+      } else if (value.failed) {
+        output_error(batch, last, index, line, value.fanned, value.attempts, prefix + value.error);
+      } else {
+        hand_on(index, line, value.fanned, value.data);
+      }
+    }
+  };
   // Processes one input and hands on its outputs: the emitted values, or the result; none
   // when the run's stop cut it short (false then).
   auto apply = [&](std::uint64_t index, std::uint64_t line, bool fanned, const Json& input) {
     const bool ok = run_item_measured(latency, instance, index, input, result, error, attempts, &emitter);
     if (cut_short()) return false;
+    if (stores_here) store_outcome(ok);
     if (!ok) {
       output_error(batch, last, index, line, fanned, attempts, where(line) + error);
     } else if (!emitter.used) {
@@ -164,9 +211,19 @@ void Engine::Impl::run_stage(Batch& batch, std::size_t s, PluginInstance& instan
                    manifest_name + ":" + std::to_string(raw.line) + ": " + std::string(text));
     } else if (!detail::parse_item(text, raw.line, format, manifest_name, item, error)) {
       output_error(batch, last, raw.index, raw.line, false, 1, error);
-    } else if (!apply(raw.index, raw.line, false, item)) {
-      batch.not_run += count - i;
-      break;
+    } else if (result_cache != nullptr && (result_cache->key_of(item, key), result_cache->lookup(key, replayed))) {
+      ++batch.cache_hits;
+      replay(raw.index, raw.line);
+    } else {
+      if (result_cache != nullptr) {
+        ++batch.cache_misses;
+        if (!stores_here) batch.cache_pending.push_back(detail::PendingEntry{raw.index, key});
+      }
+      if (!apply(raw.index, raw.line, false, item)) {
+        if (result_cache != nullptr && !stores_here) batch.cache_pending.pop_back();
+        batch.not_run += count - i;
+        break;
+      }
     }
     ++batch.items;
   }
@@ -196,7 +253,7 @@ void Engine::Impl::run_values(Batch& batch, std::size_t s, PluginInstance& insta
   };
   for (std::size_t i = first; i < end; ++i) {
     Value& value = batch.values[i];
-    if (value.failed || value.stopped) {
+    if (value.failed || value.stopped || s < value.skip_until) {
       out.push_back(std::move(value));
       continue;
     }
@@ -218,6 +275,7 @@ void Engine::Impl::run_values(Batch& batch, std::size_t s, PluginInstance& insta
 // After stage s > 0 ran over the whole batch (its outputs in batch.next): hands them to the
 // next stage, or, after the last stage, writes them as records in order.
 void Engine::Impl::finish_stage(Batch& batch, std::size_t s) {
+  if (s + 1 == cached_stages) store_cached(batch, s);
   batch.values.clear();
   if (s + 1 < stages.size()) {
     std::swap(batch.values, batch.next);
@@ -245,6 +303,43 @@ void Engine::Impl::finish_stage(Batch& batch, std::size_t s) {
     }
   }
   batch.next.clear();
+}
+
+// RunOptions::cache, after the last cached stage s > 0 ran over a batch: stores the outcomes
+// of the batch's items that were run (batch.cache_pending) from its outputs (batch.next, an
+// item's values adjacent and in index order, as the pending keys are).
+void Engine::Impl::store_cached(Batch& batch, std::size_t) {
+  const std::vector<Value>& outputs = batch.next;
+  const std::size_t n = outputs.size();
+  std::size_t v = 0;
+  std::vector<detail::CachedValue> values;
+  for (detail::PendingEntry& pending : batch.cache_pending) {
+    while (v < n && outputs[v].index < pending.index) ++v;
+    bool storable = true;
+    values.clear();
+    for (; v < n && outputs[v].index == pending.index; ++v) {
+      const Value& value = outputs[v];
+      if (value.stopped) storable = false;
+      if (value.failed) {
+        // Errors are stored without their "manifest:line: ", which the replay writes anew.
+        const std::string prefix = std::string(batch.source) + ":" + std::to_string(value.line) + ": ";
+        if (!cache->options().failures || !value.error.starts_with(prefix) ||
+            value.error.find(": timed out: ran ") != std::string::npos) {
+          storable = false;
+        } else {
+          values.push_back(detail::CachedValue{value.fanned, true, value.attempts, Json(), value.error.substr(prefix.size())});
+        }
+      } else {
+        values.push_back(detail::CachedValue{value.fanned, false, value.attempts, value.data, {}});
+      }
+    }
+    if (storable) {
+      cache->store(std::move(pending.key), detail::encode_outcome(values));
+    } else {
+      cache->counters.not_stored.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  batch.cache_pending.clear();
 }
 
 // Stage s over a batch's values in chunks on the arena's threads (splits(s)), each chunk with

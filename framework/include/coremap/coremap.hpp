@@ -5,6 +5,7 @@
 /// Everything an application embedding coremap needs. Plugin authors include
 /// <coremap/plugin.hpp> instead.
 
+#include <coremap/cache.hpp>
 #include <coremap/engine.hpp>
 #include <coremap/error.hpp>
 #include <coremap/latency_histogram.hpp>

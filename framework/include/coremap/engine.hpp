@@ -19,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include <coremap/cache.hpp>
 #include <coremap/export.hpp>
 #include <coremap/latency_histogram.hpp>
 #include <coremap/index_set.hpp>
@@ -127,6 +128,16 @@ struct RunOptions {
   /// per-stage latency in RunStats::stages. Costs two clock reads per item; when false, one
   /// branch. Not with `isolate` (the calls happen in the worker processes).
   bool measure = false;
+  /// The result cache (docs/cache.md): with `cache.directory` set, run() looks each item up
+  /// by its key (plugin builds, resolved configs, the item's canonical JSON, its `path`
+  /// file as `cache.files` says) and replays a stored outcome instead of calling the plugins;
+  /// misses run and are stored by a background thread. Records are the same as without the
+  /// cache, in the same order. Caches the pipeline's stages up to the first that reduces or is
+  /// not cacheable (Plugin::cacheable(); RunStats::cache says how many). Throws UsageError
+  /// (from the constructor) with `isolate`, or when the database cannot be used. map() does
+  /// not use a cache: it throws UsageError when one is set. Thread safety: several engines
+  /// and processes may share one directory at once.
+  CacheOptions cache{};
   /// Also keep each reducing stage's merged partial state (RunStats::states) where its plugin
   /// saves state (Plugin::saves_state()): what an MPI processing rank sends to rank 0.
   bool save_states = false;
@@ -205,6 +216,8 @@ struct RunStats {
   /// saves_state()), by stage name, for summarize_states(): {"state": ...} as the plugin's
   /// save() wrote it, or {"error": "..."} when merging or saving threw.
   Json states = Json::object();
+  /// With RunOptions::cache: hits, misses, what was stored, and what to tell the user.
+  CacheRunStats cache;
   /// With RunOptions::measure: one entry per stage, in pipeline order; empty otherwise.
   std::vector<StageStats> stages;
 

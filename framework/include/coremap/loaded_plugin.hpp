@@ -93,6 +93,9 @@ class COREMAP_EXPORT Plugin {
     return reduces() && (descriptor_->flags & plugin_saves_state) != 0 && descriptor_->save_state != nullptr &&
            descriptor_->load_state != nullptr;
   }
+  /// False when the plugin declares `cacheable = false` (plugin_not_cacheable): the result
+  /// cache stores nothing of it (docs/cache.md).
+  bool cacheable() const noexcept { return (descriptor_->flags & plugin_not_cacheable) == 0; }
 
   /// Checks `config` against the declared keys (null counts as {}) and returns it with the
   /// defaults filled in. Throws ConfigError naming the plugin and the key: not an object,

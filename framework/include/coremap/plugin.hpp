@@ -28,6 +28,11 @@
 /// Thread safety: unless the class declares `static constexpr bool reentrant = true;`, the
 /// engine never calls `process()` on one instance from two threads at once (it keeps one
 /// instance per thread), so plugin code can be plain serial code.
+///
+/// A plugin whose result is not determined by its item, config and input file (it reads the
+/// clock, draws random numbers, asks the network) declares `static constexpr bool cacheable =
+/// false;`: the result cache (`--cache`, docs/cache.md) then stores nothing of it or of any
+/// stage after it.
 
 #if !defined(__cplusplus) || __cplusplus < 202002L
 #error "coremap needs C++20: compile with -std=c++20 (coremap_add_plugin, coremap::plugin_api and coremap::coremap and pkg-config --cflags coremap set it)"
@@ -158,6 +163,10 @@ enum PluginFlags : std::uint32_t {
   plugin_declares_config = 1u << 1,  ///< config_keys is the complete list of accepted keys
   plugin_reduces = 1u << 2,          ///< merge and summary are set: the plugin aggregates
   plugin_saves_state = 1u << 3,      ///< save_state and load_state are set: partial states cross processes
+  /// The plugin's outputs are not a function of its item, config and input file (time,
+  /// randomness, the network): the result cache (--cache) never stores them. Declared with
+  /// `static constexpr bool cacheable = false;` in the class.
+  plugin_not_cacheable = 1u << 4,
 };
 
 /// What a plugin library's entry symbol returns. Layout is part of the ABI: `abi_version`
@@ -427,6 +436,9 @@ constexpr std::uint32_t flags_of() noexcept {
   if constexpr (requires { P::config_keys; }) flags |= plugin_declares_config;
   if constexpr (Reduces<P>) flags |= plugin_reduces;
   if constexpr (SavesState<P>) flags |= plugin_saves_state;
+  if constexpr (requires { P::cacheable; }) {
+    if (!P::cacheable) flags |= plugin_not_cacheable;
+  }
   return flags;
 }
 

@@ -27,6 +27,8 @@ struct Progress {
   std::atomic<std::uint64_t> bytes_read{0};   ///< manifest bytes consumed
   std::atomic<std::uint64_t> total_bytes{0};  ///< manifest size when known, else 0
   std::atomic<std::uint64_t> total_items{0};  ///< item count when known, else 0
+  std::atomic<std::uint64_t> cache_hits{0};    ///< RunOptions::cache: items replayed from it
+  std::atomic<std::uint64_t> cache_misses{0};  ///< RunOptions::cache: items run
 };
 
 /// One reading of the counters.
@@ -37,6 +39,8 @@ struct ProgressSnapshot {
   std::uint64_t bytes_read = 0;
   std::uint64_t total_bytes = 0;  ///< 0 when unknown
   double seconds = 0;             ///< since the run started
+  std::uint64_t cache_hits = 0;    ///< RunOptions::cache: items replayed from it
+  std::uint64_t cache_misses = 0;  ///< RunOptions::cache: items run
 
   /// Fraction done from items when their count is known, else from manifest bytes; -1 if neither.
   double fraction() const noexcept {

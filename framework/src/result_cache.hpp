@@ -1,0 +1,161 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// The result cache (RunOptions::cache, docs/cache.md): items' keys, lookups on the per-item
+// path and the writer thread that stores outcomes. Owns the SQLite database DIR/cache.sqlite
+// of one engine: a connection per thread that looks up (prepared statement, read-only work),
+// and one writer thread that stores what the stages queue, in transactions of many entries,
+// so no item ever waits on the disk. Entries carry the parts of their key (plugin build,
+// config, item, file facts) for `coremap cache why`.
+
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <oneapi/tbb/enumerable_thread_specific.h>
+
+#include <coremap/cache.hpp>
+#include <coremap/plugin.hpp>
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace coremap::detail {
+
+using Digest = std::array<unsigned char, 32>;
+
+// What the key of one item is made of, as far as the item and its file go.
+struct ItemKey {
+  Digest key{};
+  Digest item{};  // SHA-256 of the item's canonical JSON
+  // The file the item's `path` field names (file_state: 0 no path field, 1 stat failed, 2 ok).
+  int file_state = 0;
+  std::string path;
+  std::uint64_t size = 0;
+  std::int64_t mtime_ns = 0;
+  std::uint64_t inode = 0;
+  Digest content{};  // CacheFilePolicy::content only
+  std::string file_error;
+};
+
+// A stored outcome of the cached stages for one item: its values, in order (none: the item
+// was filtered out). An error's text is what follows "manifest:line: " in its record.
+struct CachedValue {
+  bool fanned = false;
+  bool failed = false;
+  std::uint32_t attempts = 1;
+  Json data;
+  std::string error;
+};
+
+// Encodes / decodes an outcome (the text stored in the database). decode is false for text
+// that is not such an encoding (a corrupt entry).
+std::string encode_outcome(const std::vector<CachedValue>& values);
+bool decode_outcome(std::string_view text, std::vector<CachedValue>& values);
+
+// An outcome queued for the writer.
+struct PendingEntry {
+  std::uint64_t index = 0;  // the item, while the batch holds it
+  ItemKey key;
+};
+
+// Counters of one run (RunStats::cache).
+struct CacheCounters {
+  std::atomic<std::uint64_t> hits{0};
+  std::atomic<std::uint64_t> misses{0};
+  std::atomic<std::uint64_t> stored{0};
+  std::atomic<std::uint64_t> not_stored{0};
+  std::atomic<std::uint64_t> corrupt{0};
+};
+
+class ResultCache {
+ public:
+  // Opens (creating) DIR/cache.sqlite for `stages`, the stages whose outputs are cached (the
+  // pipeline's first ones, resolved configs). Throws UsageError when the directory or the
+  // database cannot be used.
+  ResultCache(const CacheOptions& options, const std::vector<const Stage*>& stages);
+  ~ResultCache();
+  ResultCache(const ResultCache&) = delete;
+  ResultCache& operator=(const ResultCache&) = delete;
+
+  const CacheOptions& options() const noexcept { return options_; }
+
+  // The item's key (the file policy applied to its `path` field). Never throws for an item:
+  // a file that cannot be read is part of the key as such.
+  void key_of(const Json& item, ItemKey& key) const;
+
+  // The stored outcome of `key`: true with it in `values` on a hit. A corrupt entry or a read
+  // error is a miss (noted once). Called from any thread; each thread has its own connection.
+  bool lookup(const ItemKey& key, std::vector<CachedValue>& values);
+
+  // Queues an outcome for the writer thread; never waits on the disk (when the writer is far
+  // behind, the entry is not stored and counted as such).
+  void store(ItemKey&& key, std::string outcome);
+
+  // Waits until every queued entry is written, then records the run's counters in the
+  // database, and returns them (and resets them for the next run).
+  CacheRunStats finish_run();
+
+  CacheCounters counters;
+
+ private:
+  struct Reader;
+  struct Queued {
+    ItemKey key;
+    std::string outcome;
+  };
+  void writer_loop();
+  void write_entries(std::vector<Queued>& entries, std::vector<Digest>& touched);
+  void note(const std::string& text);
+  sqlite3* open_connection(bool writer) const;
+
+  CacheOptions options_;
+  std::string db_path_;
+  Digest plugin_part_{};  // the cached stages' plugins: name, version, library content
+  Digest config_part_{};  // their resolved configs
+  Digest names_part_{};   // their plugins' names: with the item, an entry's identity (cache why)
+  Digest prefix_{};       // plugin_part_, config_part_ and the policy, hashed once
+  std::int64_t started_unix_ = 0;
+
+  tbb::enumerable_thread_specific<std::unique_ptr<Reader>> readers_;
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::condition_variable idle_;
+  std::vector<Queued> queue_;
+  std::vector<Digest> touch_queue_;
+  std::size_t queued_bytes_ = 0;
+  bool writing_ = false;
+  bool flushing_ = false;  // finish_run waits: the writer takes what is queued at once
+  bool stopping_ = false;
+  bool write_failed_ = false;
+  std::vector<std::string> notes_;
+  sqlite3* writer_db_ = nullptr;
+  std::thread writer_;
+};
+
+// SHA-256 of `data` (OpenSSL), and its hex text.
+Digest sha256(std::string_view data);
+std::string hex(const Digest& digest);
+
+// The parts of the key that do not depend on the item, for `stages`: plugin builds, configs,
+// names. Throws PluginError when a plugin's library cannot be read.
+struct StageParts {
+  Digest plugin{};
+  Digest config{};
+  Digest names{};
+};
+StageParts stage_parts(const std::vector<const Stage*>& stages);
+
+// Why a stage (and so the stages after it) cannot be cached: "" when it can. A reducing
+// plugin, a plugin that declares itself not cacheable, a function (from_function).
+std::string uncacheable_reason(const Stage& stage);
+
+}  // namespace coremap::detail
