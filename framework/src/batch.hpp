@@ -6,6 +6,7 @@
 // and how big batches get; footprint() says what a batch holds on the heap (the reorder
 // buffer's budget counts it); BatchPool recycles batches from the writer back to the cut.
 
+#include <charconv>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -102,6 +103,14 @@ struct Batch {
     if (!as_records) return writer.ok(index, result, attempts, sub, source, line);
     records.push_back(Record{index, true, std::move(result), {}, attempts, sub});
     return true;
+  }
+  // An ok record whose result is JSON text already written as the serializer writes it (a
+  // result replayed from the cache, RunOptions::cache): one call, not fanned out, JSON Lines.
+  void record_ok_text(std::uint64_t index, std::string_view result) {
+    sub_of(index, false);
+    char digits[24];
+    const auto end = std::to_chars(digits, digits + sizeof digits, index).ptr;
+    out.append("{\"index\":").append(digits, end).append(",\"ok\":true,\"result\":").append(result).append("}\n");
   }
   // A record a worker process wrote, as JSON Lines text (RunOptions::isolate).
   bool record_line(std::uint64_t index, bool is_ok, std::string_view line) {

@@ -430,7 +430,12 @@ void ResultCache::note(const std::string& text) {
   if (std::find(notes_.begin(), notes_.end(), text) == notes_.end()) notes_.push_back(text);
 }
 
-bool ResultCache::lookup(const ItemKey& key, std::vector<CachedValue>& values) {
+void ResultCache::corrupt_entry() {
+  counters.corrupt.fetch_add(1, std::memory_order_relaxed);
+  note("cache " + db_path_ + ": corrupt entries were found and run again (and stored afresh)");
+}
+
+bool ResultCache::lookup(const ItemKey& key, std::string& outcome_text) {
   std::unique_ptr<Reader>& reader = readers_.local();
   if (!reader) {
     reader = std::make_unique<Reader>();
@@ -455,15 +460,15 @@ bool ResultCache::lookup(const ItemKey& key, std::vector<CachedValue>& values) {
     const std::string_view outcome(data != nullptr ? data : "", static_cast<std::size_t>(sqlite3_column_bytes(get, 0)));
     const auto checksum = static_cast<std::uint64_t>(sqlite3_column_int64(get, 1));
     const std::string_view key_text(reinterpret_cast<const char*>(key.key.data()), key.key.size());
-    if (fnv1a(key_text, outcome) == checksum && decode_outcome(outcome, values)) {
+    if (fnv1a(key_text, outcome) == checksum && !outcome.empty()) {
       hit = true;
+      outcome_text.assign(outcome);
       if (sqlite3_column_int64(get, 2) < now_unix() - touch_after_seconds) {
         std::lock_guard lock(mutex_);
         touch_queue_.push_back(key.key);
       }
     } else {
-      counters.corrupt.fetch_add(1, std::memory_order_relaxed);
-      note("cache " + db_path_ + ": corrupt entries were found and run again (and stored afresh)");
+      corrupt_entry();
     }
   } else if (step != SQLITE_DONE) {
     counters.corrupt.fetch_add(1, std::memory_order_relaxed);

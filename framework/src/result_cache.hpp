@@ -91,9 +91,13 @@ class ResultCache {
   // a file that cannot be read is part of the key as such.
   void key_of(const Json& item, ItemKey& key) const;
 
-  // The stored outcome of `key`: true with it in `values` on a hit. A corrupt entry or a read
-  // error is a miss (noted once). Called from any thread; each thread has its own connection.
-  bool lookup(const ItemKey& key, std::vector<CachedValue>& values);
+  // The stored outcome of `key` (encode_outcome's text): true with it in `outcome` on a hit.
+  // An entry whose checksum does not match, or a read error, is a miss (noted once). Called
+  // from any thread; each thread has its own connection.
+  bool lookup(const ItemKey& key, std::string& outcome);
+
+  // An outcome lookup() returned that does not decode: counted and noted as corrupt.
+  void corrupt_entry();
 
   // Queues an outcome for the writer thread; never waits on the disk (when the writer is far
   // behind, the entry is not stored and counted as such).

@@ -261,5 +261,17 @@ cm run -p sha256 -m hash.txt --cache "$WORK/ci" --isolate
 expect_eq "$rc" 2 "--cache with --isolate: exit 2"
 expect_contains err "--isolate" "--cache with --isolate: says why"
 
+# docs/cache.md's example, run as written (the binary under test, in $WORK instead of /tmp):
+# the second run's records against sha256sum of the four files in its manifest's order.
+awk '/^```sh$/ {on = 1; next} /^```$/ && on {exit} on' "$COREMAP_SOURCE_DIR/docs/cache.md" |
+  sed "s#^coremap=.*#coremap=$COREMAP#; s#cd /tmp#cd $WORK#" >doc.sh
+grep -q -- '--cache cache' doc.sh && pass "found docs/cache.md's example"
+if bash -e doc.sh >doc.out 2>doc.err; then pass "docs/cache.md's example runs"; else fail "docs/cache.md's example failed"; cat doc.err >&2; fi
+expect_contains doc.err "cache: 3 hits, 1 misses, 1 stored" "docs/cache.md: the second run has 3 hits and 1 miss"
+expect_contains doc.out "entries: 4" "docs/cache.md: cache stats counts 4 entries"
+expect_contains doc.out "hit: " "docs/cache.md: cache why says hit"
+(cd cachedemo && record_values second.jsonl 'r["result"]["sha256"]' | cut -f2 >../doc.hashes && while read -r f; do sha256sum "$f" | cut -d' ' -f1; done <m.txt >../doc.expected)
+cmp -s doc.hashes doc.expected && pass "docs/cache.md: records equal sha256sum in the new order" || fail "docs/cache.md: records differ from sha256sum"
+
 [ "$failures" -eq 0 ] || { echo "$failures failure(s)" >&2; exit 1; }
 echo "all cache tests passed"
