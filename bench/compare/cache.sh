@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The result cache's cost and gain, from the command line: N real files (default 100,000, 1 to
-# 8 KiB of random bytes each) hashed by `sha256`, alternating, ROUNDS rounds, medians:
+# KIB KiB of random bytes each, default 8) hashed by `sha256`, alternating, ROUNDS rounds, medians:
 #   plain   no cache
 #   cold    --cache into an empty directory (every item a miss, every outcome stored)
 #   warm    --cache again (every item a hit, --cache-files stat)
@@ -8,20 +8,21 @@
 # of a hit in µs per item ((warm wall x threads) / N, all of it: stat, key, lookup, replay,
 # writing the record), and the cache's bytes per entry on disk. Outputs are cmp-checked against
 # the plain run first.
-# Usage: bench/compare/cache.sh [build/bin/coremap] [ROUNDS] [N]
+# Usage: bench/compare/cache.sh [build/bin/coremap] [ROUNDS] [N] [KIB]
 default_rounds=5
 source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 n=${3:-100000}
-python3 - "$work/files" "$n" <<'PY'
+kib=${4:-8}
+python3 - "$work/files" "$n" "$kib" <<'PY'
 import os, random, sys
-root, n = sys.argv[1], int(sys.argv[2])
+root, n, kib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 r = random.Random(7)
 for i in range(n):
     d = os.path.join(root, "%03d" % (i // 1000))
     if i % 1000 == 0:
         os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "f%06d" % i), "wb") as f:
-        f.write(r.randbytes(r.randrange(1024, 8193)))
+        f.write(r.randbytes(r.randrange(1024, kib * 1024 + 1)))
 PY
 find "$work/files" -type f | sort >"$work/m.txt"
 machine
