@@ -3,6 +3,7 @@
 // reductions, latency-bound stages on threads of their own, and spec validation.
 #include <coremap/coremap.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <limits>
@@ -175,6 +176,72 @@ TEST(PipelineTest, SavedStatesOfSeveralRunsMergeIntoTheWholeRunsSummary) {
   // A part whose state is an error makes the merged summary that error.
   states.push_back(Json{{"error", "merge threw"}});
   EXPECT_EQ(summarize_states(stage, states), (Json{{"error", "merge threw"}}));
+}
+
+// Checkpoints (RunOptions::on_checkpoint): at each, the records handed to the sink are exactly
+// those of items 0..N-1 and the state is the sum over them (computed here in closed form); a
+// run resumed from any checkpoint (skip 0..N-1, resume_states) writes the remaining records and
+// gives the uninterrupted run's summary, at every thread count.
+TEST(PipelineTest, CheckpointsCoverTheRecordsBeforeThemAndRunsResumeFromThem) {
+  test::TempDir dir;
+  constexpr std::uint64_t total = 20000;
+  std::string text;
+  for (std::uint64_t n = 0; n < total; ++n) text += "{\"n\":" + std::to_string(n) + "}\n";
+  const std::string manifest = dir.write("m.jsonl", text);
+  const auto saved = Plugin::from_descriptor(detail::descriptor_of<Totals>("totals", "1", "sums n"), "builtin:totals");
+  const Json expected = {{"totals", {{"count", total}, {"sum", total * (total - 1) / 2}}}};
+  auto lines_of = [](const std::string& records) {
+    return static_cast<std::uint64_t>(std::count(records.begin(), records.end(), '\n'));
+  };
+  for (RunOptions base : {RunOptions{.serial = true}, RunOptions{.threads = 1}, RunOptions{.threads = 2},
+                          RunOptions{.threads = 8}, RunOptions{.threads = 2, .ordered = false}}) {
+    struct Taken {
+      Checkpoint checkpoint;
+      std::size_t bytes;
+    };
+    std::vector<Taken> taken;
+    std::string records;
+    RunOptions options = base;
+    options.checkpoint_interval = std::chrono::milliseconds(0);
+    options.on_checkpoint = [&](const Checkpoint& checkpoint) {
+      // Every record before the checkpoint is written, and only those of items below it.
+      EXPECT_EQ(lines_of(records), checkpoint.items) << base.threads;
+      const std::uint64_t n = checkpoint.items;
+      EXPECT_EQ(checkpoint.states, (Json{{"totals", {{"state", {{"s", n * (n - 1) / 2}, {"c", n}}}}}}));
+      taken.push_back({checkpoint, records.size()});
+    };
+    Engine engine(saved, Json::object(), options);
+    ManifestReader reader(manifest);
+    CallbackSink sink([&](std::string_view written) { records.append(written); });
+    const RunStats stats = engine.run(reader, sink);
+    EXPECT_EQ(stats.summaries, expected);
+    ASSERT_GE(taken.size(), 2u) << "at least one checkpoint before the last";
+    EXPECT_TRUE(taken.back().checkpoint.last);
+    EXPECT_EQ(taken.back().checkpoint.items, total);
+    // Resumed from a checkpoint half-way: the remaining records and the whole run's summary.
+    const Taken& middle = taken[taken.size() / 2];
+    auto skip = std::make_shared<IndexSet>();
+    for (std::uint64_t i = 0; i < middle.checkpoint.items; ++i) skip->insert(i);
+    RunOptions resumed = base;
+    resumed.skip = skip;
+    resumed.resume_states = middle.checkpoint.states;
+    Engine again(saved, Json::object(), resumed);
+    ManifestReader reread(manifest);
+    std::string rest;
+    CallbackSink rest_sink([&](std::string_view written) { rest.append(written); });
+    const RunStats resumed_stats = again.run(reread, rest_sink);
+    EXPECT_EQ(resumed_stats.summaries, expected) << "resumed from " << middle.checkpoint.items;
+    EXPECT_EQ(lines_of(rest), total - middle.checkpoint.items);
+    if (base.ordered) {
+      EXPECT_EQ(records.substr(0, middle.bytes) + rest, records);
+    }
+  }
+  // A reducing plugin that cannot save its state cannot be checkpointed or resumed.
+  const auto plain = Plugin::from_descriptor(detail::descriptor_of<Sum>("sum", "1", "sums n"), "builtin:sum");
+  EXPECT_THROW(Engine(plain, Json::object(), RunOptions{.on_checkpoint = [](const Checkpoint&) {}}), UsageError);
+  EXPECT_THROW(Engine(plain, Json::object(), RunOptions{.resume_states = Json::object()}), UsageError);
+  EXPECT_THROW(Engine(saved, Json::object(), RunOptions{.isolate = true, .on_checkpoint = [](const Checkpoint&) {}}),
+               UsageError);
 }
 
 TEST(PipelineTest, LatencyStageKeepsItsConcurrencyInFlightBesideACpuStage) {

@@ -70,6 +70,7 @@ struct RunArgs {
   bool retry_failed = false;
   bool restart = false;
   double sync_interval_seconds = 1;
+  double checkpoint_interval_seconds = 10;  // --checkpoint-interval: reducing runs with -o
   bool isolate = false;
   std::string memory_limit;
   bool mpi = false;             // --mpi (or started by an MPI launcher): docs/distributed.md
@@ -95,8 +96,9 @@ bool report_summaries(const Json& summaries, const RunArgs& args);
 /// FILE.lock, ...) of an output a journal records, which writing it would destroy.
 void refuse_recorded_run_file(const std::string& path, const std::string& flag);
 void check_resume_target(const RunArgs& args);
-/// UsageError for a reducing stage with --resume (its summary would cover only the resumed
-/// part), or, `across_ranks`, whose plugin cannot save its partial state.
+/// UsageError for a reducing stage with --resume whose state is not checkpointed (its plugin
+/// cannot save state, --isolate, or an MPI run: its summary would cover only the resumed part)
+/// or with --retry-failed, or, `across_ranks`, whose plugin cannot save its partial state.
 void check_reductions(const Pipeline& pipeline, const RunArgs& args, bool across_ranks);
 
 /// True when an MPI launcher (mpirun, srun) started this process: its environment says so.
@@ -117,6 +119,9 @@ struct BenchArgs {
   std::string svg;
   bool mpi = false;           // --mpi (or started by an MPI launcher): the rows run across the ranks
   std::size_t mpi_chunk = 0;  // --mpi-chunk, as for run
+  bool isolate = false;       // --isolate: each thread count also in worker processes, overhead per item
+  std::uint32_t retries = 0;  // --retries, as for run
+  bool unordered = false;     // --unordered, as for run
 };
 CLI::App* add_bench_command(CLI::App& app, BenchArgs& args);
 int bench_command(const BenchArgs& args);

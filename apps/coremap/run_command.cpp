@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -155,6 +156,12 @@ CLI::App* add_run_command(CLI::App& app, RunArgs& args) {
                 "With -o FILE: start from the first item even though FILE.part holds an unfinished run's records "
                 "(they are discarded); without it such a run is refused")
       ->excludes(resume);
+  run->add_option("--checkpoint-interval", args.checkpoint_interval_seconds,
+                  "With -o and reducing stages: checkpoint the reductions' state with the records at most this "
+                  "often (default 10; never more often than 20 times a checkpoint's cost), so --resume continues "
+                  "from the last checkpoint")
+      ->check(CLI::Range(0.0, 1e6))
+      ->type_name("SECONDS");
   run->add_option("--sync-interval", args.sync_interval_seconds,
                   "With -o: fdatasync the output at most this often while records arrive (default 1; 0: only "
                   "at the end)")
@@ -316,7 +323,8 @@ void refuse_recorded_run_file(const std::string& path, const std::string& flag) 
   if (path.empty() || path == "-") return;
   // The companion files of an output a journal records: that run may be running, or unfinished
   // and waiting for --resume.
-  for (const std::string suffix : {".part", ".journal", ".lock", ".compact", ".journal.tmp"}) {
+  for (const std::string suffix :
+       {".part", ".journal", ".lock", ".compact", ".journal.tmp", ".checkpoint", ".checkpoint.tmp"}) {
     if (path.size() <= suffix.size() || !path.ends_with(suffix)) continue;
     const std::string base = path.substr(0, path.size() - suffix.size());
     if (std::error_code ec; std::filesystem::exists(base + ".journal", ec)) {
@@ -347,7 +355,8 @@ void check_resume_target(const RunArgs& args) {
   // Nor another run's records.
   refuse_recorded_run_file(args.summary, "--summary");
   if (args.output == "-" || resolve_output(args.output).kind == OutputTarget::Kind::stream) return;
-  for (const char* suffix : {"", ".part", ".journal", ".lock", ".compact", ".journal.tmp"}) {
+  for (const char* suffix :
+       {"", ".part", ".journal", ".lock", ".compact", ".journal.tmp", ".checkpoint", ".checkpoint.tmp"}) {
     if (same_file(args.summary, args.output + suffix)) {
       throw UsageError("--summary '" + args.summary + "' is " +
                        (*suffix == 0 ? "the output" : "the output's companion file " + args.output + suffix) +
@@ -355,6 +364,32 @@ void check_resume_target(const RunArgs& args) {
     }
   }
 }
+
+namespace {
+
+// Why a run's reducing stage cannot be checkpointed (so a stopped run cannot be resumed), or ""
+// when every reducing stage can.
+std::string why_not_checkpointed(const Pipeline& pipeline, const RunArgs& args, bool across_ranks) {
+  for (const Stage& stage : pipeline.stages) {
+    if (!stage.plugin->reduces()) continue;
+    const std::string which = "stage '" + stage.name + "' reduces";
+    if (!stage.plugin->saves_state()) {
+      return which + ", and its plugin " + std::string(stage.plugin->name()) +
+             " cannot save its partial state (save() and load(), docs/plugins.md), so no checkpoint of its summary "
+             "is kept";
+    }
+    if (across_ranks) return which + ", and an MPI run keeps no checkpoint of its summary";
+    if (args.isolate) return which + ", and an --isolate run keeps no checkpoint of its summary";
+  }
+  return "";
+}
+
+bool reduces(const Pipeline& pipeline) {
+  return std::any_of(pipeline.stages.begin(), pipeline.stages.end(),
+                     [](const Stage& stage) { return stage.plugin->reduces(); });
+}
+
+}  // namespace
 
 void check_reductions(const Pipeline& pipeline, const RunArgs& args, bool across_ranks) {
   for (const Stage& stage : pipeline.stages) {
@@ -364,11 +399,11 @@ void check_reductions(const Pipeline& pipeline, const RunArgs& args, bool across
                        " cannot save its partial state (save() and load(), docs/plugins.md), so the ranks' "
                        "aggregates cannot be merged; run it without mpirun");
     }
-    if (args.resume) {
-      throw UsageError("--resume: stage '" + stage.name +
-                       "' reduces, and its summary would cover only the items the resumed run processes; rerun "
-                       "without --resume");
-    }
+  }
+  if (!args.resume || !reduces(pipeline)) return;
+  if (const std::string why = why_not_checkpointed(pipeline, args, across_ranks); !why.empty()) {
+    throw UsageError("--resume: " + why + ", and a summary over only the items the resumed run processes would be "
+                     "wrong; rerun with --restart");
   }
 }
 
@@ -385,12 +420,15 @@ int local_run_command(const RunArgs& args) {
   Pipeline pipeline = make_pipeline(args.input, loader, "run");
   check_reductions(pipeline, args, false);
   // What to tell the user when the run stops part-way: how to finish it, or why --resume cannot.
+  // A reducing run checkpoints its stages' states with the records (docs/reliability.md).
+  const bool reducing = reduces(pipeline);
+  const std::string not_checkpointed = why_not_checkpointed(pipeline, args, false);
   std::string resume_hint = "rerun with --resume to finish";
-  for (const Stage& stage : pipeline.stages) {
-    if (stage.plugin->reduces()) {
-      resume_hint = "--resume cannot finish it: stage '" + stage.name +
-                    "' reduces, and its summary needs every item; rerun with --restart";
-    }
+  if (reducing && !not_checkpointed.empty()) {
+    resume_hint = "--resume cannot finish it: " + not_checkpointed + "; rerun with --restart";
+  } else if (reducing) {
+    resume_hint = "rerun with --resume to finish; the reductions continue from their last checkpoint, and the "
+                  "items recorded after it run again";
   }
   if (args.input.manifest == "-" || manifest_is_stream(args.input.manifest)) {
     resume_hint = "--resume cannot finish it: the manifest was read as a stream and cannot be checked; keep these "
@@ -413,8 +451,17 @@ int local_run_command(const RunArgs& args) {
                           .resume = args.resume,
                           .retry_failed = args.retry_failed,
                           .restart = args.restart,
+                          .checkpointed = reducing && not_checkpointed.empty(),
                           .sync_interval = std::chrono::milliseconds(std::llround(args.sync_interval_seconds * 1000))});
     options.skip = resumable->done();
+    if (reducing && not_checkpointed.empty() && !resumable->streams()) {
+      options.resume_states = resumable->resume_states();
+      options.checkpoint_interval = std::chrono::milliseconds(std::llround(args.checkpoint_interval_seconds * 1000));
+      ResumableOutput* output = &*resumable;
+      options.on_checkpoint = [output](const Checkpoint& checkpoint) {
+        output->checkpoint(checkpoint.items, checkpoint.states, checkpoint.last);
+      };
+    }
     if (!args.quiet && !resumable->note().empty()) std::fprintf(stderr, "coremap: %s\n", resumable->note().c_str());
   }
   Engine engine(std::move(pipeline), options);

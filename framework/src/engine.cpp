@@ -46,6 +46,20 @@ Engine::Impl::Impl(Pipeline pipeline, RunOptions o) : options(std::move(o)), pip
   }
   if (!options.isolate && options.memory_limit_bytes != 0) throw UsageError("a memory limit needs isolate (--isolate)");
   if (options.isolate && options.measure) throw UsageError("measure: isolated runs time their calls in the workers; not supported");
+  if (options.on_checkpoint || !options.resume_states.is_null()) {
+    const char* what = options.on_checkpoint ? "checkpoints (on_checkpoint)" : "resume_states";
+    if (options.isolate) {
+      throw UsageError(std::string(what) + ": the reducing stages' states live in the worker processes under isolate; "
+                       "not supported");
+    }
+    for (const Stage& stage : pipeline.stages) {
+      if (stage.plugin && stage.plugin->reduces() && !stage.plugin->saves_state()) {
+        throw UsageError(std::string(what) + ": stage '" + stage.name + "' reduces, but its plugin " +
+                         std::string(stage.plugin->name()) +
+                         " cannot save its partial state (save() and load(), docs/plugins.md)");
+      }
+    }
+  }
   threads = detail::map_threads(options.threads, options.serial);
   for (Stage& stage : pipeline.stages) {
     if (!stage.plugin) throw UsageError("stage '" + stage.name + "' has no plugin");
@@ -105,7 +119,14 @@ std::size_t Engine::Impl::next_batch_size() const noexcept {
 bool Engine::Impl::read_batch(BatchSource& manifest, Batch& batch, std::uint64_t& skipped) {
   const IndexSet* const skip = options.skip.get();
   for (;;) {
-    if (should_stop() || !manifest.next_batch(batch.raw, next_batch_size(), max_batch_bytes)) return false;
+    if (should_stop()) return false;
+    if (options.on_checkpoint && items_cut > checkpointed_items && Clock::now() >= checkpoint_due) {
+      // Nothing more is cut until the batches in flight are written and the checkpoint taken.
+      checkpoint_pending = true;
+      return false;
+    }
+    if (!manifest.next_batch(batch.raw, next_batch_size(), max_batch_bytes)) return false;
+    if (!batch.raw.items.empty()) items_cut = std::max(items_cut, batch.raw.items.back().index + 1);
     progress.bytes_read.store(manifest.bytes_read(), std::memory_order_relaxed);
     if (skip == nullptr) return true;
     const std::size_t before = batch.raw.items.size();
@@ -160,6 +181,27 @@ void Engine::Impl::reset_for_run() {
   for (const auto& stage : stages) stage->latency.clear();
 }
 
+void Engine::Impl::take_checkpoint(bool last) {
+  checkpoint_pending = false;
+  const auto start = Clock::now();
+  Checkpoint checkpoint;
+  checkpoint.items = items_cut;
+  checkpoint.last = last;
+  bool failed = false;
+  for (const auto& stage : stages) {
+    if (!stage->reduces) continue;
+    Json state = stage->checkpoint();
+    // A merge or save that failed: the state is unknown, so no checkpoint is handed on (now or
+    // later); the stage's summary says why.
+    failed = failed || !state.contains("state");
+    checkpoint.states[stage->spec.name] = std::move(state);
+  }
+  if (!failed) options.on_checkpoint(checkpoint);
+  checkpointed_items = items_cut;
+  const auto took = Clock::now() - start;
+  checkpoint_due = Clock::now() + std::max<Clock::duration>(options.checkpoint_interval, 20 * took);
+}
+
 void Engine::Impl::summarize(RunStats& stats) {
   for (const auto& stage : stages) {
     if (!stage->reduces) continue;
@@ -204,6 +246,25 @@ template <class Deliver>
 RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Deliver&& deliver) {
   const EndOfRun end_of_run{*this};
   reset_for_run();
+  // Items an earlier run recorded from the first on (a resumed checkpoint's) are covered
+  // already: a checkpoint covers at least them, and none is taken before an item past them.
+  items_cut = 0;
+  if (options.skip) {
+    while (options.skip->contains(items_cut)) ++items_cut;
+  }
+  checkpointed_items = items_cut;
+  checkpoint_pending = false;
+  checkpoint_due = Clock::now() + options.checkpoint_interval;
+  if (!options.resume_states.is_null()) {
+    for (const auto& stage : stages) {
+      if (!stage->reduces) continue;
+      const auto entry = options.resume_states.find(stage->spec.name);
+      if (entry == options.resume_states.end() || !entry->is_object() || !entry->contains("state")) {
+        throw PluginError("resume_states has no state for the reducing stage '" + stage->spec.name + "'");
+      }
+      stage->load_carried(entry->at("state"));
+    }
+  }
   progress.total_bytes = manifest.size().value_or(0);
   RunStats stats;
   stats.threads = threads;
@@ -229,7 +290,11 @@ RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Delive
     batch.source = name;
     for (;;) {
       batch.start();
-      if (!read_batch(manifest, batch, stats.skipped)) break;
+      if (!read_batch(manifest, batch, stats.skipped)) {
+        if (!checkpoint_pending || should_stop()) break;
+        take_checkpoint(false);
+        continue;
+      }
       if (workers) {
         run_stage_isolated(batch, *detail::WorkerPool::Lease(*workers), name, format);
       } else {
@@ -245,135 +310,145 @@ RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Delive
       for (const auto& stage : stages) tokens += stage->latency_bound ? stage->spec.concurrency.limit : 0;
     }
     BatchPool batches(tokens + 1, as_records, name);
-    stats.threads = in_arena([&] {
-      namespace flow = tbb::flow;
-      flow::graph graph;
-      std::uint64_t next_seq = 0;
-      flow::input_node<Batch*> source(graph, [&](tbb::flow_control& control) -> Batch* {
-        // A serial node: its state (next_seq, the manifest) passes from call to call.
-        detail::TbbBody tbb_body;
-        detail::SerialBody serial(&next_seq);
-        Batch* batch = batches.take();
-        batch->start();
-        if (!read_batch(manifest, *batch, stats.skipped)) {
-          batches.give_back(batch);
-          control.stop();
-          return nullptr;
-        }
-        batch->seq = next_seq++;
-        detail::handed_over(batch);
-        return batch;
-      });
-      flow::limiter_node<Batch*> limiter(graph, tokens);
-      flow::make_edge(source, limiter);
-
-      // One node per stage, chained; latency-bound stages hand batches to their own threads.
-      std::vector<std::unique_ptr<flow::function_node<Batch*, Batch*>>> cpu_nodes;
-      // Declared before the pools, so destroyed after them: a pool's threads are joined before
-      // the async_node whose gateway they called last (release_wait ends after the graph's wait
-      // may already have returned).
-      std::vector<std::unique_ptr<LatencyBoundPool::Node>> async_nodes;
-      std::vector<std::unique_ptr<LatencyBoundPool>> pools;
-      flow::sender<Batch*>* previous = &limiter;
-      for (std::size_t s = 0; s < stages.size(); ++s) {
-        StageRuntime& stage = *stages[s];
-        flow::receiver<Batch*>* node = nullptr;
-        flow::sender<Batch*>* out = nullptr;
-        if (stage.latency_bound) {
-          LatencyBoundPool::Work work;
-          work.whole = [this, s, &name, format](Batch& batch, PluginInstance& instance) {
-            run_stage(batch, s, instance, name, format);
-          };
-          if (splits(s)) {
-            work.chunk = [this, s, &name](Batch& batch, PluginInstance& instance, std::size_t first, std::size_t end,
-                                          std::vector<Value>& outputs) {
-              run_values(batch, s, instance, first, end, outputs, name);
-            };
-            work.done = [this, s](Batch& batch, std::vector<std::vector<Value>>& outs, std::uint64_t work_ns) {
-              join_chunks(batch, outs);
-              finish_stage(batch, s);
-              batch.work_ns += work_ns;
-            };
+    // One graph per stretch between checkpoints: the input stops cutting when one is due, the
+    // graph drains (every batch written), and the checkpoint is taken here, with nothing in
+    // flight.
+    for (bool more = true; more;) {
+      stats.threads = in_arena([&] {
+        namespace flow = tbb::flow;
+        flow::graph graph;
+        std::uint64_t next_seq = 0;
+        flow::input_node<Batch*> source(graph, [&](tbb::flow_control& control) -> Batch* {
+          // A serial node: its state (next_seq, the manifest) passes from call to call.
+          detail::TbbBody tbb_body;
+          detail::SerialBody serial(&next_seq);
+          Batch* batch = batches.take();
+          batch->start();
+          if (!read_batch(manifest, *batch, stats.skipped)) {
+            batches.give_back(batch);
+            control.stop();
+            return nullptr;
           }
-          pools.push_back(std::make_unique<LatencyBoundPool>(stage, std::move(work)));
-          LatencyBoundPool* pool = pools.back().get();
-          async_nodes.push_back(std::make_unique<LatencyBoundPool::Node>(
-              graph, flow::unlimited,
-              [pool](Batch* batch, LatencyBoundPool::Gateway& gateway) { pool->submit(batch, gateway); }));
-          node = async_nodes.back().get();
-          // An async_node sends through its output port, not through its sender base.
-          out = &flow::output_port<0>(*async_nodes.back());
-        } else {
-          const std::size_t concurrency = stage.spec.concurrency.is_unlimited() ? std::size_t{flow::unlimited}
-                                                                                : stage.spec.concurrency.limit;
-          cpu_nodes.push_back(std::make_unique<flow::function_node<Batch*, Batch*>>(
-              graph, concurrency, [this, s, &stage, &name, format](Batch* batch) {
-                detail::TbbBody tbb_body(batch);
-                if (workers) {
-                  detail::WorkerPool::Lease worker(*workers);
-                  run_stage_isolated(*batch, *worker, name, format);
-                  return batch;
-                }
-                if (splits(s) && batch->values.size() > 1) {
-                  run_stage_split(*batch, s, name);
-                  return batch;
-                }
-                StageRuntime::Lease lease(stage);
-                run_stage(*batch, s, *lease, name, format);
-                return batch;
-              }));
-          node = cpu_nodes.back().get();
-          out = cpu_nodes.back().get();
-        }
-        flow::make_edge(*previous, *node);
-        previous = out;
-      }
+          batch->seq = next_seq++;
+          detail::handed_over(batch);
+          return batch;
+        });
+        flow::limiter_node<Batch*> limiter(graph, tokens);
+        flow::make_edge(source, limiter);
 
-      flow::function_node<Batch*, flow::continue_msg> writer(graph, flow::serial, [&](Batch* batch) {
-        // A serial node: `stats` and the sink pass from call to call.
-        detail::TbbBody tbb_body(batch);
-        detail::SerialBody serial(&stats);
-        learn_speed(*batch);
-        finish(*batch);
-        batches.give_back(batch);
-        return flow::continue_msg();
+        // One node per stage, chained; latency-bound stages hand batches to their own threads.
+        std::vector<std::unique_ptr<flow::function_node<Batch*, Batch*>>> cpu_nodes;
+        // Declared before the pools, so destroyed after them: a pool's threads are joined before
+        // the async_node whose gateway they called last (release_wait ends after the graph's wait
+        // may already have returned).
+        std::vector<std::unique_ptr<LatencyBoundPool::Node>> async_nodes;
+        std::vector<std::unique_ptr<LatencyBoundPool>> pools;
+        flow::sender<Batch*>* previous = &limiter;
+        for (std::size_t s = 0; s < stages.size(); ++s) {
+          StageRuntime& stage = *stages[s];
+          flow::receiver<Batch*>* node = nullptr;
+          flow::sender<Batch*>* out = nullptr;
+          if (stage.latency_bound) {
+            LatencyBoundPool::Work work;
+            work.whole = [this, s, &name, format](Batch& batch, PluginInstance& instance) {
+              run_stage(batch, s, instance, name, format);
+            };
+            if (splits(s)) {
+              work.chunk = [this, s, &name](Batch& batch, PluginInstance& instance, std::size_t first, std::size_t end,
+                                            std::vector<Value>& outputs) {
+                run_values(batch, s, instance, first, end, outputs, name);
+              };
+              work.done = [this, s](Batch& batch, std::vector<std::vector<Value>>& outs, std::uint64_t work_ns) {
+                join_chunks(batch, outs);
+                finish_stage(batch, s);
+                batch.work_ns += work_ns;
+              };
+            }
+            pools.push_back(std::make_unique<LatencyBoundPool>(stage, std::move(work)));
+            LatencyBoundPool* pool = pools.back().get();
+            async_nodes.push_back(std::make_unique<LatencyBoundPool::Node>(
+                graph, flow::unlimited,
+                [pool](Batch* batch, LatencyBoundPool::Gateway& gateway) { pool->submit(batch, gateway); }));
+            node = async_nodes.back().get();
+            // An async_node sends through its output port, not through its sender base.
+            out = &flow::output_port<0>(*async_nodes.back());
+          } else {
+            const std::size_t concurrency = stage.spec.concurrency.is_unlimited() ? std::size_t{flow::unlimited}
+                                                                                  : stage.spec.concurrency.limit;
+            cpu_nodes.push_back(std::make_unique<flow::function_node<Batch*, Batch*>>(
+                graph, concurrency, [this, s, &stage, &name, format](Batch* batch) {
+                  detail::TbbBody tbb_body(batch);
+                  if (workers) {
+                    detail::WorkerPool::Lease worker(*workers);
+                    run_stage_isolated(*batch, *worker, name, format);
+                    return batch;
+                  }
+                  if (splits(s) && batch->values.size() > 1) {
+                    run_stage_split(*batch, s, name);
+                    return batch;
+                  }
+                  StageRuntime::Lease lease(stage);
+                  run_stage(*batch, s, *lease, name, format);
+                  return batch;
+                }));
+            node = cpu_nodes.back().get();
+            out = cpu_nodes.back().get();
+          }
+          flow::make_edge(*previous, *node);
+          previous = out;
+        }
+
+        flow::function_node<Batch*, flow::continue_msg> writer(graph, flow::serial, [&](Batch* batch) {
+          // A serial node: `stats` and the sink pass from call to call.
+          detail::TbbBody tbb_body(batch);
+          detail::SerialBody serial(&stats);
+          learn_speed(*batch);
+          finish(*batch);
+          batches.give_back(batch);
+          return flow::continue_msg();
+        });
+        // Ordered: batches are written from the reorder buffer, in sequence, by the thread that
+        // completes the next one; unordered: by a serial writer node, as they come.
+        auto write_in_order = [&](Batch* batch) {
+          // One writer at a time (ReorderBuffer): `stats` and the sink pass between them.
+          finish(*batch);
+          batches.give_back(batch);
+        };
+        auto release_token = [&limiter] { limiter.decrementer().try_put(flow::continue_msg()); };
+        detail::ReorderBuffer<Batch*, decltype(write_in_order), decltype(release_token)> reorder_buffer(
+            options.reorder_budget_bytes != 0 ? options.reorder_budget_bytes : default_reorder_budget_bytes,
+            write_in_order, release_token);
+        flow::function_node<Batch*, flow::continue_msg> reorder(graph, flow::unlimited, [&](Batch* batch) {
+          detail::TbbBody tbb_body(batch);
+          learn_speed(*batch);
+          // A parked batch also takes a slot in the pool's list of batches.
+          reorder_buffer.put(batch->seq, batch, footprint(*batch) + sizeof(std::unique_ptr<Batch>));
+          return flow::continue_msg();
+        });
+        if (options.ordered) {
+          flow::make_edge(*previous, reorder);
+        } else {
+          flow::make_edge(*previous, writer);
+          flow::make_edge(writer, limiter.decrementer());
+        }
+        // The nodes and their bodies were built on this thread; TBB's threads run them.
+        detail::handed_over(&detail::run_start_key);
+        // The nodes and their bodies are destroyed on this thread after the last body ran on
+        // another, also when a body threw (the sink's OutputError leaves wait_for_all()).
+        struct RunEnd {
+          ~RunEnd() { detail::taken_over(&detail::run_end_key); }
+        } run_end;
+        source.activate();
+        graph.wait_for_all();
       });
-      // Ordered: batches are written from the reorder buffer, in sequence, by the thread that
-      // completes the next one; unordered: by a serial writer node, as they come.
-      auto write_in_order = [&](Batch* batch) {
-        // One writer at a time (ReorderBuffer): `stats` and the sink pass between them.
-        finish(*batch);
-        batches.give_back(batch);
-      };
-      auto release_token = [&limiter] { limiter.decrementer().try_put(flow::continue_msg()); };
-      detail::ReorderBuffer<Batch*, decltype(write_in_order), decltype(release_token)> reorder_buffer(
-          options.reorder_budget_bytes != 0 ? options.reorder_budget_bytes : default_reorder_budget_bytes,
-          write_in_order, release_token);
-      flow::function_node<Batch*, flow::continue_msg> reorder(graph, flow::unlimited, [&](Batch* batch) {
-        detail::TbbBody tbb_body(batch);
-        learn_speed(*batch);
-        // A parked batch also takes a slot in the pool's list of batches.
-        reorder_buffer.put(batch->seq, batch, footprint(*batch) + sizeof(std::unique_ptr<Batch>));
-        return flow::continue_msg();
-      });
-      if (options.ordered) {
-        flow::make_edge(*previous, reorder);
-      } else {
-        flow::make_edge(*previous, writer);
-        flow::make_edge(writer, limiter.decrementer());
-      }
-      // The nodes and their bodies were built on this thread; TBB's threads run them.
-      detail::handed_over(&detail::run_start_key);
-      // The nodes and their bodies are destroyed on this thread after the last body ran on
-      // another, also when a body threw (the sink's OutputError leaves wait_for_all()).
-      struct RunEnd {
-        ~RunEnd() { detail::taken_over(&detail::run_end_key); }
-      } run_end;
-      source.activate();
-      graph.wait_for_all();
-    });
+      // A stop during the drain may have cut items short after a reducing stage saw them: no
+      // checkpoint then (a resumed run continues from the one before).
+      more = checkpoint_pending && !should_stop();
+      if (more) take_checkpoint(false);
+    }
   }
   reporter.stop();
+  if (options.on_checkpoint && !should_stop()) take_checkpoint(true);
   if (!options.cache.directory.empty()) {
     if (cache) stats.cache = cache->finish_run();
     stats.cache.enabled = true;

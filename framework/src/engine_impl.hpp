@@ -77,7 +77,20 @@ struct Engine::Impl {
   std::size_t cached_stages = 0;
   std::string cache_note;
 
+  // Checkpoints (RunOptions::on_checkpoint): the index after the last item cut from the
+  // manifest, whether the input stopped cutting because one is due (the graph then drains and
+  // run_stream takes it), when the next is due, and the items the last one covered.
+  std::uint64_t items_cut = 0;
+  bool checkpoint_pending = false;
+  Clock::time_point checkpoint_due{};
+  std::uint64_t checkpointed_items = 0;
+
   Impl(Pipeline pipeline, RunOptions o);
+
+  // Folds each reducing stage's instances into its carried state and hands the checkpoint to
+  // RunOptions::on_checkpoint (nothing is in flight). `last`: the run reached the manifest's
+  // end.
+  void take_checkpoint(bool last);
 
   // run_stage with the plugin in a worker process (options.isolate). The whole batch goes to
   // the worker, which writes the records; a stop request takes effect at the next batch.

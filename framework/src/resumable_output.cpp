@@ -87,13 +87,14 @@ void sync_directory_of(const std::string& path) {
 }
 
 // Writes `text` to `path` durably: a temporary file, fsync, rename, fsync of the directory.
-void write_durably(const std::string& path, const std::string& text) {
+// `what` names the file in messages ("journal", "checkpoint").
+void write_durably(const std::string& path, const std::string& text, const std::string& what = "journal") {
   const std::string tmp = path + ".tmp";
-  check_replaceable(path, "journal");
-  check_replaceable(tmp, "temporary journal");
+  check_replaceable(path, what);
+  check_replaceable(tmp, "temporary " + what);
   {
     Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0666));
-    if (fd.get() < 0) throw OutputError(os_message("cannot create output journal", tmp));
+    if (fd.get() < 0) throw OutputError(os_message("cannot create output " + what, tmp));
     std::string_view rest = text;
     while (!rest.empty()) {
       const ssize_t n = ::write(fd.get(), rest.data(), rest.size());
@@ -327,7 +328,10 @@ bool same_file(const struct stat& a, const std::string& path) {
 // The files coremap keeps next to an output FILE, and what they are called in messages.
 constexpr std::pair<std::string_view, std::string_view> companions[] = {
     {".part", "partial output"}, {".journal", "journal"}, {".lock", "lock file"},
-    {".compact", "reordered output"}, {".journal.tmp", "temporary journal"}};
+    {".compact", "reordered output"}, {".journal.tmp", "temporary journal"},
+    {".checkpoint", "checkpoint"},     {".checkpoint.tmp", "temporary checkpoint"}};
+
+constexpr int checkpoint_version = 1;
 
 // Items in the manifest named by a fingerprint, counted with the reader the run uses; nullopt
 // when the fingerprint names none.
@@ -371,6 +375,7 @@ ResumableOutput::ResumableOutput(const std::string& path, const Json& fingerprin
   part_path_ = target_ + ".part";
   journal_path_ = target_ + ".journal";
   lock_path_ = target_ + ".lock";
+  checkpoint_path_ = target_ + ".checkpoint";
   refuse_manifest();
   // An output named X.lock is the file every run on X creates, truncates and removes as its
   // lock: it would be removed as this run ends (and truncated by any run on X).
@@ -409,6 +414,12 @@ ResumableOutput::ResumableOutput(const std::string& path, const Json& fingerprin
   check_replaceable(journal_path_, "journal");
   check_replaceable(part_path_, "partial output");
   check_replaceable(target_ + ".compact", "reordered output");
+  check_replaceable(checkpoint_path_, "checkpoint");
+  if (options.checkpointed && options.resume && options.retry_failed) {
+    throw ResumeError("--retry-failed: the run reduces, and a failed item may already be in the reduction's state "
+                      "(it failed in or after a reducing stage), so running it again could count it twice; rerun "
+                      "with --restart");
+  }
 
   std::error_code ec;
   const bool have_journal = std::filesystem::exists(journal_path_, ec);
@@ -462,8 +473,21 @@ ResumableOutput::ResumableOutput(const std::string& path, const Json& fingerprin
     } else if (std::filesystem::exists(target_, ec)) {
       source = target_;
     }
+    std::optional<Checkpoint> checkpoint;
+    if (options.checkpointed) {
+      checkpoint = read_checkpoint(source);
+      if (checkpoint && source.empty() && checkpoint->items > 0) {
+        throw ResumeError("--resume: " + checkpoint_path_ + " covers " + std::to_string(checkpoint->items) +
+                          " items, but their records (" + part_path_ + " or " + target_ +
+                          ") are missing; rerun with --restart");
+      }
+      if (!checkpoint && source == target_) {
+        throw ResumeError("--resume: " + target_ + " is a finished run with reducing stages, but " + checkpoint_path_ +
+                          ", the state its summary comes from, is missing; rerun with --restart");
+      }
+    }
     if (!source.empty()) {
-      const std::uint64_t keep = scan_earlier(source, count_manifest_items(fingerprint));
+      const std::uint64_t keep = scan_earlier(source, count_manifest_items(fingerprint), checkpoint);
       if (source == target_ && ::rename(target_.c_str(), part_path_.c_str()) != 0) {
         throw OutputError(os_message("cannot rename '" + target_ + "' to", part_path_));
       }
@@ -509,6 +533,13 @@ void ResumableOutput::open() {
   if (::unlink(compact.c_str()) != 0 && errno != ENOENT) throw OutputError(os_message("cannot remove", compact));
   if (!resumed_) {
     check_replaceable(part_path_, "partial output");
+    // An earlier run's checkpoint goes first (durably), so it never sits beside this run's
+    // journal.
+    if (::unlink(checkpoint_path_.c_str()) == 0) {
+      sync_directory_of(checkpoint_path_);
+    } else if (errno != ENOENT) {
+      throw OutputError(os_message("cannot remove", checkpoint_path_));
+    }
     if (::unlink(part_path_.c_str()) != 0 && errno != ENOENT) throw OutputError(os_message("cannot remove", part_path_));
     write_durably(journal_path_, fingerprint_.dump(2) + "\n");
   }
@@ -526,7 +557,48 @@ ResumableOutput::Locks::~Locks() {
 
 Sink& ResumableOutput::sink() noexcept { return *sink_; }
 
-std::uint64_t ResumableOutput::scan_earlier(const std::string& source, std::optional<std::uint64_t> items) {
+std::optional<ResumableOutput::Checkpoint> ResumableOutput::read_checkpoint(const std::string& source) {
+  std::error_code ec;
+  if (!std::filesystem::exists(checkpoint_path_, ec)) {
+    if (!source.empty()) {
+      note_checkpoint_ = "; no checkpoint of the reduction yet (" + checkpoint_path_ +
+                         "), so every record is dropped and the run starts from the first item";
+    }
+    return std::nullopt;
+  }
+  std::ifstream in(checkpoint_path_, std::ios::binary);
+  Json saved;
+  try {
+    saved = Json::parse(in);
+  } catch (const Json::exception& e) {
+    throw ResumeError(checkpoint_path_ + ": not a coremap checkpoint: " + e.what() + "; rerun with --restart");
+  }
+  auto refuse = [&](const std::string& what) {
+    return ResumeError("--resume: " + checkpoint_path_ + ": " + what + "; rerun with --restart");
+  };
+  if (!saved.is_object() || saved.value("coremap_checkpoint", 0) != checkpoint_version || !saved.contains("items") ||
+      !saved["items"].is_number_unsigned() || !saved.contains("records") || !saved["records"].is_object() ||
+      !saved["records"].contains("bytes") || !saved["records"]["bytes"].is_number_unsigned() ||
+      !saved.contains("states") || !saved["states"].is_object()) {
+    throw refuse("not a coremap checkpoint (version " + std::to_string(checkpoint_version) + ")");
+  }
+  if (saved.value("journal_sha256", std::string()) != sha256_of_file<OutputError>(journal_path_, "journal")) {
+    throw refuse("it was written for another run than the one " + journal_path_ + " records");
+  }
+  Checkpoint checkpoint;
+  checkpoint.items = saved["items"].get<std::uint64_t>();
+  checkpoint.bytes = saved["records"]["bytes"].get<std::uint64_t>();
+  checkpoint.complete = saved.value("complete", false);
+  if (source == target_ && !checkpoint.complete) {
+    throw refuse(target_ + " is a finished run, but the checkpoint covers only its first " +
+                 std::to_string(checkpoint.items) + " items");
+  }
+  resume_states_ = std::move(saved["states"]);
+  return checkpoint;
+}
+
+std::uint64_t ResumableOutput::scan_earlier(const std::string& source, std::optional<std::uint64_t> items,
+                                            const std::optional<Checkpoint>& checkpoint) {
   Fd fd(::open(source.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) throw OutputError(os_message("cannot open", source));
   // An item's records are one run of consecutive lines (a batch holds whole items). A later
@@ -543,8 +615,16 @@ std::uint64_t ResumableOutput::scan_earlier(const std::string& source, std::opti
                        "; the file is damaged, so --resume cannot trust it: repair or remove that line, or rerun "
                        "without --resume");
   };
+  // A reducing run resumes from its checkpoint: the records after it are dropped (the
+  // reduction's state does not cover their items); without one, all of them.
+  const bool checkpointed = options_.checkpointed;
+  std::uint64_t limit = ~std::uint64_t{0};
+  if (checkpointed && source != target_) limit = checkpoint ? checkpoint->bytes : 0;
+  if (checkpointed && checkpoint) items = checkpoint->items;
+  std::uint64_t with_records = 0;
   const std::uint64_t complete =
       for_each_record_line(fd.get(), source, [&](std::string_view text, std::uint64_t offset) {
+        if (offset >= limit) return;
         ++line;
         const std::optional<RecordHead> head = parse_head(text);
         if (!head) {
@@ -558,8 +638,10 @@ std::uint64_t ResumableOutput::scan_earlier(const std::string& source, std::opti
         if (!Json::accept(text)) throw damaged("the record is not valid JSON");
         if (text.back() != '}') throw damaged("the record does not end where its JSON object ends");
         if (items && head->index >= *items) {
-          throw damaged("item " + std::to_string(head->index) + " is past the manifest's end (it has " +
-                        std::to_string(*items) + " items)");
+          throw damaged("item " + std::to_string(head->index) +
+                        (checkpointed && checkpoint ? " is past the checkpoint's " + std::to_string(*items) + " items"
+                                                    : " is past the manifest's end (it has " +
+                                                          std::to_string(*items) + " items)"));
         }
         if (starts_run(*head, previous)) {
           if (previous && head->index < previous->index) sorted_prefix_ = false;
@@ -579,6 +661,30 @@ std::uint64_t ResumableOutput::scan_earlier(const std::string& source, std::opti
       });
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) throw OutputError(os_message("cannot stat", source));
+  if (checkpointed) {
+    if (limit != ~std::uint64_t{0} && complete < limit) {
+      throw ResumeError("--resume: " + source + " holds " + std::to_string(complete) + " bytes of whole records, but " +
+                        checkpoint_path_ + " says " + std::to_string(limit) +
+                        " were written and synced before it; the file is damaged: rerun with --restart");
+    }
+    // Every item below the checkpoint's is done, also one with no record (a stage dropped it).
+    with_records = done_->size();
+    earlier_failed_ = failed.size();
+    earlier_ok_ = with_records - earlier_failed_;
+    if (checkpoint) {
+      for (std::uint64_t i = 0; i < checkpoint->items; ++i) done_->insert(i);
+    }
+    const std::uint64_t keep = std::min(limit, complete);
+    const std::uint64_t dropped = static_cast<std::uint64_t>(st.st_size) - keep;
+    note_ = "--resume: " + std::to_string(done_->size()) + " items covered by the reduction's checkpoint" +
+            (checkpoint ? " in " + checkpoint_path_ : std::string()) + " (" + std::to_string(earlier_ok_) + " ok, " +
+            std::to_string(earlier_failed_) + " failed records in " + source + ")" +
+            (dropped > 0 ? "; dropped " + std::to_string(dropped) +
+                               " bytes of records written after it (their items run again)"
+                         : std::string()) +
+            note_checkpoint_;
+    return keep;
+  }
   std::uint64_t keep = complete;
   std::string torn;
   if (previous && previous->fanned) {
@@ -627,6 +733,27 @@ void ResumableOutput::finish(bool ordered) {
 }
 
 std::string ResumableOutput::keep_partial() { return sink_->keep_partial(); }
+
+void ResumableOutput::checkpoint(std::uint64_t items, const Json& states, bool complete) {
+  if (streaming_) return;
+  // The records first: the checkpoint names a prefix of FILE.part that is already on disk.
+  const std::uint64_t bytes = sink_->sync();
+  if (journal_sha256_.empty()) journal_sha256_ = sha256_of_file<OutputError>(journal_path_, "journal");
+  const Json saved = {{"coremap_checkpoint", checkpoint_version},
+                      {"journal_sha256", journal_sha256_},
+                      {"items", items},
+                      {"complete", complete},
+                      {"records", {{"bytes", bytes}}},
+                      {"states", states}};
+  std::string text;
+  try {
+    text = saved.dump() + "\n";
+  } catch (const Json::exception& e) {
+    throw OutputError("cannot write checkpoint " + checkpoint_path_ + ": a reducing stage's saved state is not JSON text (" +
+                      e.what() + ")");
+  }
+  write_durably(checkpoint_path_, text, "checkpoint");
+}
 
 void compact_records(const std::string& path, bool ordered) { compact_records(path, path, ordered); }
 

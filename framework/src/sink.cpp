@@ -145,6 +145,15 @@ void FileSink::write(std::string_view records) {
   }
 }
 
+std::uint64_t FileSink::sync() {
+  if (streams() || fd_ < 0) throw UsageError("FileSink::sync: " + path_ + " has no FILE.part open");
+  if (::fdatasync(fd_) != 0) throw OutputError("cannot sync '" + part_path_ + "': " + std::strerror(errno));
+  last_sync_ = std::chrono::steady_clock::now();
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) throw OutputError("cannot examine '" + part_path_ + "': " + std::strerror(errno));
+  return static_cast<std::uint64_t>(st.st_size);
+}
+
 std::string FileSink::keep_partial() {
   if (streams()) {
     finish();

@@ -13,6 +13,7 @@
 
 #include <oneapi/tbb/enumerable_thread_specific.h>
 
+#include <coremap/error.hpp>
 #include <coremap/latency_histogram.hpp>
 #include <coremap/pipeline.hpp>
 #include <coremap/loaded_plugin.hpp>
@@ -54,14 +55,55 @@ struct StageRuntime {
     explicit Lease(StageRuntime& stage) : PerThreadPool<PluginInstance>::Lease(stage.instances) {}
   };
 
+  // Checkpoints (RunOptions::on_checkpoint) and resumed runs: the partial state of the items
+  // before the last checkpoint (or loaded from an earlier run's), which the instances are
+  // folded into at each checkpoint and at the end. Null until either happens.
+  std::unique_ptr<PluginInstance> carried;
+  // A merge or save that failed at a checkpoint: the carried state is unknown from then on,
+  // so the summary is this error.
+  std::string carried_error;
+
+  // Starts the carried state from `state` (a saved partial state). Throws PluginError.
+  void load_carried(const Json& state) {
+    carried = std::make_unique<PluginInstance>(spec.plugin, spec.config);
+    std::string error;
+    if (!carried->load_state(state, error)) {
+      throw PluginError("stage '" + spec.name + "' (plugin " + std::string(spec.plugin->name()) +
+                        "): cannot load the checkpointed state: " + error);
+    }
+  }
+
+  // At a checkpoint (no instance in use): folds every instance into the carried state, makes
+  // the instances afresh and returns the carried state saved, {"state": ...}, or {"error":
+  // ...}. Throws PluginError when a fresh instance cannot be made.
+  Json checkpoint() {
+    if (!carried_error.empty()) return Json{{"error", carried_error}};
+    if (!carried) carried = std::make_unique<PluginInstance>(spec.plugin, spec.config);
+    std::string error;
+    bool ok = true;
+    instances.for_each([&](PluginInstance& instance) {
+      if (ok) ok = carried->merge(instance, error);
+    });
+    instances.clear();
+    primary = instances.add();
+    Json saved;
+    if (ok) ok = carried->save_state(saved, error);
+    if (!ok) {
+      carried_error = error;
+      return Json{{"error", error}};
+    }
+    return Json{{"state", std::move(saved)}};
+  }
+
   // Folds every instance's partial state into one and summarises it; then starts afresh, so
   // the next run's summary covers that run only.
   Json summarize(Json* state = nullptr) {
     std::vector<PluginInstance*> all;
+    if (carried) all.push_back(carried.get());
     instances.for_each([&](PluginInstance& instance) { all.push_back(&instance); });
     Json summary;
-    std::string error;
-    bool ok = true;
+    std::string error = carried_error;
+    bool ok = error.empty();
     for (std::size_t i = 1; i < all.size() && ok; ++i) ok = all[0]->merge(*all[i], error);
     if (state != nullptr) {
       Json saved;
@@ -76,6 +118,8 @@ struct StageRuntime {
     }
     if (ok) ok = all[0]->summary(summary, error);
     instances.clear();
+    carried.reset();
+    carried_error.clear();
     primary = instances.add();
     return ok ? summary : Json{{"error", error}};
   }

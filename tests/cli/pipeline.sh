@@ -102,8 +102,12 @@ cm run --pipeline "$WORK/slow.json" --manifest "$WORK/files.txt" -o "$WORK/cut.j
 expect_eq "$rc" 0 "--resume of a fanned-out run: exit 0"
 cmp -s "$WORK/cut.jsonl" "$WORK/full.jsonl" && pass "--resume of a fanned-out run: byte-identical" ||
   fail "--resume of a fanned-out run differs"
-cm run --pipeline "$WORK/top.json" --manifest "$WORK/files.txt" -o "$WORK/t.jsonl" --resume
-expect_eq "$rc" 2 "--resume with a reducing stage exits 2"
+# A reducing stage whose plugin cannot save its state keeps no checkpoint: --resume is refused
+# (reducing stages that can are resumed: tests/cli/resume_reduce.sh).
+echo '{"stages": [{"plugin": "lines"}, {"plugin": "'"$COREMAP_FIXTURES"'/fixture_stateless_count.so"}]}' >"$WORK/count.json"
+cm run --pipeline "$WORK/count.json" --manifest "$WORK/files.txt" -o "$WORK/t.jsonl" --resume
+expect_eq "$rc" 2 "--resume with a reducing stage that cannot save its state exits 2"
+expect_contains "$WORK/err" "its plugin stateless_count cannot save its partial state" "it names the plugin"
 
 # A value its stage cannot write (fault's bad_utf8 result) fails there, naming the stage, and
 # the counting stage after it never sees it: topkeys counts only the three good items.

@@ -70,6 +70,26 @@ inline constexpr std::size_t max_threads = 4096;
 /// not checked here (the CLI has no 0: leaving --threads out means all cores).
 COREMAP_EXPORT std::string thread_count_error(std::string_view count);
 
+/// A point of a run at which its reducing stages' state is consistent with its records
+/// (RunOptions::on_checkpoint): every manifest item with an index below `items` is done (its
+/// records, if it has any, were handed to the sink or record callback before the call; the
+/// sink is not synced), no item at or above it was started, and `states` is each reducing
+/// stage's merged partial state over exactly those items (with the RunOptions::resume_states
+/// the run started from).
+struct Checkpoint {
+  /// Items covered: every index below this one.
+  std::uint64_t items = 0;
+  /// Each reducing stage's partial state, by stage name: {"state": ...} as the plugin's save()
+  /// wrote it; load it back through RunOptions::resume_states.
+  Json states = Json::object();
+  /// True for the checkpoint a run takes when it reached the manifest's end (not stopped).
+  bool last = false;
+};
+
+/// Receives checkpoints, on the thread that called Engine::run(), between batches (nothing
+/// is being processed meanwhile). An exception it throws ends the run: run() rethrows it.
+using CheckpointCallback = std::function<void(const Checkpoint& checkpoint)>;
+
 /// How a run is carried out.
 struct RunOptions {
   /// Threads; 0 (the default) means all the calling thread may use: the cores of the machine
@@ -141,6 +161,21 @@ struct RunOptions {
   /// Also keep each reducing stage's merged partial state (RunStats::states) where its plugin
   /// saves state (Plugin::saves_state()): what an MPI processing rank sends to rank 0.
   bool save_states = false;
+  /// Engine::run() with reducing stages: take a checkpoint (Checkpoint) at least this long
+  /// after the previous one, and not sooner than 20 times the time the previous one took (so
+  /// checkpoints cost at most about 5 % of the run), and one more when the run reaches the
+  /// manifest's end. Taking one lets the items in flight finish, with no new batch started
+  /// meanwhile, then folds each reducing stage's per-thread instances into one carried
+  /// instance and saves its state (the instances are made afresh). Needs every reducing
+  /// stage's plugin to save state (Plugin::saves_state(): UsageError otherwise) and runs in
+  /// process (not with `isolate`). Null: no checkpoints.
+  CheckpointCallback on_checkpoint{};
+  std::chrono::milliseconds checkpoint_interval{10000};
+  /// The states of a Checkpoint (its `states`) to continue from: each reducing stage starts
+  /// from its entry, loaded with the plugin's load() (PluginError when that throws or an entry
+  /// is missing; UsageError when the plugin does not save state). Pair it with `skip` holding
+  /// the checkpoint's items. Null: start from nothing.
+  Json resume_states{};
 };
 
 /// Receives records one at a time, never from two threads at once: in index order, or as items

@@ -68,6 +68,12 @@ class COREMAP_EXPORT ResumableOutput {
     /// unfinished run (they are discarded). Without it such a run is refused (UsageError), so a
     /// rerun without --resume never throws away an interrupted run's work.
     bool restart = false;
+    /// The run has reducing stages whose states are checkpointed (checkpoint()). Resuming then
+    /// continues from FILE.checkpoint: the records written after it are dropped and their
+    /// items run again, done() holds every item below the checkpoint's (also items without a
+    /// record), and resume_states() its states; with no checkpoint yet it starts from the
+    /// first item. A finished FILE needs a complete checkpoint. With retry_failed: ResumeError.
+    bool checkpointed = false;
     /// See FileSink::Options::sync_interval.
     std::chrono::milliseconds sync_interval{1000};
   };
@@ -132,6 +138,22 @@ class COREMAP_EXPORT ResumableOutput {
   /// For an interrupted run: syncs and keeps FILE.part (and the journal). Returns its path.
   std::string keep_partial();
 
+  /// Checkpoints a reducing run (Engine: RunOptions::on_checkpoint), after open(): fdatasyncs
+  /// FILE.part, then writes FILE.checkpoint durably (FILE.checkpoint.tmp, fsync, rename, fsync
+  /// of the directory) as one JSON line: {"coremap_checkpoint":1, "journal_sha256", "items":
+  /// N (every item below N is done), "complete" (the run reached the manifest's end),
+  /// "records": {"bytes": B (the prefix of FILE.part holding their records)}, "states":
+  /// `states`}. A crash at any moment leaves the previous checkpoint or this one, each naming
+  /// records that are on disk. Does nothing when streaming. Throws OutputError.
+  void checkpoint(std::uint64_t items, const Json& states, bool complete);
+
+  /// With Options::checkpointed, when resuming from a checkpoint: its states (for
+  /// RunOptions::resume_states); null otherwise.
+  const Json& resume_states() const noexcept { return resume_states_; }
+
+  /// FILE.checkpoint (empty when streaming).
+  const std::string& checkpoint_path() const noexcept { return checkpoint_path_; }
+
   /// FILE.journal (empty when streaming).
   const std::string& journal_path() const noexcept { return journal_path_; }
 
@@ -140,8 +162,17 @@ class COREMAP_EXPORT ResumableOutput {
   bool streams() const noexcept { return streaming_; }
 
  private:
+  struct Checkpoint {
+    std::uint64_t items = 0;
+    std::uint64_t bytes = 0;
+    bool complete = false;
+  };
+  // Options::checkpointed: reads and checks FILE.checkpoint (nullopt when there is none) and
+  // takes its states.
+  std::optional<Checkpoint> read_checkpoint(const std::string& source);
   // Checks the records of `source` and fills done_; returns the length of the part to keep.
-  std::uint64_t scan_earlier(const std::string& source, std::optional<std::uint64_t> items);
+  std::uint64_t scan_earlier(const std::string& source, std::optional<std::uint64_t> items,
+                             const std::optional<Checkpoint>& checkpoint);
   void refuse_manifest() const;
 
   std::string path_;
@@ -149,6 +180,10 @@ class COREMAP_EXPORT ResumableOutput {
   std::string part_path_;
   std::string journal_path_;
   std::string lock_path_;
+  std::string checkpoint_path_;
+  std::string journal_sha256_;  // of FILE.journal, named by each checkpoint
+  Json resume_states_;
+  std::string note_checkpoint_;
   // Lock files held and their descriptors; released (unlinked, then closed) on destruction,
   // also when the constructor throws.
   struct Locks {

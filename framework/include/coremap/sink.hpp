@@ -6,6 +6,7 @@
 /// thread at a time, in index order unless the run is unordered.
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -82,6 +83,11 @@ class COREMAP_EXPORT FileSink final : public Sink {
 
   void write(std::string_view records) override;
   void finish() override;
+
+  /// Makes every record written so far durable (fdatasync of FILE.part) and returns how many
+  /// bytes FILE.part holds; a checkpoint (ResumableOutput::checkpoint) names that prefix.
+  /// Throws OutputError; UsageError when the sink streams (no FILE.part).
+  std::uint64_t sync();
 
   /// For a run that stopped before its end (an interrupt): syncs and closes FILE.part and
   /// leaves it in place, so what was written is kept but FILE never looks complete. Returns
