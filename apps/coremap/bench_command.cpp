@@ -1,10 +1,16 @@
 // SPDX-License-Identifier: MIT
+#include <limits.h>
 #include <sched.h>
+#include <signal.h>
+#include <unistd.h>
 #include <sys/utsname.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <csignal>
+#include <cstring>
+#include <iterator>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -13,6 +19,8 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <coremap/process_tree.hpp>
 
 #include "bench.hpp"
 
@@ -39,6 +47,9 @@ class CountingSink final : public Sink {
 // measured run.
 struct Row {
   bool serial = false;
+  bool isolated = false;  // --isolate: the plugin in worker processes
+  // Isolated rows: (median - the in-process row's median at the same thread count) / items.
+  std::optional<double> isolation_us_per_item;
   std::size_t threads = 1;
   std::size_t ranks = 1;  // processes running the items: processing ranks under MPI
   std::vector<double> walls;
@@ -61,6 +72,7 @@ struct Row {
   std::size_t parallelism() const { return serial ? 1 : threads * ranks; }
   std::string label() const {
     if (serial) return "serial";
+    if (isolated) return std::to_string(threads) + " iso";
     return ranks > 1 ? std::to_string(ranks) + "x" + std::to_string(threads) : std::to_string(threads);
   }
 };
@@ -152,7 +164,7 @@ double tick_step(double span, int ticks) {
 std::optional<double> fit_serial_fraction(const std::vector<Row>& rows, std::size_t cores) {
   double xy = 0, xx = 0;
   for (const Row& row : rows) {
-    if (row.serial || row.parallelism() < 2 || row.speedup <= 0) continue;
+    if (row.serial || row.isolated || row.parallelism() < 2 || row.speedup <= 0) continue;
     if (cores != 0 && row.parallelism() > cores) continue;
     const double p = static_cast<double>(row.parallelism());
     const double x = 1 - 1 / p;
@@ -237,16 +249,28 @@ std::string speedup_svg(const std::vector<Row>& rows, std::optional<double> fit,
     }
     svg << "\"/>\n";
   }
+  bool any_isolated = false;
+  for (const Row& row : rows) any_isolated = any_isolated || row.isolated;
+  if (any_isolated) {
+    svg << "<polyline id=\"isolated\" fill=\"none\" stroke=\"#ff7f0e\" stroke-width=\"2\" points=\"";
+    bool first_isolated = true;
+    for (const Row& row : rows) {
+      if (!row.isolated) continue;
+      svg << (first_isolated ? "" : " ") << point(static_cast<double>(row.parallelism()), row.speedup);
+      first_isolated = false;
+    }
+    svg << "\"/>\n";
+  }
   svg << "<polyline id=\"measured\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"";
   bool first = true;
   for (const Row& row : rows) {
-    if (row.serial) continue;
+    if (row.serial || row.isolated) continue;
     svg << (first ? "" : " ") << point(static_cast<double>(row.parallelism()), row.speedup);
     first = false;
   }
   svg << "\"/>\n<g fill=\"#1f77b4\">\n";
   for (const Row& row : rows) {
-    if (row.serial) continue;
+    if (row.serial || row.isolated) continue;
     svg << "<circle cx=\"" << format_fixed(px(static_cast<double>(row.parallelism())), 1) << "\" cy=\""
         << format_fixed(py(row.speedup), 1) << "\" r=\"3.5\"><title>" << row.label() << " threads: speedup "
         << format_fixed(row.speedup, 3) << "</title></circle>\n";
@@ -255,13 +279,19 @@ std::string speedup_svg(const std::vector<Row>& rows, std::optional<double> fit,
   // Legend.
   const double lx = left + 12, ly = top + 8;
   svg << "<g id=\"legend\"><rect x=\"" << lx - 6 << "\" y=\"" << ly - 6 << "\" width=\"300\" height=\""
-      << (fit ? 64 : 46) << "\" fill=\"white\" stroke=\"#ccc\"/>\n"
+      << (fit ? 64 : 46) + (any_isolated ? 18 : 0) << "\" fill=\"white\" stroke=\"#ccc\"/>\n"
       << "<line x1=\"" << lx << "\" y1=\"" << ly + 6 << "\" x2=\"" << lx + 28 << "\" y2=\"" << ly + 6
       << "\" stroke=\"#1f77b4\" stroke-width=\"2\"/><text x=\"" << lx + 36 << "\" y=\"" << ly + 10
       << "\">measured</text>\n"
       << "<line x1=\"" << lx << "\" y1=\"" << ly + 24 << "\" x2=\"" << lx + 28 << "\" y2=\"" << ly + 24
       << "\" stroke=\"#888\" stroke-dasharray=\"6,4\" stroke-width=\"1.5\"/><text x=\"" << lx + 36 << "\" y=\""
       << ly + 28 << "\">ideal: S(p) = p</text>\n";
+  if (any_isolated) {
+    const double iy = ly + (fit ? 60 : 42);
+    svg << "<line x1=\"" << lx << "\" y1=\"" << iy << "\" x2=\"" << lx + 28 << "\" y2=\"" << iy
+        << "\" stroke=\"#ff7f0e\" stroke-width=\"2\"/><text x=\"" << lx + 36 << "\" y=\"" << iy + 4
+        << "\">measured, --isolate</text>\n";
+  }
   if (fit) {
     svg << "<line x1=\"" << lx << "\" y1=\"" << ly + 42 << "\" x2=\"" << lx + 28 << "\" y2=\"" << ly + 42
         << "\" stroke=\"#d62728\" stroke-width=\"1.5\"/><text x=\"" << lx + 36 << "\" y=\"" << ly + 46
@@ -296,22 +326,96 @@ std::string join_labels(const std::vector<std::string>& labels) {
   return out;
 }
 
+// Stop signals during a sweep (local bench): the first stops the run in progress and makes
+// sweep() throw Interrupted, whose unwinding removes the files being written; a second removes
+// them here (unlink is async-signal-safe), kills what the run started and exits at once. A
+// handler touches only these: lock-free atomics, fixed buffers filled before it is installed.
+std::atomic<Runner*> signalled_runner{nullptr};
+volatile std::sig_atomic_t bench_signal = 0;
+constexpr std::size_t max_partials = 3;
+char partial_paths[max_partials][PATH_MAX] = {};
+std::atomic<std::size_t> partial_count{0};
+
+extern "C" void on_bench_signal(int signal_number) {
+  if (bench_signal != 0) {
+    for (std::size_t i = 0; i < partial_count.load(); ++i) ::unlink(partial_paths[i]);
+    coremap::process_tree::kill_descendants();
+    _exit(128 + signal_number);
+  }
+  bench_signal = signal_number;
+  if (Runner* runner = signalled_runner.load()) runner->request_stop();
+}
+
+constexpr int bench_stop_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGXCPU};
+
+// The FILE.part that a FileSink on `path` writes, for the second signal's clean-up.
+void note_partial(const std::string& path) {
+  const std::string part = resolve_output(path).path + ".part";
+  const std::size_t i = partial_count.load();
+  if (i >= max_partials || part.size() >= PATH_MAX) return;
+  std::memcpy(partial_paths[i], part.c_str(), part.size() + 1);
+  partial_count.store(i + 1);
+}
+
 }  // namespace
 
-Timed LocalRunner::run(bool serial, std::size_t threads, bool measure, Sink& sink) {
-  if (!engine_ || serial != serial_ || threads != threads_ || measure != measure_) {
+SignalScope::SignalScope(Runner& runner) {
+  bench_signal = 0;
+  partial_count.store(0);
+  signalled_runner.store(&runner);
+  struct sigaction action {};
+  action.sa_handler = on_bench_signal;
+  sigemptyset(&action.sa_mask);
+  for (std::size_t i = 0; i < std::size(bench_stop_signals); ++i) {
+    // Signals ignored when coremap started (nohup, a background job) stay ignored, as for run.
+    installed_[i] = ::sigaction(bench_stop_signals[i], nullptr, &old_[i]) == 0 &&
+                    (i < 3 || old_[i].sa_handler != SIG_IGN) &&
+                    ::sigaction(bench_stop_signals[i], &action, nullptr) == 0;
+  }
+}
+
+SignalScope::~SignalScope() {
+  for (std::size_t i = 0; i < std::size(bench_stop_signals); ++i) {
+    if (installed_[i]) ::sigaction(bench_stop_signals[i], &old_[i], nullptr);
+  }
+  signalled_runner.store(nullptr);
+}
+
+int interrupted_by() { return bench_signal; }
+
+Timed LocalRunner::run(bool serial, std::size_t threads, bool isolate, bool measure, Sink& sink) {
+  if (!engine_ || serial != serial_ || threads != threads_ || measure != measure_ || isolate != isolate_) {
     engine_.reset();
-    engine_.emplace(pipeline_, RunOptions{.threads = threads, .serial = serial, .measure = measure});
+    RunOptions options = base_;
+    options.cancel = stop_;
+    options.threads = threads;
+    options.serial = serial;
+    options.isolate = isolate;
+    options.measure = measure;
+    engine_.emplace(pipeline_, std::move(options));
     serial_ = serial;
     threads_ = threads;
     measure_ = measure;
+    isolate_ = isolate;
   }
   Timed timed;
   const auto start = Clock::now();
   ManifestReader manifest(manifest_, format_);
+  running_.store(&*engine_);
+  struct Clear {
+    std::atomic<Engine*>& running;
+    ~Clear() { running.store(nullptr); }
+  } clear{running_};
   timed.stats = engine_->run(manifest, sink);
   timed.wall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   return timed;
+}
+
+void LocalRunner::request_stop() noexcept {
+  // The token makes every later run stop at its start too; the engine's flag takes effect in
+  // the run in progress at once.
+  stop_.cancel();
+  if (Engine* engine = running_.load()) engine->request_stop();
 }
 
 std::size_t available_cores() {
@@ -347,6 +451,14 @@ CLI::App* add_bench_command(CLI::App& app, BenchArgs& args) {
       ->type_name("FILE");
   bench->add_option("--svg", args.svg, "Draw speedup against threads, with the ideal and Amdahl's curve, here")
       ->type_name("FILE");
+  auto* isolate = bench->add_flag("--isolate", args.isolate,
+                                  "Also time each thread count with the plugin in worker processes (rows 'N iso', as "
+                                  "run --isolate) and show the isolation overhead per item beside the in-process rows");
+  (void)isolate;
+  bench->add_option("--retries", args.retries, "Every run retries a failed item up to N more times, as run --retries")
+      ->check(CLI::Range(0u, 1000u))
+      ->type_name("N");
+  bench->add_flag("--unordered", args.unordered, "Every run writes records as items finish, as run --unordered");
   bench->add_flag("--mpi", args.mpi,
                   "Run the rows across the ranks of an MPI job (implied when mpirun or srun started coremap): "
                   "--serial on rank 0, then each thread count on every other rank; adds load balance per rank");
@@ -367,8 +479,18 @@ int local_bench_command(const BenchArgs& args) {
   bench::check_args(args);
   const PluginLoader loader = make_loader(args.input.search);
   const Pipeline pipeline = make_pipeline(args.input, loader, "bench");
-  bench::LocalRunner runner(pipeline, parse_manifest_format(args.input.format), args.input.manifest);
-  return bench::sweep(args, pipeline, runner);
+  bench::LocalRunner runner(pipeline, parse_manifest_format(args.input.format), args.input.manifest,
+                            RunOptions{.ordered = !args.unordered, .retries = args.retries});
+  bench::SignalScope signals(runner);
+  try {
+    return bench::sweep(args, pipeline, runner);
+  } catch (const bench::Interrupted& interrupted) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "coremap: bench interrupted by signal %d: the run in progress was stopped and the files "
+                         "being written (--output, --json, --svg) removed\n",
+                 interrupted.signal_number);
+    return 128 + interrupted.signal_number;
+  }
 }
 
 #ifndef COREMAP_WITH_MPI
@@ -411,9 +533,21 @@ int sweep(const BenchArgs& args, const Pipeline& pipeline, Runner& runner) {
                        args.output + ".journal: choose another file (bench's records are not that run's)");
     }
     kept.emplace(args.output);
+    if (!kept->streams()) note_partial(args.output);
   }
-  if (!args.json.empty()) json_file.emplace(args.json);
-  if (!args.svg.empty()) svg_file.emplace(args.svg);
+  if (!args.json.empty()) {
+    json_file.emplace(args.json);
+    if (!json_file->streams()) note_partial(args.json);
+  }
+  if (!args.svg.empty()) {
+    svg_file.emplace(args.svg);
+    if (!svg_file->streams()) note_partial(args.svg);
+  }
+  // After a stop signal: the run in progress was stopped; the files above are removed as this
+  // unwinds (FileSink removes a FILE.part it did not finish).
+  auto check_interrupted = [] {
+    if (const int signal_number = interrupted_by(); signal_number != 0) throw Interrupted{signal_number};
+  };
 
   std::string what;
   for (const Stage& stage : pipeline.stages) {
@@ -428,8 +562,12 @@ int sweep(const BenchArgs& args, const Pipeline& pipeline, Runner& runner) {
                 "coordinating\n",
                 ranks);
   }
-  std::printf("%-8s %10s  %-21s %12s %8s %10s %10s\n", ranks > 1 ? "ranksxN" : "threads", "median s", "(min - max)", "items/s", "speedup",
-              "efficiency", "Karp-Flatt");
+  if (args.isolate) {
+    std::printf("rows 'N iso': N threads with the plugin in worker processes (run --isolate); isolation/item = "
+                "(its median - the in-process N row's) / items\n");
+  }
+  std::printf("%-8s %10s  %-21s %12s %8s %10s %10s%s\n", ranks > 1 ? "ranksxN" : "threads", "median s", "(min - max)",
+              "items/s", "speedup", "efficiency", "Karp-Flatt", args.isolate ? " isolation/item" : "");
   std::fflush(stdout);
 
   std::vector<Row> rows;
@@ -438,6 +576,11 @@ int sweep(const BenchArgs& args, const Pipeline& pipeline, Runner& runner) {
     Row& row = rows.emplace_back();
     row.threads = p;
     row.ranks = ranks;
+    if (args.isolate) {
+      Row& isolated = rows.emplace_back();
+      isolated.threads = p;
+      isolated.isolated = true;
+    }
   }
   bool any_failed = false;
   for (std::size_t r = 0; r < rows.size(); ++r) {
@@ -445,7 +588,8 @@ int sweep(const BenchArgs& args, const Pipeline& pipeline, Runner& runner) {
     const bool last_row = r + 1 == rows.size();
     for (std::size_t i = 0; i < args.warmup + args.repeat; ++i) {
       CountingSink sink;
-      const Timed timed = runner.run(row.serial, row.threads, false, sink);
+      const Timed timed = runner.run(row.serial, row.threads, row.isolated, false, sink);
+      check_interrupted();
       if (i < args.warmup) continue;
       row.walls.push_back(timed.wall_seconds);
       row.items = timed.stats.items;
@@ -455,11 +599,19 @@ int sweep(const BenchArgs& args, const Pipeline& pipeline, Runner& runner) {
     }
     // One more run, timing each process() call: it is not among the timed repeats, so the
     // clock reads never weigh on the table's wall times.
+    // Isolated runs time their calls in the workers (RunOptions::measure is in process only):
+    // they get no measured run, and the last row's records come from one more plain run.
     CountingSink counting;
     Sink& sink = last_row && kept ? static_cast<Sink&>(*kept) : counting;
-    const Timed profile = runner.run(row.serial, row.threads, true, sink);
-    row.profile_wall = profile.wall_seconds;
-    row.stages = profile.stats.stages;
+    if (!row.isolated) {
+      const Timed profile = runner.run(row.serial, row.threads, false, true, sink);
+      check_interrupted();
+      row.profile_wall = profile.wall_seconds;
+      row.stages = profile.stats.stages;
+    } else if (last_row && kept) {
+      runner.run(row.serial, row.threads, true, false, sink);
+      check_interrupted();
+    }
     if (!row.shares.empty()) {
       std::vector<double> ratios;
       for (const auto& shares : row.shares) ratios.push_back(busy_ratio(shares));
@@ -472,6 +624,10 @@ int sweep(const BenchArgs& args, const Pipeline& pipeline, Runner& runner) {
     row.max = *std::max_element(row.walls.begin(), row.walls.end());
     row.spread = row.median > 0 ? (row.max - row.min) / row.median : 0;
     row.speedup = row.median > 0 ? rows.front().median / row.median : 0;
+    if (row.isolated && row.items > 0) {
+      // The in-process row of the same thread count comes just before.
+      row.isolation_us_per_item = (row.median - rows[r - 1].median) * 1e6 / static_cast<double>(row.items);
+    }
     row.efficiency = row.speedup / static_cast<double>(row.parallelism());
     if (row.parallelism() > 1 && row.speedup > 0) {
       const double p = static_cast<double>(row.parallelism());
@@ -493,11 +649,17 @@ int sweep(const BenchArgs& args, const Pipeline& pipeline, Runner& runner) {
     row.overhead = row.profile_wall > 0 ? 1 - busy / (row.profile_wall * capacity) : 0;
 
     const double items_per_second = row.median > 0 ? static_cast<double>(row.items) / row.median : 0;
-    std::printf("%-8s %10.4f  (%8.4f - %8.4f) %12.1f %8.3f %10.3f %10s\n", row.label().c_str(), row.median, row.min,
+    std::printf("%-8s %10.4f  (%8.4f - %8.4f) %12.1f %8.3f %10.3f %10s", row.label().c_str(), row.median, row.min,
                 row.max, items_per_second, row.speedup, row.efficiency,
                 row.karp_flatt ? format_fixed(*row.karp_flatt, 4).c_str() : "-");
+    if (args.isolate) {
+      std::printf(" %14s",
+                  row.isolation_us_per_item ? (format_fixed(*row.isolation_us_per_item, 2) + " us").c_str() : "-");
+    }
+    std::printf("\n");
     std::fflush(stdout);
   }
+  check_interrupted();
   if (kept) kept->finish();
 
   std::printf("\nprocess() per call, from one more run per row with timing on (microseconds):\n");
@@ -516,6 +678,7 @@ int sweep(const BenchArgs& args, const Pipeline& pipeline, Runner& runner) {
   }
   if (pipeline.stages.size() > 1) {
     for (const Row& row : rows) {
+      if (row.stages.empty()) continue;  // an isolated row: no measured run
       std::printf("bottleneck at %s: stage '%s', busy %.0f%% of its %zu call slot%s' time\n",
                   row.serial ? "--serial" : (row.label() + " threads").c_str(), row.stages[row.bottleneck].name.c_str(),
                   100 * row.bottleneck_load, row.stages[row.bottleneck].concurrency,
@@ -612,7 +775,8 @@ int sweep(const BenchArgs& args, const Pipeline& pipeline, Runner& runner) {
                        {"items", rows.front().items},
                        {"sha256", file_sha256(args.input.manifest)}};
     out["settings"] = {{"repeat", args.repeat}, {"warmup", args.warmup}, {"threads", counts},
-                       {"spread_limit", spread_limit}};
+                       {"spread_limit", spread_limit}, {"isolate", args.isolate}, {"retries", args.retries},
+                       {"ordered", !args.unordered}};
     Json runs = Json::array();
     for (const Row& row : rows) {
       Json stages = Json::array();
@@ -629,6 +793,9 @@ int sweep(const BenchArgs& args, const Pipeline& pipeline, Runner& runner) {
       }
       runs.push_back({{"label", row.label()},
                       {"serial", row.serial},
+                      {"isolated", row.isolated},
+                      {"isolation_us_per_item",
+                       row.isolation_us_per_item ? Json(*row.isolation_us_per_item) : Json(nullptr)},
                       {"threads", row.threads},
                       {"wall_seconds", row.walls},
                       {"median_seconds", row.median},
@@ -646,12 +813,14 @@ int sweep(const BenchArgs& args, const Pipeline& pipeline, Runner& runner) {
                       {"parallelism", row.parallelism()},
                       {"rank_shares", shares_json(row.shares)},
                       {"balance", row.shares.empty() ? Json(nullptr) : Json(row.balance)},
-                      {"profile",
-                       {{"wall_seconds", row.profile_wall},
-                        {"framework_overhead", row.overhead},
-                        {"bottleneck", row.stages.empty() ? Json(nullptr) : Json(row.stages[row.bottleneck].name)},
-                        {"bottleneck_load", row.bottleneck_load},
-                        {"stages", stages}}}});
+                      {"profile", row.isolated
+                                      ? Json(nullptr)
+                                      : Json{{"wall_seconds", row.profile_wall},
+                                             {"framework_overhead", row.overhead},
+                                             {"bottleneck", row.stages.empty() ? Json(nullptr)
+                                                                               : Json(row.stages[row.bottleneck].name)},
+                                             {"bottleneck_load", row.bottleneck_load},
+                                             {"stages", stages}}}});
     }
     out["runs"] = runs;
     out["mpi"] = runner.describe();

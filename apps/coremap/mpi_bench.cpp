@@ -73,8 +73,9 @@ class MpiRunner final : public bench::Runner {
 
   std::size_t ranks() const override { return places_.size() - 1; }
 
-  bench::Timed run(bool serial, std::size_t threads, bool measure, Sink& sink) override {
-    if (serial) return local_.run(true, 1, measure, sink);
+  bench::Timed run(bool serial, std::size_t threads, bool isolate, bool measure, Sink& sink) override {
+    if (isolate) throw UsageError("bench --isolate: not under MPI");
+    if (serial) return local_.run(true, 1, false, measure, sink);
     Command command{1, threads, measure ? 1u : 0u};
     share_command(session_, command);
     bench::Timed timed;
@@ -177,6 +178,10 @@ int mpi_bench_command(const BenchArgs& args) {
   try {
     if (session.rank() == 0) {
       bench::check_args(args);
+      if (args.isolate || args.retries != 0 || args.unordered) {
+        throw UsageError("bench --isolate, --retries and --unordered run in one process: not under MPI (run bench "
+                         "without mpirun)");
+      }
       const ManifestReader manifest(args.input.manifest, parse_manifest_format(args.input.format));
       format = manifest.format();
     }
