@@ -225,9 +225,17 @@ TEST(PipelineTest, CheckpointsCoverTheRecordsBeforeThemAndRunsResumeFromThem) {
     RunOptions resumed = base;
     resumed.skip = skip;
     resumed.resume_states = middle.checkpoint.states;
+    // Its own checkpoints cover the earlier items too, with their records before them.
+    std::string rest;
+    resumed.checkpoint_interval = std::chrono::milliseconds(0);
+    resumed.on_checkpoint = [&](const Checkpoint& checkpoint) {
+      const std::uint64_t n = checkpoint.items;
+      EXPECT_GT(n, middle.checkpoint.items);
+      EXPECT_EQ(lines_of(rest), n - middle.checkpoint.items);
+      EXPECT_EQ(checkpoint.states, (Json{{"totals", {{"state", {{"s", n * (n - 1) / 2}, {"c", n}}}}}}));
+    };
     Engine again(saved, Json::object(), resumed);
     ManifestReader reread(manifest);
-    std::string rest;
     CallbackSink rest_sink([&](std::string_view written) { rest.append(written); });
     const RunStats resumed_stats = again.run(reread, rest_sink);
     EXPECT_EQ(resumed_stats.summaries, expected) << "resumed from " << middle.checkpoint.items;
