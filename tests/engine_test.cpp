@@ -383,9 +383,15 @@ TEST(EngineTest, UnwritableResultNamesItsLine) {
     ASSERT_EQ(records.size(), 3u);
     EXPECT_EQ(records[0]["result"], Json({{"a", 1}}));
     EXPECT_EQ(records[1]["error"].get<std::string>().rfind(
-                  manifest + ":3: the plugin's result holds a string that is not valid UTF-8: ", 0),
+                  manifest + ":3: the plugin's result holds a string that is not valid UTF-8 (byte 0x", 0),
               0u)
         << records[1]["error"];
+    // In memory the same item is the same error, word for word, without the manifest's line.
+    Engine engine(Plugin::load(test::fixture("throwing")), Json::object(), {.threads = 2, .serial = serial});
+    const std::vector<Record> in_memory = engine.map(std::vector<Json>{Json{{"bad_utf8", true}}});
+    ASSERT_EQ(in_memory.size(), 1u);
+    EXPECT_FALSE(in_memory[0].ok);
+    EXPECT_EQ(manifest + ":3: " + in_memory[0].error, records[1]["error"].get<std::string>());
     EXPECT_EQ(records[2]["result"], Json({{"a", 2}}));
     EXPECT_EQ(out.stats.failed, 1u);
   }

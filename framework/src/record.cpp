@@ -250,11 +250,13 @@ bool RecordWriter::ok(std::uint64_t index, const Json& result, std::uint32_t att
     std::string what = e.what();
     if (const auto pos = what.find("] "); pos != std::string::npos) what.erase(0, pos + 2);
     const std::string where = file.empty() ? std::string() : std::string(file) + ":" + std::to_string(line) + ": ";
-    error(index, where +
-                     (e.id == 316 ? "the plugin's result holds a string that is not valid UTF-8: "
-                                  : "the plugin's result cannot be written as JSON: ") +
-                     what,
-          attempts, sub);
+    // A string that is not valid UTF-8 (316): the same words as everywhere a result is checked
+    // (writable_result: Engine::map, Record callbacks, pipeline stages), with where it is.
+    if (std::string why; e.id == 316 && !writable_result(result, why, true)) {
+      error(index, where + why, attempts, sub);
+      return false;
+    }
+    error(index, where + "the plugin's result cannot be written as JSON: " + what, attempts, sub);
     return false;
   }
   out_.append("}\n");
