@@ -188,7 +188,7 @@ TEST(PipelineTest, CheckpointsCoverTheRecordsBeforeThemAndRunsResumeFromThem) {
   std::string text;
   for (std::uint64_t n = 0; n < total; ++n) text += "{\"n\":" + std::to_string(n) + "}\n";
   const std::string manifest = dir.write("m.jsonl", text);
-  const auto saved = Plugin::from_descriptor(detail::descriptor_of<Totals>("totals", "1", "sums n"), "builtin:totals");
+  const auto saved = Plugin::from_class<Totals>("totals", "1", "sums n");
   const Json expected = {{"totals", {{"count", total}, {"sum", total * (total - 1) / 2}}}};
   auto lines_of = [](const std::string& records) {
     return static_cast<std::uint64_t>(std::count(records.begin(), records.end(), '\n'));
