@@ -6,8 +6,12 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
+#include <string>
 #include <thread>
+
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -135,12 +139,20 @@ TEST(IsolateTest, AWorkerOutlivesTheThreadThatStartedIt) {
   test::TempDir dir;
   const std::string manifest_path = dir.write("items.jsonl", "{\"n\":2}\n{\"n\":3}\n{\"n\":4}\n");
   std::unique_ptr<Engine> engine;
+  pid_t starter = 0;
   std::thread([&] {
+    starter = ::gettid();
     engine = std::make_unique<Engine>(Plugin::load(test::fixture("crashy")), Json::object(),
                                       RunOptions{.serial = true, .isolate = true});
   }).join();
-  // The signal is sent as the thread's exit completes, which join() may precede.
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // The signal is sent as the thread's exit completes, which join() may precede: the kernel
+  // sends it before it unlists the thread, so once /proc/self/task/<tid> is gone it was sent.
+  const std::string task = "/proc/self/task/" + std::to_string(starter);
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::filesystem::exists(task) && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_FALSE(std::filesystem::exists(task)) << "the thread that started the worker is still listed after 30 s";
   ManifestReader manifest(manifest_path);
   std::vector<Record> records;
   const RunStats stats = engine->run(manifest, [&](const Record& r) { records.push_back(r); });

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <new>
 #include <stdexcept>
@@ -210,9 +211,18 @@ class Fault {
   }
 
   // Never returns on its own: only a cancelled run, or the item's optional "ms" bound, ends it.
+  // With "started": PATH, creates that (empty) file as the hang begins, so a test can wait for
+  // the item to be running instead of sleeping.
   static coremap::Json hang(const coremap::Json& item, coremap::Context& context) {
     using Clock = std::chrono::steady_clock;
     const auto start = Clock::now();
+    if (const auto started = item.find("started"); started != item.end()) {
+      if (!started->is_string()) throw std::invalid_argument("item field \"started\" must be a path (a string)");
+      const std::string& path = started->get_ref<const std::string&>();
+      const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+      if (fd < 0) throw std::runtime_error("fault: cannot create \"" + path + "\": " + std::strerror(errno));
+      ::close(fd);
+    }
     const bool bounded = item.contains("ms");
     const std::int64_t ms = coremap::nonnegative_field(item, "ms", 0);
     for (;;) {

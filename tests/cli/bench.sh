@@ -138,7 +138,7 @@ for how in INT TERM; do
     pid=$!
     # Once the table's head is printed, the first of the serial row's 50 runs (2 s each) is
     # starting or running.
-    for _ in $(seq 3000); do grep -q '^threads ' "$dir/table" && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.01; done
+    wait_while_running 30 "$pid" grep -q '^threads ' "$dir/table" || fail "bench $iso printed no table head within 30 s"
     start=$(date +%s.%N)
     kill -s "$how" "$pid"
     set +e

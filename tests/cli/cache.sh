@@ -190,7 +190,7 @@ seq 1 300 | awk '{printf "{\"path\": \"files/f%02d\", \"n\": %d}\n", $1 % 30, $1
 : >"$LOG"
 "$COREMAP" run -p exec -c "$SLOW" -m mk.jsonl -o kill.out --cache "$WORK/ck" -q -j 2 &
 pk=$!
-for _ in $(seq 1 600); do [ "$(wc -l <"$LOG")" -ge 120 ] && break; sleep 0.05; done
+wait_while_running 30 "$pk" has_lines "$LOG" 120 || fail "kill -9: 120 commands did not run within 30 s"
 kill -9 $pk
 wait $pk 2>/dev/null || true
 ran_before=$(wc -l <"$LOG")

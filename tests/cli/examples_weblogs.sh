@@ -99,7 +99,7 @@ rm "$WORK/cut.summary.json"
 cut_short() {  # cut_short SIGNAL ARGS...: the run, signalled (its own pid) once FILE.checkpoint exists
   "${weblogs[@]}" --checkpoint-interval 0 "${@:2}" 2>/dev/null &
   local pid=$!
-  for _ in $(seq 3000); do [ -f "$WORK/cut.jsonl.checkpoint" ] && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.005; done
+  WAIT_INTERVAL=0.005 wait_while_running 15 "$pid" test -f "$WORK/cut.jsonl.checkpoint" || true
   kill -s "$1" "$pid" 2>/dev/null || true
   wait "$pid" || true
 }

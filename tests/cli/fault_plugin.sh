@@ -74,10 +74,11 @@ expect_eq "$(record_values "$WORK/out" 'r["ok"]' | sort -n | awk -F'\t' '$1 == 0
 expect_eq "$(record_values "$WORK/out" 'r["ok"]' | awk -F'\t' '$2 == "False" {print $1}')" "21" "hang: the failure that reached --max-errors is recorded"
 expect_eq "$(wc -l <"$WORK/out")" 21 "hang: every other item is recorded"
 expect_contains "$WORK/err" "1 items cut short or not started have no record" "hang: the summary counts it"
-# ... and SIGTERM ends it too (a second's sleep lets it start hanging first).
-"$COREMAP" run --plugin fault --manifest "$WORK/hang.jsonl" --serial >"$WORK/out" 2>"$WORK/err" &
+# ... and SIGTERM ends it too, once it hangs (the plugin creates "started" as it begins).
+printf '{"fault":"hang","started":"%s"}\n{"n":1}\n' "$WORK/hang.started" >"$WORK/hang_term.jsonl"
+"$COREMAP" run --plugin fault --manifest "$WORK/hang_term.jsonl" --serial >"$WORK/out" 2>"$WORK/err" &
 pid=$!
-sleep 1
+wait_for 30 test -e "$WORK/hang.started" || fail "the hang did not start within 30 s"
 start=$(date +%s%N)
 kill -TERM "$pid"
 set +e; wait "$pid"; rc=$?; set -e

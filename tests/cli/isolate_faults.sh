@@ -135,15 +135,11 @@ none_left "a worker hanging in exit at the end" 0
 printf '{"fault": "fork_crash", "pids": "%s/pids", "setsid": true, "raw": true, "signal": "KILL"}\n{"fault": "hang", "ms": 3000}\n' "$WORK" >tree.jsonl
 "$COREMAP" run -p "$plugin" -m tree.jsonl --isolate --serial -q >tree.out 2>tree.err &
 cm_pid=$!
-for _ in $(seq 200); do
-  [ -n "$(ls pids)" ] && break
-  sleep 0.05
-done
+pid_recorded() { [ -n "$(ls pids)" ]; }
+wait_for 10 pid_recorded || true
 child=$(cat pids/* 2>/dev/null || true)
-for _ in $(seq 40); do
-  alive "$child" || break
-  sleep 0.05
-done
+gone() { ! alive "$1"; }
+wait_for 2 gone "$child" || true
 if [ -n "$child" ] && ! alive "$child" && kill -0 "$cm_pid" 2>/dev/null; then
   pass "the dead worker's orphan was killed while the run went on"
 else
@@ -191,10 +187,7 @@ EOF
 printf '{"i": 1}\n' >exec.jsonl
 "$COREMAP" run -p exec --config "{\"argv\": [\"sh\", \"$WORK/trapper.sh\"]}" -m exec.jsonl --isolate --serial -o exec.out -q 2>exec.err &
 cm_pid=$!
-for _ in $(seq 200); do
-  [ -e started ] && break
-  sleep 0.05
-done
+wait_for 10 test -e started || fail "the exec item did not start within 10 s"
 kill -TERM "$cm_pid"
 set +e
 wait "$cm_pid"
@@ -214,10 +207,8 @@ print(json.dumps({"fault": "hang_ignoring_stop", "ms": 10000}))
 for i in range(30): print(json.dumps({"n": i}))' >stop.jsonl
 "$COREMAP" run -p "$plugin" -m stop.jsonl --isolate --serial -o stop.out -q 2>stop.err &
 cm_pid=$!
-for _ in $(seq 200); do
-  [ -e stop.out.part ] && pgrep -f "$plugin" >/dev/null && break
-  sleep 0.05
-done
+worker_started() { [ -e stop.out.part ] && pgrep -f "$plugin" >/dev/null; }
+wait_for 10 worker_started || fail "no worker started within 10 s"
 start=$(date +%s%N)
 kill -TERM "$cm_pid"
 set +e

@@ -46,19 +46,37 @@ record_values() { oracle values "$@"; }
 # (oracle.py echo-check). Prints "ok" or what differs.
 echo_oracle() { oracle echo-check "$@"; }
 
-# wait_for SECONDS COMMAND...: polls COMMAND every 50 ms until it succeeds (returns 0) or SECONDS
-# (a whole number) pass (returns 1).
+# wait_for SECONDS COMMAND...: polls COMMAND every 50 ms (WAIT_INTERVAL seconds when set, e.g.
+# WAIT_INTERVAL=0.005 wait_for ... to catch a short-lived state) until it succeeds (returns 0)
+# or SECONDS (a whole number) pass (returns 1).
 wait_for() {
   local deadline=$(($(date +%s%N) + $1 * 1000000000))
   shift
   until "$@"; do
     [ "$(date +%s%N)" -lt "$deadline" ] || return 1
-    sleep 0.05
+    sleep "${WAIT_INTERVAL:-0.05}"
   done
+}
+
+# wait_while_running SECONDS PID COMMAND...: wait_for COMMAND, but stops waiting (returns 0) as
+# soon as PID, a process this test started, has ended: for a run the test means to interrupt
+# once COMMAND holds, and that may finish first (the caller checks which happened).
+wait_while_running() {
+  local seconds=$1
+  shift
+  wait_for "$seconds" holds_or_ended "$@"
+}
+holds_or_ended() {
+  local pid=$1
+  shift
+  "$@" || ! kill -0 "$pid" 2>/dev/null
 }
 
 # has_lines FILE N: FILE exists and holds at least N lines.
 has_lines() { [ -e "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ]; }
+
+# has_bytes FILE N: FILE exists and holds at least N bytes.
+has_bytes() { [ -e "$1" ] && [ "$(stat -c %s "$1")" -ge "$2" ]; }
 
 finish() {
   if [ "$failures" -ne 0 ]; then

@@ -81,13 +81,12 @@ interrupt() {
   shift 4
   local want=$(( $(stat -c %s "$full") * (5 + RANDOM % 86) / 100 ))
   "${command[@]}" "$@" -o "$out" 2>/dev/null &
-  local pid=$! size
-  for _ in $(seq 6000); do
-    kill -0 "$pid" 2>/dev/null || break
-    size=$(stat -c %s "$out.part" 2>/dev/null || echo 0)
-    if [ "$want" -eq 0 ]; then [ -f "$out.checkpoint" ] && break; elif [ "$size" -ge "$want" ]; then break; fi
-    sleep 0.01
-  done
+  local pid=$!
+  if [ "$want" -eq 0 ]; then
+    WAIT_INTERVAL=0.01 wait_while_running 60 "$pid" test -f "$out.checkpoint" || true
+  else
+    WAIT_INTERVAL=0.01 wait_while_running 60 "$pid" has_bytes "$out.part" "$want" || true
+  fi
   kill -s "$signal" "$pid" 2>/dev/null || true
   set +e
   wait "$pid"
@@ -153,7 +152,7 @@ resume_case "lines | topkeys (no records), kill -9" drop_run "$WORK/drop.full" t
 # The stop message says how to finish a reducing run.
 "$COREMAP" run --plugin wordcount --manifest "$WORK/wc.txt" --threads 2 -o "$WORK/msg.jsonl" 2>"$WORK/msg.err" &
 pid=$!
-for _ in $(seq 6000); do [ -s "$WORK/msg.jsonl.part" ] && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.01; done
+WAIT_INTERVAL=0.01 wait_while_running 60 "$pid" test -s "$WORK/msg.jsonl.part" || true
 kill -INT "$pid" 2>/dev/null || true
 set +e
 wait "$pid"
@@ -171,7 +170,7 @@ fi
 plugin="$COREMAP_FIXTURES/fixture_stateless_count.so"
 "$COREMAP" run --plugin "$plugin" --manifest "$WORK/wc.txt" -o "$WORK/nostate.jsonl" -q --threads 2 2>/dev/null &
 pid=$!
-for _ in $(seq 6000); do [ -s "$WORK/nostate.jsonl.part" ] && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.01; done
+WAIT_INTERVAL=0.01 wait_while_running 60 "$pid" test -s "$WORK/nostate.jsonl.part" || true
 kill -KILL "$pid" 2>/dev/null || true
 set +e
 wait "$pid"
