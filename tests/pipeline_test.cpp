@@ -115,7 +115,7 @@ TEST(PipelineTest, ReductionsDoNotDependOnTheThreadCount) {
   const std::string manifest = dir.write("m.jsonl", text);
   const auto sum = Plugin::from_class<Sum>("sum", "1", "sums n");
   ASSERT_TRUE(sum->reduces());
-  const Json expected = {{"sum", {{"count", 20000}, {"sum", 20000ull * 19999 / 2}}}};
+  const StageSummaries expected = {{"sum", StageSummary::success({{"count", 20000}, {"sum", 20000ull * 19999 / 2}})}};
   for (RunOptions options : {RunOptions{.serial = true}, RunOptions{.threads = 1}, RunOptions{.threads = 2},
                              RunOptions{.threads = 8}}) {
     Engine engine(sum, Json::object(), options);
@@ -167,7 +167,7 @@ TEST(PipelineTest, SavedStatesOfSeveralRunsMergeIntoTheWholeRunsSummary) {
     states.push_back(stats.states["totals"]);
   }
   const Json expected = {{"count", 20000}, {"sum", 20000ull * 19999 / 2}};
-  EXPECT_EQ(summarize_states(stage, states), expected);
+  EXPECT_EQ(summarize_states(stage, states), StageSummary::success(expected));
   // Without save_states a run keeps no state.
   Engine plain(saved, Json::object(), RunOptions{.threads = 2});
   ManifestReader reader(dir.write("one.jsonl", "{\"n\":1}\n"));
@@ -175,7 +175,87 @@ TEST(PipelineTest, SavedStatesOfSeveralRunsMergeIntoTheWholeRunsSummary) {
   EXPECT_TRUE(plain.run(reader, sink).states.empty());
   // A part whose state is an error makes the merged summary that error.
   states.push_back(Json{{"error", "merge threw"}});
-  EXPECT_EQ(summarize_states(stage, states), (Json{{"error", "merge threw"}}));
+  EXPECT_EQ(summarize_states(stage, states), StageSummary::failure("merge threw"));
+}
+
+// Counts items by "status": its summary has an "error" key (how many items said "error"), a
+// value like any other. With config {"fail": "merge"} its merge() throws, with "summary" its
+// summary(). Saves its state, so runs with checkpoints (where merge() always runs) take it.
+class Verdicts {
+ public:
+  explicit Verdicts(const Json& config) : fail_(config.value("fail", "")) {}
+  Json process(const Json& item) {
+    ++(item.at("status") == "error" ? errors_ : oks_);
+    return nullptr;
+  }
+  void merge(Verdicts& other) {
+    if (fail_ == "merge") throw std::runtime_error("merge refused");
+    errors_ += other.errors_;
+    oks_ += other.oks_;
+  }
+  Json summary() const {
+    if (fail_ == "summary") throw std::runtime_error("summary refused");
+    return {{"error", errors_}, {"ok", oks_}};
+  }
+  Json save() const { return {{"e", errors_}, {"o", oks_}}; }
+  void load(const Json& state) {
+    errors_ = state.at("e").get<std::uint64_t>();
+    oks_ = state.at("o").get<std::uint64_t>();
+  }
+
+ private:
+  std::string fail_;
+  std::uint64_t errors_ = 0;
+  std::uint64_t oks_ = 0;
+};
+
+// A summary with an "error" key is the plugin's value (ok); a merge() or summary() that throws
+// is a failed StageSummary with the exception's message and no value. The items' records and
+// counts are the same either way. Every run below calls merge(): a checkpoint folds the
+// instances into the carried state, and summarize_states() merges each state into a fresh one.
+TEST(PipelineTest, ReductionErrorsAreValuesNotAnErrorKeyInTheSummary) {
+  test::TempDir dir;
+  std::string text;
+  std::uint64_t errors = 0;
+  for (int n = 0; n < 500; ++n) {
+    const bool error = n % 7 == 3;
+    errors += error ? 1 : 0;
+    text += std::string("{\"status\":\"") + (error ? "error" : "ok") + "\"}\n";
+  }
+  const std::string manifest = dir.write("m.jsonl", text);
+  const auto verdicts = Plugin::from_class<Verdicts>("verdicts", "1", "counts statuses");
+  auto run = [&](const Json& config, RunOptions options) {
+    options.checkpoint_interval = std::chrono::milliseconds(0);
+    options.on_checkpoint = [](const Checkpoint&) {};
+    Engine engine(verdicts, config, options);
+    ManifestReader reader(manifest);
+    CallbackSink sink([](std::string_view) {});
+    const RunStats stats = engine.run(reader, sink);
+    EXPECT_EQ(stats.items, 500u);
+    EXPECT_EQ(stats.ok, 500u);
+    EXPECT_EQ(stats.failed, 0u);
+    EXPECT_EQ(stats.summaries.size(), 1u);
+    return stats.summaries.count("verdicts") ? stats.summaries.at("verdicts") : StageSummary::failure("no summary");
+  };
+  for (RunOptions options : {RunOptions{.serial = true}, RunOptions{.threads = 2}}) {
+    const StageSummary fine = run(Json::object(), options);
+    EXPECT_EQ(fine, StageSummary::success({{"error", errors}, {"ok", 500 - errors}})) << options.threads;
+    EXPECT_TRUE(fine.error.empty());
+    const StageSummary merge = run({{"fail", "merge"}}, options);
+    EXPECT_FALSE(merge.ok);
+    EXPECT_TRUE(merge.value.is_null());
+    EXPECT_NE(merge.error.find("merge refused"), std::string::npos) << merge.error;
+    const StageSummary summary = run({{"fail", "summary"}}, options);
+    EXPECT_FALSE(summary.ok);
+    EXPECT_NE(summary.error.find("summary refused"), std::string::npos) << summary.error;
+  }
+  // Over saved states (as MPI's rank 0 merges the ranks'): the same verdicts.
+  const std::vector<Json> states = {Json{{"state", {{"e", 2}, {"o", 3}}}}, Json{{"state", {{"e", 1}, {"o", 0}}}}};
+  EXPECT_EQ(summarize_states(Stage{"v", verdicts, Json::object(), {}}, states),
+            StageSummary::success({{"error", 3}, {"ok", 3}}));
+  const StageSummary merged = summarize_states(Stage{"v", verdicts, {{"fail", "merge"}}, {}}, states);
+  EXPECT_FALSE(merged.ok);
+  EXPECT_NE(merged.error.find("merge refused"), std::string::npos) << merged.error;
 }
 
 // Checkpoints (RunOptions::on_checkpoint): at each, the records handed to the sink are exactly
@@ -189,7 +269,7 @@ TEST(PipelineTest, CheckpointsCoverTheRecordsBeforeThemAndRunsResumeFromThem) {
   for (std::uint64_t n = 0; n < total; ++n) text += "{\"n\":" + std::to_string(n) + "}\n";
   const std::string manifest = dir.write("m.jsonl", text);
   const auto saved = Plugin::from_class<Totals>("totals", "1", "sums n");
-  const Json expected = {{"totals", {{"count", total}, {"sum", total * (total - 1) / 2}}}};
+  const StageSummaries expected = {{"totals", StageSummary::success({{"count", total}, {"sum", total * (total - 1) / 2}})}};
   auto lines_of = [](const std::string& records) {
     return static_cast<std::uint64_t>(std::count(records.begin(), records.end(), '\n'));
   };
@@ -443,7 +523,7 @@ TEST(PipelineTest, AValueThatCannotBeWrittenFailsInItsStageAndGoesNoFurther) {
   // The record of item n (its first record when it fanned out) and its second, if any.
   auto check = [&](const std::vector<Record>& records, const RunStats& stats, const std::string& mode) {
     SCOPED_TRACE(mode);
-    EXPECT_EQ(stats.summaries, Json({{"count", {{"count", good}}}}));
+    EXPECT_EQ(stats.summaries, (StageSummaries{{"count", StageSummary::success({{"count", good}})}}));
     std::size_t r = 0;
     for (int n = 0; n < 3000; ++n) {
       ASSERT_LT(r, records.size());

@@ -4,11 +4,26 @@
 // Helpers shared by the unit tests: scratch directories, files, running shell oracles.
 
 #include <filesystem>
+#include <ostream>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include <coremap/engine.hpp>
 #include <coremap/plugin.hpp>
+
+namespace coremap {
+
+/// How gtest prints a StageSummary in a failed expectation.
+inline void PrintTo(const StageSummary& summary, std::ostream* out) {
+  if (summary.ok) {
+    *out << "ok " << summary.value.dump();
+  } else {
+    *out << "failed: " << summary.error << " (value " << summary.value.dump() << ")";
+  }
+}
+
+}  // namespace coremap
 
 namespace coremap::test {
 

@@ -89,7 +89,7 @@ void print_run_summary(const RunArgs& args, const RunOptions& options, const Run
                        const ResumableOutput* resumable);
 /// Writes the reducing stages' aggregates to --summary FILE or standard error; true when one
 /// failed.
-bool report_summaries(const Json& summaries, const RunArgs& args);
+bool report_summaries(const StageSummaries& summaries, const RunArgs& args);
 
 /// UsageError unless --resume has a file (-o) to read the earlier records from.
 /// Throws UsageError when `path` (given with `flag`) is a companion file (FILE.part, FILE.journal,

@@ -93,19 +93,23 @@ const char* signal_name(int signal_number) {
 
 }  // namespace
 
-// Writes the reducing stages' aggregates to --summary FILE, or to standard error. Returns true
-// when a stage's merge or summary failed (the run then exits 1).
-bool report_summaries(const Json& summaries, const RunArgs& args) {
+// Writes the reducing stages' aggregates to --summary FILE, or to standard error: one JSON
+// object, each stage's summary() by stage name. A stage whose reduction failed has no entry
+// there (a summary is any JSON, so no value could stand for "failed"): its error goes to
+// standard error and the function returns true (the run then exits 1).
+bool report_summaries(const StageSummaries& summaries, const RunArgs& args) {
   if (summaries.empty()) return false;
   bool failed = false;
-  for (const auto& [stage, summary] : summaries.items()) {
-    if (summary.is_object() && summary.size() == 1 && summary.contains("error")) {
-      std::fprintf(stderr, "coremap: stage '%s': reduction failed: %s\n", stage.c_str(),
-                   summary.at("error").get<std::string>().c_str());
+  Json values = Json::object();
+  for (const auto& [stage, summary] : summaries) {
+    if (summary.ok) {
+      values[stage] = summary.value;
+    } else {
+      std::fprintf(stderr, "coremap: stage '%s': reduction failed: %s\n", stage.c_str(), summary.error.c_str());
       failed = true;
     }
   }
-  const std::string text = summaries.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
+  const std::string text = values.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
   if (args.summary.empty()) {
     if (!args.quiet) std::fprintf(stderr, "coremap: summary:\n%s", text.c_str());
     return failed;

@@ -70,7 +70,12 @@ int main(int argc, char** argv) {
         session, *pipeline, session.rank() == 0 ? &*manifest : nullptr, &sink, {.threads = 2});
     if (session.rank() != 0) return 0;
 
-    const coremap::Json& totals = run.stats.summaries.at("wordcount");
+    const coremap::StageSummary& summary = run.stats.summaries.at("wordcount");
+    if (!summary.ok) {
+      std::fprintf(stderr, "mpi_totals: the totals could not be merged: %s\n", summary.error.c_str());
+      return 1;
+    }
+    const coremap::Json& totals = summary.value;
     std::printf("total words %llu lines %llu bytes %llu files %llu\n", totals.at("words").get<unsigned long long>(),
                 totals.at("lines").get<unsigned long long>(), totals.at("bytes").get<unsigned long long>(),
                 totals.at("files").get<unsigned long long>());

@@ -464,7 +464,7 @@ RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Delive
   return stats;
 }
 
-Json summarize_states(const Stage& stage, std::span<const Json> states) {
+StageSummary summarize_states(const Stage& stage, std::span<const Json> states) {
   if (!stage.plugin->saves_state()) {
     throw PluginError("plugin " + std::string(stage.plugin->name()) + " (stage '" + stage.name +
                       "') does not save its partial state (save() and load()), so states of several runs cannot "
@@ -476,14 +476,16 @@ Json summarize_states(const Stage& stage, std::span<const Json> states) {
   for (const Json& entry : states) {
     const auto state = entry.find("state");
     if (state == entry.end()) {
-      return {{"error", entry.contains("error") ? entry["error"] : Json("a partial state is missing")}};
+      const auto why = entry.find("error");
+      return StageSummary::failure(why != entry.end() && why->is_string() ? why->get<std::string>()
+                                                                           : "a partial state is missing");
     }
     PluginInstance part(stage.plugin, config);
-    if (!part.load_state(*state, error) || !total.merge(part, error)) return {{"error", error}};
+    if (!part.load_state(*state, error) || !total.merge(part, error)) return StageSummary::failure(std::move(error));
   }
   Json summary;
-  if (!total.summary(summary, error)) return {{"error", error}};
-  return summary;
+  if (!total.summary(summary, error)) return StageSummary::failure(std::move(error));
+  return StageSummary::success(std::move(summary));
 }
 
 Engine::Engine(ItemFunction function, RunOptions options)

@@ -13,6 +13,7 @@
 
 #include <oneapi/tbb/enumerable_thread_specific.h>
 
+#include <coremap/engine.hpp>
 #include <coremap/error.hpp>
 #include <coremap/latency_histogram.hpp>
 #include <coremap/pipeline.hpp>
@@ -97,7 +98,7 @@ struct StageRuntime {
 
   // Folds every instance's partial state into one and summarises it; then starts afresh, so
   // the next run's summary covers that run only.
-  Json summarize(Json* state = nullptr) {
+  StageSummary summarize(Json* state = nullptr) {
     std::vector<PluginInstance*> all;
     if (carried) all.push_back(carried.get());
     instances.for_each([&](PluginInstance& instance) { all.push_back(&instance); });
@@ -121,7 +122,7 @@ struct StageRuntime {
     carried.reset();
     carried_error.clear();
     primary = instances.add();
-    return ok ? summary : Json{{"error", error}};
+    return ok ? StageSummary::success(std::move(summary)) : StageSummary::failure(std::move(error));
   }
 
  private:

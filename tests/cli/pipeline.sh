@@ -109,6 +109,38 @@ cm run --pipeline "$WORK/count.json" --manifest "$WORK/files.txt" -o "$WORK/t.js
 expect_eq "$rc" 2 "--resume with a reducing stage that cannot save its state exits 2"
 expect_contains "$WORK/err" "its plugin stateless_count cannot save its partial state" "it names the plugin"
 
+# Reduction failures are not values (docs/pipelines.md#reductions). fixture_verdicts' summary
+# has an "error" key (how many items said "error"; the oracle is grep): a value, exit 0, written
+# as the plugin returned it. Its merge() or summary() throwing (with -o, the run checkpoints the
+# state, and a checkpoint always merges) is a failure: named on standard error, exit 1, no
+# entry in the summary, every record written all the same.
+awk 'BEGIN { for (n = 0; n < 500; n++) printf "{\"status\": \"%s\"}\n", (n % 7 == 3 ? "error" : "ok") }' >"$WORK/verdicts.jsonl"
+v_errors=$(grep -c '"error"' "$WORK/verdicts.jsonl")
+v_oks=$(grep -c '"ok"' "$WORK/verdicts.jsonl")
+V="$COREMAP_FIXTURES/fixture_verdicts.so"
+for mode in --serial "--threads 2"; do
+  tag=${mode// /}
+  cm run --plugin "$V" --manifest "$WORK/verdicts.jsonl" -o "$WORK/v$tag.jsonl" --summary "$WORK/v$tag.summary" $mode
+  expect_eq "$rc" 0 "a summary with an \"error\" key ($mode): exit 0"
+  expect_eq "$(oracle query "$WORK/v$tag.summary" 'd')" "{'verdicts': {'error': $v_errors, 'ok': $v_oks}}" \
+    "a summary with an \"error\" key ($mode): the plugin's value, as grep counts"
+  if grep -q "reduction failed" "$WORK/err"; then fail "a summary with an \"error\" key ($mode) reported as failed"; else
+    pass "a summary with an \"error\" key ($mode): not reported as a failure"; fi
+  for call in merge summary; do
+    cm run --plugin "$V" --config "{\"fail\": \"$call\"}" --manifest "$WORK/verdicts.jsonl" -o "$WORK/v$tag$call.jsonl" \
+      --summary "$WORK/v$tag$call.summary" $mode
+    expect_eq "$rc" 1 "$call throws ($mode): exit 1"
+    expect_contains "$WORK/err" "coremap: stage 'verdicts': reduction failed: verdicts: $call refused" "$call throws ($mode): said"
+    expect_eq "$(oracle query "$WORK/v$tag$call.summary" 'd')" "{}" "$call throws ($mode): no entry in the summary"
+    expect_eq "$(wc -l <"$WORK/v$tag$call.jsonl")" 500 "$call throws ($mode): every record written"
+  done
+done
+# Without --summary, the summary on standard error leaves the failed stage out the same way.
+cm run --plugin "$V" --config '{"fail": "summary"}' --manifest "$WORK/verdicts.jsonl" --serial
+expect_eq "$rc" 1 "summary throws, summary on standard error: exit 1"
+expect_eq "$(sed -n '/^coremap: summary:$/,$p' "$WORK/err" | tr -d ' \n')" "coremap:summary:{}" \
+  "summary throws: the summary on standard error has no entry for it"
+
 # A value its stage cannot write (fault's bad_utf8 result) fails there, naming the stage, and
 # the counting stage after it never sees it: topkeys counts only the three good items.
 cat >"$WORK/bad.json" <<'JSON'

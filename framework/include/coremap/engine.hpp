@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -217,13 +218,33 @@ struct StageStats {
   }
 };
 
+/// The aggregate of one reducing stage (a plugin with merge() and summary()): a value or an
+/// error, never both. `ok` with `value` the plugin's summary() as it returned it (any JSON: an
+/// object with an "error" key is the plugin's value like any other), `error` empty; or not `ok`
+/// with `error` saying why there is no aggregate (merge(), summary(), save() or load() threw,
+/// or a partial state to merge was itself an error or missing) and `value` null. A failed
+/// reduction does not fail the run's items: RunStats counts them as usual.
+struct StageSummary {
+  bool ok = false;
+  Json value;
+  std::string error;
+
+  static StageSummary success(Json value) { return {true, std::move(value), {}}; }
+  static StageSummary failure(std::string error) { return {false, nullptr, std::move(error)}; }
+  friend bool operator==(const StageSummary&, const StageSummary&) = default;
+};
+
+/// The reducing stages' aggregates by stage name (in name order, as `coremap run --summary`
+/// writes them).
+using StageSummaries = std::map<std::string, StageSummary>;
+
 /// The aggregate of a reducing stage over partial states that several runs saved (RunStats::states
 /// with RunOptions::save_states, e.g. of MPI ranks): each state loaded into a fresh instance of
 /// the stage's plugin, merged in order and summarised, as a run merges its threads' instances.
-/// `states` are entries of RunStats::states. {"error": "..."} when one is an error or a plugin
-/// call throws. Throws PluginError when
-/// the plugin does not save state (Plugin::saves_state()) or its constructor throws.
-COREMAP_EXPORT Json summarize_states(const Stage& stage, std::span<const Json> states);
+/// `states` are entries of RunStats::states. A failed StageSummary when one of them is an error
+/// or a plugin call (load, merge, summary) throws. Throws PluginError when the plugin does not
+/// save state (Plugin::saves_state()) or its constructor throws.
+COREMAP_EXPORT StageSummary summarize_states(const Stage& stage, std::span<const Json> states);
 
 /// Why a run ended before the manifest's end.
 enum class StopReason { none, max_errors, cancelled };
@@ -244,9 +265,9 @@ struct RunStats {
   /// arena), capped by the application's tbb::global_control; 1 when serial.
   std::size_t threads = 0;
   StopReason stopped = StopReason::none;
-  /// The aggregate of each stage whose plugin reduces, by stage name: the plugin's summary(),
-  /// or {"error": "..."} when merging or summarising threw. Empty object when none reduces.
-  Json summaries = Json::object();
+  /// The aggregate of each stage whose plugin reduces, by stage name: the plugin's summary()
+  /// (StageSummary::ok), or the error when merging or summarising threw. Empty when none reduces.
+  StageSummaries summaries;
   /// With RunOptions::save_states: each reducing stage's merged partial state (Plugin
   /// saves_state()), by stage name, for summarize_states(): {"state": ...} as the plugin's
   /// save() wrote it, or {"error": "..."} when merging or saving threw.

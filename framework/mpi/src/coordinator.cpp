@@ -284,8 +284,8 @@ DistributedRun coordinate(const Session& session, BatchSource& source, Sink& sin
   return run;
 }
 
-Json merge_summaries(const Pipeline& pipeline, const DistributedRun& run) {
-  Json summaries = Json::object();
+StageSummaries merge_summaries(const Pipeline& pipeline, const DistributedRun& run) {
+  StageSummaries summaries;
   for (const Stage& stage : pipeline.stages) {
     if (!stage.plugin->reduces()) continue;
     std::vector<Json> states;

@@ -161,8 +161,9 @@ COREMAP_MPI_EXPORT void serve(const Session& session, Engine& engine, bool order
 
 /// Not collective, on rank 0 after coordinate(): each reducing stage's aggregate over the
 /// processing ranks' partial states (RankReport::stats.states), as summarize_states() merges
-/// them, by stage name: what RunStats::summaries holds after a local run.
-COREMAP_MPI_EXPORT Json merge_summaries(const Pipeline& pipeline, const DistributedRun& run);
+/// them, by stage name: what RunStats::summaries holds after a local run (a stage whose states
+/// cannot be merged is a failed StageSummary).
+COREMAP_MPI_EXPORT StageSummaries merge_summaries(const Pipeline& pipeline, const DistributedRun& run);
 
 /// Not collective: merges the stage figures of several ranks into `into`: calls, busy time and
 /// the latency histograms add up (so the percentiles are those of every call), as does
