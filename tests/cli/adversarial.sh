@@ -30,7 +30,7 @@ damaged "a record followed by a carriage return" "d.out.part:101: the record doe
 damaged "a record followed by a space" "d.out.part:101: the record does not end where its JSON object ends"
 # The same lines within a finished FILE (resumed for --retry-failed) are refused too.
 rm "$WORK/d.out.part"
-{ cat "$WORK/ref.jsonl"; } | python3 -c 'import sys; d=sys.stdin.buffer.read(); sys.stdout.buffer.write(d.replace(b"}}\n", b"}}\0\n", 1))' >"$WORK/d.out"
+{ head -n 1 "$WORK/ref.jsonl" | tr -d '\n'; printf '\0\n'; tail -n +2 "$WORK/ref.jsonl"; } >"$WORK/d.out"  # a NUL after the first record
 sum=$(sha256sum <"$WORK/d.out")
 cm run --plugin echo --manifest "$WORK/m.jsonl" -o "$WORK/d.out" --resume --retry-failed
 expect_eq "$rc" 2 "a NUL byte in a finished FILE: --resume --retry-failed exits 2"

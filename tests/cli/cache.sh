@@ -21,16 +21,7 @@ EOF
 CONFIG=$(cat exec.json)
 
 # normal FILE: the records without exec's "ms", one per line, keys sorted.
-normal() {
-  python3 -c '
-import json, sys
-for line in open(sys.argv[1], "rb"):
-    r = json.loads(line)
-    if r.get("ok") and isinstance(r.get("result"), dict):
-        r["result"].pop("ms", None)
-    print(json.dumps(r, sort_keys=True))
-' "$1"
-}
+normal() { oracle normalised "$1" --drop result.ms; }
 
 # run_case NAME MANIFEST EXPECTED_RUN [run flags...]: runs with the cache, checks that exactly
 # the paths in EXPECTED_RUN (a file, one path a line) ran, and that the output equals a run
@@ -95,7 +86,7 @@ run_case content_edit m3.txt edited.txt --cache-files content
 
 # 6. The config changed: everything runs again.
 CONFIG_BEFORE=$CONFIG
-CONFIG=$(python3 -c 'import json,sys; c=json.load(open("exec.json")); c["env"]={"COREMAP_TEST":"1"}; print(json.dumps(c))')
+CONFIG=$(oracle edited exec.json 'd["env"] = {"COREMAP_TEST": "1"}')
 cm cache why "$WORK/c" -p exec -c "$CONFIG" -m m3.txt --index 0
 expect_contains out "config:" "why: a changed config is a miss because of the config"
 run_case config m3.txt m3.txt
@@ -146,14 +137,8 @@ expect_eq "$(sort -u "$LOG" | wc -l)" 7 "reduction: a cold run runs each distinc
 : >"$LOG"
 cm run --pipeline reduce.json -m mr.txt --cache "$WORK/cr" -o r2.out --summary r2.json
 expect_eq "$(wc -l <"$LOG")" 0 "reduction: the rerun runs no exec command"
-python3 - r2.json mr.txt <<'PY' && pass "reduction: the rerun's summary equals a Counter over the files" || fail "reduction summary"
-import collections, hashlib, json, sys
-summary = json.load(open(sys.argv[1]))["top"]
-counts = collections.Counter(hashlib.sha256(open(p.strip(), "rb").read()).hexdigest() + "  -\n" for p in open(sys.argv[2]))
-expected = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0].encode()))[:3]
-assert summary["items"] == 40, summary
-assert [(t["key"], t["count"]) for t in summary["top"]] == expected, (summary, expected)
-PY
+expect_eq "$(wc -l <mr.txt)" 40 "reduction: the manifest names 40 files"
+oracle top-sha256 mr.txt 3 r2.json top && pass "reduction: the rerun's summary equals a Counter over the files" || fail "reduction summary"
 cmp r1.json r2.json && pass "reduction: cold and cached summaries are identical" || fail "reduction summaries differ"
 
 # A stage that declares itself not cacheable: the stages before it are cached, it runs always.
@@ -185,7 +170,7 @@ cmp conc.plain conc.a && cmp conc.plain conc.b && pass "concurrent: both outputs
 expect_contains conc.err "cache: 400 hits, 0 misses" "concurrent: afterwards every item is a hit"
 
 # 10. kill -9 mid-run, then rerun: the cache is usable and the output right.
-SLOW=$(python3 -c 'import json,sys; c=json.load(open("exec.json")); c["argv"][2] = "sleep 0.02; " + c["argv"][2]; print(json.dumps(c))')
+SLOW=$(oracle edited exec.json 'd["argv"][2] = "sleep 0.02; " + d["argv"][2]')
 seq 1 300 | awk '{printf "{\"path\": \"files/f%02d\", \"n\": %d}\n", $1 % 30, $1}' >mk.jsonl
 : >"$LOG"
 "$COREMAP" run -p exec -c "$SLOW" -m mk.jsonl -o kill.out --cache "$WORK/ck" -q -j 2 &
@@ -204,12 +189,7 @@ normal kill.out >a.n; normal kill.plain >b.n
 cmp -s a.n b.n && pass "kill -9: the rerun's output equals a plain run" || fail "kill -9: output differs"
 
 # 11. A corrupt entry (its stored outcome overwritten by python's sqlite3) is a miss, said once.
-python3 - "$WORK/cs/cache.sqlite" <<'PY'
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-db.execute("UPDATE entries SET outcome = X'7B6E6F7420746865206F7574636F6D65' WHERE rowid IN (SELECT rowid FROM entries LIMIT 3)")
-db.commit()
-PY
+oracle sqlite "$WORK/cs/cache.sqlite" "UPDATE entries SET outcome = X'7B6E6F7420746865206F7574636F6D65' WHERE rowid IN (SELECT rowid FROM entries LIMIT 3)"
 cm run -p sha256 -m hash.txt -o sha.corrupt --cache "$WORK/cs"
 cmp sha.plain sha.corrupt && pass "corrupt entries: output still equals a plain run" || fail "corrupt entries: wrong output"
 expect_contains err "cache: 27 hits, 3 misses" "corrupt entries: the 3 corrupt entries are misses"
@@ -222,7 +202,7 @@ for how in garbage truncate; do
   "$COREMAP" run -p sha256 -m hash.txt -o z.tmp --cache "$WORK/cz" -q
   rm -f "$WORK/cz/cache.sqlite-wal" "$WORK/cz/cache.sqlite-shm"
   if [ $how = garbage ]; then
-    python3 -c 'import random, sys; random.seed(7); sys.stdout.buffer.write(bytes(random.getrandbits(8) for _ in range(100000)))' >"$WORK/cz/cache.sqlite"
+    oracle random-bytes 100000 7 >"$WORK/cz/cache.sqlite"
   else
     size=$(stat -c %s "$WORK/cz/cache.sqlite")
     truncate -s $((size / 2)) "$WORK/cz/cache.sqlite"
@@ -241,12 +221,7 @@ done
 cm cache stats "$WORK/cs"
 expect_contains out "entries: 30" "stats: the entries, one per distinct item"
 expect_contains out "hits" "stats: the last runs' hits"
-python3 - "$WORK/cs/cache.sqlite" <<'PY'
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-db.execute("UPDATE entries SET used = used - 10 * 86400 WHERE rowid IN (SELECT rowid FROM entries ORDER BY rowid LIMIT 12)")
-db.commit()
-PY
+oracle sqlite "$WORK/cs/cache.sqlite" "UPDATE entries SET used = used - 10 * 86400 WHERE rowid IN (SELECT rowid FROM entries ORDER BY rowid LIMIT 12)"
 cm cache gc "$WORK/cs" --older-than 5
 expect_contains out "removed 12 entries, 18 left" "gc --older-than: the entries unused for 10 days go"
 cm cache gc "$WORK/cs" --max-size 1

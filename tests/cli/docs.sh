@@ -38,7 +38,8 @@ if g++ -std=c++20 -O1 -shared -fPIC -fvisibility=hidden -I"$COREMAP_SOURCE_DIR/f
 else
   fail "the read_file_chunks snippet does not compile"; cat "$WORK/cc.err" >&2
 fi
-python3 -c 'import random; r = random.Random(7); print("\n".join("x" * r.randrange(0, 300) for _ in range(3000)))' >"$WORK/a.txt"
+mkdir "$WORK/words"
+mv "$(oracle word-files "$WORK/words" 1 3000 0-60 500 7)" "$WORK/a.txt"  # 3000 lines, ~360 KB
 printf 'no newline at the end' >"$WORK/b.txt"
 printf '%s\n' "$WORK/a.txt" "$WORK/b.txt" >"$WORK/files.list"
 "$COREMAP" run --plugin "$WORK/counts.so" --manifest "$WORK/files.list" -q >"$WORK/counts.jsonl" || true

@@ -31,38 +31,11 @@ malformed=$(wc -l <"$WORK/malformed")
 [ "$malformed" -gt 10 ] && pass "the logs hold $malformed malformed lines" || fail "too few malformed lines: $malformed"
 
 # The summary in the oracle's layout (a change of format, no figure computed here).
-layout() {
-  python3 - "$1" <<'PY'
-import json, sys
-s = json.load(open(sys.argv[1]))["clf_stats"]
-print("requests\t%d\nbytes\t%d" % (s["requests"], s["bytes"]))
-for code, n in sorted(s["status"].items()):
-    print("status\t%s\t%d" % (code, n))
-for hour, b in sorted(s["bytes_per_hour"].items()):
-    print("hour\t%s\t%d" % (hour, b))
-print("distinct_paths\t%d" % s["distinct_paths"])
-for p in s["top_paths"]:
-    print("path\t%s\t%d" % (p["path"], p["count"]))
-PY
-}
+layout() { oracle clf-layout "$1"; }
 
 # The error records: one per malformed line, in order, each "<manifest>:<line of the file>: stage
 # 'clf_parse': log line N of FILE: <reason>". Prints FILE:N per record, or what is wrong.
-errors() {
-  python3 - "$WORK/files.txt" "$1" <<'PY'
-import json, re, sys
-manifest = sys.argv[1]
-line_of = {p: n for n, p in enumerate(open(manifest).read().split("\n")[:-1], 1)}
-reasons = "no host|no ident|no authuser|bad timestamp|bad request \\(no quoted request\\)|bad status|bad size|bad referer/user-agent"
-for raw in open(sys.argv[2]):
-    r = json.loads(raw)
-    m = re.fullmatch(r"(.*):(\d+): stage 'clf_parse': log line (\d+) of (.*): (%s)" % reasons, r.get("error", ""))
-    if r["ok"] or not m or m.group(1) != manifest or int(m.group(2)) != line_of.get(m.group(4)):
-        print("bad record: %.300s" % raw.strip())
-        continue
-    print("%s:%s" % (m.group(4), m.group(3)))
-PY
-}
+errors() { oracle clf-errors "$WORK/files.txt" "$1"; }
 
 for mode in --serial "--threads 1" "--threads 2" "--threads 8"; do
   name=${mode// /}

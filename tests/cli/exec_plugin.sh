@@ -118,7 +118,7 @@ expect_eq "$(field 0 'r["result"]["stdout"]')" "$(printf '1\n[%s]' "it's \"a  b\
 [ -d keep ] && pass "quoted value not executed" || fail "keep was removed"
 
 # --- stdin, env, cwd, non-UTF-8 output.
-python3 -c 'import json; print(json.dumps({"text": "hello\n" * 100000, "dir": "files"}))' >stdin.jsonl
+oracle items 1 'text=%="hello\n" * 100000' dir=files >stdin.jsonl
 cm run --plugin exec --manifest stdin.jsonl --config '{"argv": ["wc", "-c"], "stdin": "text"}'
 expect_eq "$(field 0 'r["result"]["stdout"].strip()')" "600000" "the stdin field is written to the command"
 cm run --plugin exec --manifest stdin.jsonl --config '{"argv": ["true"], "stdin": "text"}'
@@ -171,30 +171,6 @@ less_than "$(elapsed_s "$start")" 5 "--max-errors cancels the running command"
 no_process "sleep 30.0127$u" "the cancelled command is gone"
 # --- plugins/exec/README.md: every command of its sh blocks runs as written from the repository
 # root; where the page shows output, stdout must match it (times normalised).
-python3 - "$COREMAP_SOURCE_DIR" "$COREMAP" <<'PY' && pass "README commands run as written and print what the page shows" || fail "README commands"
-import re, subprocess, sys
-root, coremap = sys.argv[1], sys.argv[2]
-blocks = re.findall(r"^```sh\n(.*?)^```$", open(root + "/plugins/exec/README.md").read(), re.S | re.M)
-commands = []
-for block in blocks:
-    for line in block.splitlines():
-        if line.startswith("$ "):
-            commands.append([line[2:], []])
-        else:
-            commands[-1][1].append(line)
-assert len(commands) >= 10, "found only %d commands" % len(commands)
-norm = lambda text: re.sub(r'"ms":[0-9.]+', '"ms":N', text)
-bad = 0
-for command, shown in commands:
-    run = subprocess.run(["bash", "-c", command.replace("build/bin/coremap", coremap)], cwd=root,
-                         capture_output=True, text=True)
-    if shown:
-        ok = norm(run.stdout) == norm("\n".join(shown) + "\n")
-    else:
-        ok = run.returncode == 0
-    if not ok:
-        bad += 1
-        print("README command differs: %s\n--- got (exit %d):\n%s%s" % (command, run.returncode, run.stdout, run.stderr), file=sys.stderr)
-sys.exit(1 if bad else 0)
-PY
+oracle page-commands "$COREMAP_SOURCE_DIR" "$COREMAP_SOURCE_DIR/plugins/exec/README.md" "$COREMAP" &&
+  pass "README commands run as written and print what the page shows" || fail "README commands"
 finish

@@ -45,12 +45,12 @@ mixed nul-after-value < <(printf '{"n":3}\0')
 expect_oracle "NUL byte after the value" '3:invalid JSON: NUL byte (0x00)'
 expect_contains "$WORK/out" "nul-after-value.jsonl:5:8: invalid JSON" "NUL byte after the value: its column"
 
-mixed deep < <(python3 -c 'import sys; sys.stdout.write("[" * 100000 + "]" * 100000)')
+mixed deep < <(oracle repeated '[' 100000 ']' 100000)
 expect_oracle "100,000 levels of nesting" '3:item nested deeper than 1000 levels'
 
 mixed huge-float < <(printf '{"n":3,"x":1e999}')
 expect_oracle "1e999" "3:number overflow parsing '1e999'"
-mixed huge-integer < <(python3 -c 'import sys; sys.stdout.write("{\"n\":3,\"x\":" + "9" * 400 + "}")')
+mixed huge-integer < <(oracle repeated '{"n":3,"x":' 1 9 400 '}' 1)
 expect_oracle "a 400-digit integer" "3:number overflow parsing '9999"
 
 # The file ends in the middle of its last line (a manifest still being written, a cut copy).
@@ -71,12 +71,12 @@ expect_eq "$(record_values "$WORK/out" 'json.dumps(r["result"]["k"])' | tr '\n' 
 
 # --- A 100 MB line that is valid and one that is not (its string never closes). The valid one
 # comes back whole; the error for the other must name the line without quoting 100 MB back.
-python3 - "$WORK/big.jsonl" <<'PY'
-import sys
-big = "x" * (100 << 20)
-with open(sys.argv[1], "w") as f:
-    f.write('{"n":0}\n{"n":1,"s":"%s"}\n{"n":2}\n{"n":3,"s":"%s\n{"n":4}\n' % (big, big))
-PY
+oracle repeated '{"n":0}
+{"n":1,"s":"' 1 x $((100 << 20)) '"}
+{"n":2}
+{"n":3,"s":"' 1 x $((100 << 20)) '
+{"n":4}
+' 1 >"$WORK/big.jsonl"
 m="$WORK/big.jsonl"
 cm run --plugin echo --manifest "$m" --threads 2 -o "$WORK/big.out"
 cp "$WORK/big.out" "$WORK/out"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run --isolate: a plugin that segfaults, aborts, exits, hangs or runs out of memory costs only
 # the item it was running. Oracles: an in-process run over the same manifest without the faulty
-# items (same results, item by item), python3 for the expected values and error texts.
+# items (same results, item by item), tests/cli/oracle.py for the manifests and the expected errors.
 source "$(dirname "$0")/lib.sh"
 
 # A private copy of the fixture, so that pgrep finds only this test's workers.
@@ -14,46 +14,26 @@ if [ "$sanitized" -eq 1 ]; then export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIO
 
 faults=(segv abort exit hang oom)
 [ "$sanitized" -eq 1 ] && faults=(segv abort exit hang)
-python3 - "$WORK" "${faults[@]}" <<'PY'
-import json, sys
-work, faults = sys.argv[1], sys.argv[2:]
-good, mixed, expect = [], [], []
-# 200 good items, a faulty one after every 30th, some faults twice.
-for i in range(200):
-    item = {"n": i}
-    good.append(item)
-    mixed.append(item)
-    if i % 30 == 29:
-        kind = faults[(i // 30) % len(faults)]
-        mixed.append({"crash": kind})
-with open(work + "/good.jsonl", "w") as f:
-    for item in good: f.write(json.dumps(item) + "\n")
-with open(work + "/mixed.jsonl", "w") as f:
-    for item in mixed: f.write(json.dumps(item) + "\n")
-# Expected error text per faulty index, and the good items' positions in the mixed manifest.
-messages = {"segv": "crashed: SIGSEGV", "abort": "crashed: SIGABRT", "exit": "worker exited with status 7",
-            "hang": "timed out after 1 s", "oom": "out of memory (--memory-limit 256M)"}
-with open(work + "/expected_errors", "w") as f, open(work + "/good_positions", "w") as g:
-    for index, item in enumerate(mixed):
-        if "crash" in item:
-            f.write("%d\tmixed.jsonl:%d: %s\n" % (index, index + 1, messages[item["crash"]]))
-        else:
-            g.write("%d\n" % index)
-PY
+# 200 good items, a faulty one after every 30th (oracle splice), the kinds in turn, some twice.
+# The expected error text per faulty index: "mixed.jsonl:<line>: <message>".
+declare -A message=([segv]="crashed: SIGSEGV" [abort]="crashed: SIGABRT" [exit]="worker exited with status 7"
+                    [hang]="timed out after 1 s" [oom]="out of memory (--memory-limit 256M)")
+oracle items 200 n=%i >"$WORK/good.jsonl"
+mapfile -t spliced < <(oracle splice "$WORK/mixed.jsonl" 200 30 $(printf '{"crash":"%s"} ' "${faults[@]}"))
+expected_errors=()
+for k in "${!spliced[@]}"; do
+  index=${spliced[$k]}
+  expected_errors+=("$index:mixed.jsonl:$((index + 1)): ${message[${faults[$((k % ${#faults[@]}))]}]}")
+done
 cd "$WORK"
 
 # The oracle: an in-process run of the good items only, checked against python's n*n.
 cm run -p "$plugin" -m good.jsonl --serial -q
 expect_eq "$rc" 0 "in-process run of the good items succeeds"
 cp out good.out
-python3 - <<'PY' && pass "in-process results are n and n*n" || fail "in-process results are n and n*n"
-import json
-lines = open("good.out").readlines()
-assert len(lines) == 200, len(lines)
-for i, line in enumerate(lines):
-    r = json.loads(line)
-    assert r == {"index": i, "ok": True, "result": {"n": i, "square": i * i}}, r
-PY
+oracle in-order good.out 200 || fail "in-process results: not records 0..199 in order"
+expect_eq "$(record_values good.out 'r["ok"] and r["result"] == {"n": r["index"], "square": r["index"] ** 2}' | cut -f2 | sort -u)" True \
+  "in-process results are n and n*n"
 
 limit=(--memory-limit 256M)
 [ "$sanitized" -eq 1 ] && limit=()
@@ -65,20 +45,8 @@ for threads in 1 2; do
   if [ "$elapsed" -le 30 ]; then pass "--threads $threads finished in ${elapsed} s"; else fail "--threads $threads took ${elapsed} s"; fi
   cp out "isolated.$threads"
   # Every good item's result equals the in-process one; every faulty item has its error.
-  python3 - "isolated.$threads" <<'PY' && pass "--threads $threads: good results match, faults reported" || fail "--threads $threads: see above"
-import json, sys
-records = [json.loads(line) for line in open(sys.argv[1])]
-good = [json.loads(line) for line in open("good.out")]
-positions = [int(line) for line in open("good_positions")]
-errors = dict(line.rstrip("\n").split("\t", 1) for line in open("expected_errors"))
-assert [r["index"] for r in records] == list(range(len(positions) + len(errors))), "indices not 0..N-1 in order"
-for position, expected in zip(positions, good):
-    r = records[position]
-    assert r["ok"] and r["result"] == expected["result"], (position, r, expected)
-for index, message in errors.items():
-    r = records[int(index)]
-    assert not r["ok"] and r["error"].startswith(message), (r, message)
-PY
+  oracle spliced-check "isolated.$threads" good.out "${expected_errors[@]}" &&
+    pass "--threads $threads: good results match, faults reported" || fail "--threads $threads: see above"
   if pgrep -f "$plugin" >/dev/null; then fail "workers left after --threads $threads: $(pgrep -af "$plugin")"; else pass "no worker left after --threads $threads"; fi
 done
 if cmp -s isolated.1 isolated.2; then pass "ordered output identical at 1 and 2 threads"; else fail "output differs between 1 and 2 threads"; fi

@@ -5,7 +5,7 @@
 # descriptors, closes its descriptors, calls exit() and hangs in an exit handler, or leaves an
 # exit handler that hangs when the worker ends. Each case:
 # the item's record says what happened, every other item equals the item itself (the fault
-# plugin echoes it; oracle: python3 reading the manifest, lib.sh's echo_oracle), the run exits 1,
+# plugin echoes it; oracle: oracle.py's echo-check reading the manifest, lib.sh's echo_oracle), the run exits 1,
 # within a time bound far below its --timeout, no process of the run is left (the workers by
 # this test's private copy of the plugin, the forked children by the pids they record), and
 # FILE is complete. Stops (part 4): Context::timed_out() is true inside a worker, and a first
@@ -58,30 +58,25 @@ none_left() {
 
 # The manifest: 60 good items around the faults, each fault once. A fault's expected error
 # text (its start, after "<manifest>:<line>: ") is checked by echo_oracle; the rest are echoed.
-python3 - "$WORK" <<'PY'
-import json, sys
-work = sys.argv[1]
-faults = [
-    ({"fault": "fork_crash", "pids": work + "/pids", "setsid": True}, "crashed: SIGSEGV"),
-    ({"fault": "fork_crash", "pids": work + "/pids", "setsid": True, "raw": True, "signal": "KILL"}, "crashed: SIGKILL"),
-    ({"fault": "fork_crash", "pids": work + "/pids", "signal": "KILL"}, "crashed: SIGKILL"),
-    ({"fault": "junk_fds"}, "worker protocol error: frame length 2147483647 exceeds the limit"),
-    ({"fault": "close_fds"}, "worker protocol error: the worker lost its channel to coremap"),
-    ({"fault": "hang_in_exit", "code": 4}, "the plugin called exit(4) and the worker did not end within 2 s (killed)"),
-]
-items, bad = [], []
-for i in range(60):
-    items.append({"n": i})
-    if i % 10 == 9:
-        item, text = faults[i // 10]
-        bad.append("%d:%s" % (len(items), text))
-        items.append(item)
-with open(work + "/m.jsonl", "w") as f:
-    for item in items: f.write(json.dumps(item) + "\n")
-with open(work + "/bad", "w") as f:
-    f.write("\n".join(bad) + "\n")
-PY
-mapfile -t bad <bad
+fault_items=(
+  '{"fault": "fork_crash", "pids": "'"$WORK"'/pids", "setsid": true}'
+  '{"fault": "fork_crash", "pids": "'"$WORK"'/pids", "setsid": true, "raw": true, "signal": "KILL"}'
+  '{"fault": "fork_crash", "pids": "'"$WORK"'/pids", "signal": "KILL"}'
+  '{"fault": "junk_fds"}'
+  '{"fault": "close_fds"}'
+  '{"fault": "hang_in_exit", "code": 4}'
+)
+fault_texts=(
+  "crashed: SIGSEGV"
+  "crashed: SIGKILL"
+  "crashed: SIGKILL"
+  "worker protocol error: frame length 2147483647 exceeds the limit"
+  "worker protocol error: the worker lost its channel to coremap"
+  "the plugin called exit(4) and the worker did not end within 2 s (killed)"
+)
+mapfile -t spliced < <(oracle splice m.jsonl 60 10 "${fault_items[@]}")
+bad=()
+for k in "${!spliced[@]}"; do bad+=("${spliced[$k]}:${fault_texts[$k]}"); done
 expect_eq "${#bad[@]}" 6 "six faulty items in the manifest"
 
 # Each fault alone, after and before a good item, serially: the record, the exit code, the
@@ -91,7 +86,7 @@ for spec in "${bad[@]}"; do
   text=${spec#*:}
   sed -n "$((index + 1))p" m.jsonl >fault.item
   { echo '{"n": "before"}'; cat fault.item; echo '{"n": "after"}'; } >one.jsonl
-  name=$(python3 -c 'import json,sys; i=json.loads(sys.argv[1]); print(i["fault"] + ("/raw" if i.get("raw") else "") + ("/" + i["signal"] if "signal" in i else ""))' "$(cat fault.item)")
+  name=$(oracle query fault.item 'd["fault"] + ("/raw" if d.get("raw") else "") + ("/" + d["signal"] if "signal" in d else "")')
   start=$(date +%s%N)
   cm run -p "$plugin" -m one.jsonl --isolate --serial --timeout 60 -o one.out -q
   elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
@@ -201,10 +196,7 @@ expect_eq "$(wc -l <exec.out.part)" 0 "the stopped exec item has no record"
 # an isolated item ignores the stop (no --timeout): coremap ends within the 2 s grace and some,
 # not after the item's 10 s; no item of the stopped batch has a record; --resume runs them and
 # gives the file a run without the stop gives (here: the oracle, every item echoed). The item is the first of the only batch, so it runs once the worker is there.
-python3 -c '
-import json
-print(json.dumps({"fault": "hang_ignoring_stop", "ms": 10000}))
-for i in range(30): print(json.dumps({"n": i}))' >stop.jsonl
+{ oracle items 1 fault=hang_ignoring_stop ms=10000; oracle items 30 n=%i; } >stop.jsonl
 "$COREMAP" run -p "$plugin" -m stop.jsonl --isolate --serial -o stop.out -q 2>stop.err &
 cm_pid=$!
 worker_started() { [ -e stop.out.part ] && pgrep -f "$plugin" >/dev/null; }

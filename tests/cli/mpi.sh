@@ -22,16 +22,8 @@ mpi() {  # mpi K ARGS...: mpirun -n K coremap ARGS..., stdout in $WORK/out, stde
 
 # sha256 over 300 files of different sizes; two of them unreadable (missing): those items fail.
 mkdir "$WORK/files"
-python3 -c '
-import os, sys
-d = sys.argv[1]
-for i in range(300):
-    with open(os.path.join(d, "f%03d" % i), "wb") as f:
-        f.write(os.urandom(97 * i + 1))
-for i in range(300):
-    print(os.path.join(d, "f%03d" % i))
-    if i in (50, 250):
-        print(os.path.join(d, "missing%d" % i))' "$WORK/files" >"$WORK/files.txt"
+oracle random-files "$WORK/files" 300 29000 |
+  awk -v d="$WORK/files" '{ print } NR == 51 || NR == 251 { print d "/missing" NR - 1 }' >"$WORK/files.txt"
 cm run --plugin sha256 --manifest "$WORK/files.txt" -o "$WORK/sha.local.jsonl" -q --serial
 expect_eq "$rc" 1 "the serial sha256 run (the oracle of every MPI run below): the two missing files fail, exit 1"
 for k in 2 3; do
@@ -41,7 +33,7 @@ for k in 2 3; do
   expect_contains "$WORK/err" "coremap: 302 items: 300 ok, 2 failed in" "mpirun -n $k: the summary line adds up the ranks"
 done
 # The oracle: sha256sum of each file.
-(cd "$WORK/files" && sha256sum f*) | awk '{print $1}' >"$WORK/sha.expected"
+(cd "$WORK/files" && sha256sum r*.bin) | awk '{print $1}' >"$WORK/sha.expected"
 record_values "$WORK/sha.3.jsonl" 'r["result"]["sha256"] if r["ok"] else "error"' | cut -f2 | grep -v '^error$' >"$WORK/sha.got"
 if cmp -s "$WORK/sha.expected" "$WORK/sha.got"; then pass "mpirun -n 3 sha256: hashes equal sha256sum's"; else fail "hashes differ from sha256sum"; fi
 
@@ -154,17 +146,13 @@ oracle xml "$WORK/bench.svg" &&
 mpi 3 run --plugin wordcount --manifest "$WORK/files.txt" --summary "$WORK/wc.summary" -o "$WORK/wc.jsonl"
 expect_eq "$rc" 1 "mpirun -n 3 wordcount: exit 1 (two files missing)"
 # (wc's total line sums the files as wordcount does: a word never spans two files.)
-read -r wc_lines wc_words wc_bytes _ < <(cd "$WORK/files" && wc -l -w -c f* | tail -n 1)
+read -r wc_lines wc_words wc_bytes _ < <(cd "$WORK/files" && wc -l -w -c r*.bin | tail -n 1)
 if [ "$(oracle query "$WORK/wc.summary" 'sorted(d["wordcount"].items())')" == \
      "[('bytes', $wc_bytes), ('files', 300), ('lines', $wc_lines), ('words', $wc_words)]" ]; then pass "mpirun -n 3 wordcount --summary: the totals of wc"; else fail "mpirun -n 3 wordcount --summary differs from wc"; fi
 cm run --plugin wordcount --manifest "$WORK/files.txt" --summary "$WORK/wc.local.summary" -q
 if cmp -s "$WORK/wc.local.summary" "$WORK/wc.summary"; then pass "the MPI summary file is the local run's"; else fail "the MPI summary differs from the local one"; fi
 # topkeys (full counts cross the ranks) against python's Counter: the top 5, ties by key.
-python3 -c '
-import json, random
-r = random.Random(5)
-for i in range(5000):
-    print(json.dumps({"k": "v%02d" % min(r.randrange(60), r.randrange(60))}))' >"$WORK/keys.jsonl"
+oracle items 5000 --seed 5 'k=%="v%02d" % min(r.randrange(60), r.randrange(60))' >"$WORK/keys.jsonl"
 mpi 2 run --plugin topkeys --config '{"field": "k", "top": 5}' --manifest "$WORK/keys.jsonl" --summary "$WORK/top.summary" -q
 expect_eq "$rc" 0 "mpirun -n 2 topkeys"
 if oracle top-field "$WORK/keys.jsonl" k 5 "$WORK/top.summary"; then pass "mpirun -n 2 topkeys --summary: Counter's top 5"; else fail "mpirun -n 2 topkeys --summary differs from Counter"; fi

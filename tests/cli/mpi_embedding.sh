@@ -34,15 +34,7 @@ installed="$WORK/example/mpi_totals"
 
 # 40 files of random words and lines; one name is missing (its item fails).
 mkdir "$WORK/files"
-python3 -c '
-import os, random, sys
-d = sys.argv[1]
-r = random.Random(13)
-for i in range(40):
-    with open(os.path.join(d, "f%02d" % i), "w") as f:
-        for _ in range(r.randrange(0, 60)):
-            f.write(" ".join("w%d" % r.randrange(100) for _ in range(r.randrange(0, 12))) + "\n")
-    print(os.path.join(d, "f%02d" % i))' "$WORK/files" >"$WORK/files.txt"
+oracle word-files "$WORK/files" 40 0-59 0-11 100 13 >"$WORK/files.txt"
 # The oracle: wc per file in the manifest's order, then wc's total line.
 (cd "$WORK/files" && LC_ALL=C wc -w -l -c f*) >"$WORK/wc.out"
 awk '$4 != "total" {printf "words %d lines %d bytes %d %s/%s\n", $2, $1, $3, dir, $4}

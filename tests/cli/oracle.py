@@ -10,10 +10,19 @@ Lines object {"index": N, "ok": ..., "result" | "error": ..., ["sub": M]}.
 
 Commands (--help prints this text):
 
-  items N [KEY=VALUE ...] [--at K:R KEY=VALUE ...]
+  items N [--seed S] [KEY=VALUE ...] [--at K:R KEY=VALUE ...]
       N JSON objects, one a line. VALUE is JSON when it parses as JSON, else a string; %i is
-      the item's index. After --at K:R, the pairs apply to the items whose index % K == R;
+      the item's index; %=EXPR is EXPR, Python over i (the index) and r (a random.Random(S),
+      S default 1, drawn from in item order), e.g. 'us=%=r.choice([50, 500])' or
+      's=%="x" * (i % 7)'. After --at K:R, the pairs apply to the items whose index % K == R;
       after --at K:R<N, to those below N among them.
+  repeated TEXT COUNT [TEXT COUNT ...]
+      Each TEXT COUNT times, in turn, with no newline added: a deep nesting, a long number,
+      a long line.
+  splice OUT COUNT EVERY ITEM...
+      Writes OUT: the items {"n": 0} ... {"n": COUNT-1}, and after every EVERY-th of them
+      (n % EVERY == EVERY - 1) the next ITEM (JSON, taken in turn, again from the first when
+      all are used). Prints the indexes the ITEMs got in OUT, one a line.
   text-files DIR COUNT [SEED]
       Writes COUNT text files DIR/t000.txt ... (lines of words from a small vocabulary, some
       non-ASCII, some lines empty or repeated, file sizes from empty to ~40 KB, some without a
@@ -21,6 +30,13 @@ Commands (--help prints this text):
   random-files DIR COUNT [MAX_BYTES [SEED]]
       Writes COUNT files DIR/r0000.bin ... of random bytes, 0 to MAX_BYTES (default 20000)
       long, and prints their paths, one a line.
+  random-bytes COUNT [SEED]
+      COUNT random bytes on standard output (a garbage file).
+  word-files DIR COUNT LINES WORDS VOCABULARY [SEED]
+      Writes COUNT files DIR/f000.txt ... of LINES lines each (MIN-MAX, drawn per file) of
+      WORDS words each (MIN-MAX, drawn per line) from VOCABULARY words w000, w001, ...,
+      skewed to the first ones (the smaller of two draws), so counts differ and tie; every
+      line ends in a newline. Prints their paths, one a line.
   values FILE EXPR
       "index<TAB>value" per record of FILE, value = EXPR (Python over the record r);
       "<missing>" when EXPR raises KeyError or TypeError. On a manifest's items (no "index"),
@@ -30,6 +46,12 @@ Commands (--help prints this text):
       ("<missing>" as for values).
   query FILE EXPR
       EXPR (Python over d, the JSON document in FILE) printed with str().
+  edited FILE STATEMENT
+      The JSON document in FILE (d) after the Python STATEMENT, on one line, e.g.
+      'd["env"] = {"X": "1"}' (a changed config).
+  sqlite DB SQL
+      Runs SQL on the SQLite database DB with Python's sqlite3 and commits (damaging or
+      ageing a cache's entries behind coremap's back).
   canonical FILE
       The JSON document in FILE on one line, keys sorted.
   in-order FILE [N]
@@ -71,17 +93,42 @@ Commands (--help prints this text):
   top-field MANIFEST FIELD TOP SUMMARY
       SUMMARY's "topkeys" equals Python's Counter over MANIFEST's items' FIELD: items,
       distinct and the TOP most frequent, ties by key.
+  top-sha256 LIST TOP SUMMARY STAGE
+      SUMMARY's STAGE (topkeys over sha256sum's output "<hex>  -\n" per file) equals a
+      Counter over hashlib's SHA-256 of the files LIST names: items and the TOP most
+      frequent, ties by the key's bytes.
+  spliced-check OUTPUT GOOD INDEX:TEXT...
+      OUTPUT's records carry the indices 0..N-1 in order; the one at each INDEX failed with an
+      error starting TEXT; the others, in turn, are ok with GOOD's results (a run over the
+      manifest without the spliced items, oracle splice).
   bench-figures JSON SVG LINES SHA256
       bench.sh's run (spin 2000 us items, rows serial, 1, 2, two timed runs each): every
       derived figure of bench --json recomputed from its own timings (median, min, max,
       speedup, efficiency, Karp-Flatt, items/s, overhead, the Amdahl fit), the profile's
       percentiles, the manifest's LINES and SHA256, and the SVG's three polylines.
+  bench-isolated JSON SVG ITEMS
+      bench.sh's --isolate run (rows serial, 1, 1 iso, 2, 2 iso over ITEMS items, --retries 1,
+      unordered): the rows' isolated flags, each isolated row's overhead per item from its
+      in-process neighbour, no profile for isolated rows, the settings and the SVG's
+      isolated series.
   amdahl-fit JSON CORES
       The Amdahl fit of bench --json over the rows with 1 < threads <= CORES only, and a row
       over CORES exists.
   bench-mpi JSON ITEMS
       mpi.sh's bench under mpirun -n 3 (rows serial, 2x1, 2x2): items, ranks, parallelism,
       median, speedup, efficiency, each rank's share and the balance recomputed.
+  clf-layout SUMMARY
+      The weblogs example's clf_stats summary in the layout of examples_weblogs.sh's awk
+      oracle ("requests\tN", "status\tCODE\tN", "hour\tH\tBYTES", "path\tP\tN", ...): a
+      change of format, no figure computed.
+  clf-errors LIST OUTPUT
+      Per error record of the weblogs run OUTPUT over the manifest LIST: "FILE:N" when it
+      reads "<LIST>:<line of FILE>: stage 'clf_parse': log line N of FILE: <a known reason>",
+      else "bad record: ...".
+  page-commands ROOT PAGE COREMAP
+      Every "$ command" line of PAGE's ```sh blocks (at least 10) runs with bash from ROOT,
+      build/bin/coremap replaced by COREMAP; where the page shows output after it, stdout is
+      that output ("ms" figures aside), else the command exits 0.
 """
 
 import collections
@@ -110,16 +157,32 @@ INDEX = object()  # the item's index, "%i" on the command line
 def parse_value(text):
     if text == "%i":
         return INDEX
+    if text.startswith("%="):
+        return Computed(text[2:])
     try:
         return json.loads(text)
     except ValueError:
         return text
 
 
+class Computed:
+    """A %=EXPR value: EXPR over i and r, evaluated per item."""
+
+    def __init__(self, expr):
+        self.code = compile(expr, "%=" + expr, "eval")
+
+
 def cmd_items(args):
+    import random
     count = int(args[0])
+    args = list(args[1:])
+    seed = 1
+    if args[:1] == ["--seed"]:
+        seed = int(args[1])
+        del args[:2]
+    rng = random.Random(seed)
     base, rules = [], []
-    for arg in args[1:]:
+    for arg in args:
         if arg == "--at":
             rules.append([None, []])
             continue
@@ -129,16 +192,64 @@ def cmd_items(args):
             continue
         key, value = arg.split("=", 1)
         (rules[-1][1] if rules else base).append((key, parse_value(value)))
+    def resolve(value, i):
+        if value is INDEX:
+            return i
+        if isinstance(value, Computed):
+            return eval(value.code, {"i": i, "r": rng})
+        return value
+
     out = sys.stdout
     for i in range(count):
         item = {}
         for key, value in base:
-            item[key] = i if value is INDEX else value
+            item[key] = resolve(value, i)
         for (k, r, below), pairs in rules:
             if i % k == r and i < below:
                 for key, value in pairs:
-                    item[key] = i if value is INDEX else value
+                    item[key] = resolve(value, i)
         out.write(json.dumps(item) + "\n")
+
+
+def cmd_repeated(args):
+    if len(args) % 2:
+        fail("usage: repeated TEXT COUNT [TEXT COUNT ...]")
+    for text, count in zip(args[::2], args[1::2]):
+        sys.stdout.write(text * int(count))
+
+
+def cmd_splice(args):
+    path, count, every, extra = args[0], int(args[1]), int(args[2]), [json.loads(a) for a in args[3:]]
+    lines, spliced = [], []
+    for n in range(count):
+        lines.append(json.dumps({"n": n}))
+        if n % every == every - 1:
+            spliced.append(len(lines))
+            lines.append(json.dumps(extra[(len(spliced) - 1) % len(extra)]))
+    with open(path, "w") as f:
+        f.write("".join(line + "\n" for line in lines))
+    print("\n".join(map(str, spliced)))
+
+
+def cmd_spliced_check(args):
+    records = read_records(args[0])
+    good = read_records(args[1])
+    bad = dict(split_spec(a) for a in args[2:])
+    check_in_order(records, len(good) + len(bad))
+    rest = iter(good)
+    for r in records:
+        if r["index"] in bad:
+            if r["ok"] or not r["error"].startswith(bad[r["index"]]):
+                fail("record %d: expected an error starting %r, got %.300r" % (r["index"], bad[r["index"]], r))
+        else:
+            want = next(rest)
+            if not r["ok"] or r["result"] != want["result"]:
+                fail("record %d: expected the result %.200r, got %.300r" % (r["index"], want.get("result"), r))
+
+
+def split_spec(text):
+    index, message = text.split(":", 1)
+    return int(index), message
 
 
 def cmd_values(args):
@@ -168,6 +279,21 @@ def cmd_query(args):
     with open(path) as f:
         d = json.load(f)
     print(eval(expr, {"json": json, "d": d}))
+
+
+def cmd_edited(args):
+    with open(args[0]) as f:
+        d = json.load(f)
+    exec(args[1], {"json": json, "d": d})
+    print(json.dumps(d))
+
+
+def cmd_sqlite(args):
+    import sqlite3
+    db = sqlite3.connect(args[0])
+    db.execute(args[1])
+    db.commit()
+    db.close()
 
 
 def cmd_canonical(args):
@@ -343,6 +469,22 @@ def cmd_top_lines(args):
                                 "top": [{"count": c, "key": k} for k, c in best]}}, sort_keys=True))
 
 
+def cmd_top_sha256(args):
+    import hashlib
+    paths, count, summary, stage = list_paths(args[0]), int(args[1]), args[2], args[3]
+    with open(summary) as f:
+        s = json.load(f)[stage]
+    counts = collections.Counter()
+    for path in paths:
+        with open(path, "rb") as f:
+            counts[hashlib.sha256(f.read()).hexdigest() + "  -\n"] += 1
+    want = top(counts, count, lambda k: k.encode())
+    if s["items"] != len(paths):
+        fail("items %s, the list names %d files" % (s["items"], len(paths)))
+    if [(t["key"], t["count"]) for t in s["top"]] != want:
+        fail("top %s; Counter: %s" % (s["top"], want))
+
+
 def cmd_top_field(args):
     manifest, field, count, summary = args[0], args[1], int(args[2]), args[3]
     with open(summary) as f:
@@ -393,6 +535,32 @@ def cmd_random_files(args):
         path = os.path.join(directory, "r%04d.bin" % f)
         with open(path, "wb") as out:
             out.write(rng.randbytes(rng.randrange(most + 1)))
+        print(path)
+
+
+def cmd_random_bytes(args):
+    import random
+    rng = random.Random(int(args[1]) if len(args) > 1 else 1)
+    sys.stdout.buffer.write(rng.randbytes(int(args[0])))
+
+
+def span(text):
+    low, _, high = text.partition("-")
+    return int(low), int(high or low)
+
+
+def cmd_word_files(args):
+    import os
+    import random
+    directory, count, lines, words, vocabulary = args[0], int(args[1]), span(args[2]), span(args[3]), int(args[4])
+    rng = random.Random(int(args[5]) if len(args) > 5 else 1)
+    names = ["w%03d" % i for i in range(vocabulary)]
+    for f in range(count):
+        path = os.path.join(directory, "f%03d.txt" % f)
+        with open(path, "w") as out:
+            for _ in range(rng.randint(*lines)):
+                out.write(" ".join(names[min(rng.randrange(vocabulary), rng.randrange(vocabulary))]
+                                   for _ in range(rng.randint(*words))) + "\n")
         print(path)
 
 
@@ -466,6 +634,39 @@ def cmd_bench_figures(args):
         fail("; ".join(problems))
 
 
+def cmd_bench_isolated(args):
+    import xml.etree.ElementTree as ET
+    with open(args[0]) as f:
+        data = json.load(f)
+    items = int(args[2])
+    runs, problems = data["runs"], []
+    labels = [r["label"] for r in runs]
+    if labels != ["serial", "1", "1 iso", "2", "2 iso"]:
+        problems.append("rows %r" % labels)
+    for i, r in enumerate(runs):
+        if r["isolated"] != r["label"].endswith(" iso"):
+            problems.append("%s: isolated %r" % (r["label"], r["isolated"]))
+        if r["isolated"]:
+            before = runs[i - 1]
+            want = (r["median_seconds"] - before["median_seconds"]) * 1e6 / r["items"]
+            if before["threads"] != r["threads"] or abs(r["isolation_us_per_item"] - want) > 1e-6 * max(1, abs(want)):
+                problems.append("%s: isolation_us_per_item %r, expected %r" % (r["label"], r["isolation_us_per_item"], want))
+            if r["profile"] is not None:
+                problems.append("%s: an isolated row has a profile" % r["label"])
+        elif r["isolation_us_per_item"] is not None:
+            problems.append("%s: an in-process row has an isolation overhead" % r["label"])
+        if r["items"] != items or r["failed"] != 0:
+            problems.append("%s: %d items, %d failed" % (r["label"], r["items"], r["failed"]))
+    s = data["settings"]
+    if (s["isolate"], s["retries"], s["ordered"]) != (True, 1, False):
+        problems.append("settings %r" % s)
+    ids = {e.get("id") for e in ET.parse(args[1]).getroot().iter()}
+    if "isolated" not in ids or "measured" not in ids:
+        problems.append("svg ids %r" % sorted(i for i in ids if i))
+    if problems:
+        fail("; ".join(problems))
+
+
 def cmd_amdahl_fit(args):
     with open(args[0]) as f:
         data = json.load(f)
@@ -511,8 +712,77 @@ def cmd_bench_mpi(args):
         assert r["profile"]["stages"][0]["calls"] == items, r["profile"]
 
 
+def cmd_clf_layout(args):
+    with open(args[0]) as f:
+        s = json.load(f)["clf_stats"]
+    print("requests\t%d\nbytes\t%d" % (s["requests"], s["bytes"]))
+    for code, n in sorted(s["status"].items()):
+        print("status\t%s\t%d" % (code, n))
+    for hour, b in sorted(s["bytes_per_hour"].items()):
+        print("hour\t%s\t%d" % (hour, b))
+    print("distinct_paths\t%d" % s["distinct_paths"])
+    for p in s["top_paths"]:
+        print("path\t%s\t%d" % (p["path"], p["count"]))
+
+
+def cmd_clf_errors(args):
+    import re
+    manifest = args[0]
+    line_of = {p: n for n, p in enumerate(list_paths(manifest), 1)}
+    reasons = ("no host|no ident|no authuser|bad timestamp|bad request \\(no quoted request\\)|bad status|"
+               "bad size|bad referer/user-agent")
+    with open(args[1]) as f:
+        for raw in f:
+            r = json.loads(raw)
+            m = re.fullmatch(r"(.*):(\d+): stage 'clf_parse': log line (\d+) of (.*): (%s)" % reasons, r.get("error", ""))
+            if r["ok"] or not m or m.group(1) != manifest or int(m.group(2)) != line_of.get(m.group(4)):
+                print("bad record: %.300s" % raw.strip())
+                continue
+            print("%s:%s" % (m.group(4), m.group(3)))
+
+
+def cmd_page_commands(args):
+    import re
+    import subprocess
+    root, page, coremap = args
+    with open(page) as f:
+        blocks = re.findall(r"^```sh\n(.*?)^```$", f.read(), re.S | re.M)
+    commands = []
+    for block in blocks:
+        for line in block.splitlines():
+            if line.startswith("$ "):
+                commands.append([line[2:], []])
+            else:
+                commands[-1][1].append(line)
+    if len(commands) < 10:
+        fail("%s: found only %d commands" % (page, len(commands)))
+    norm = lambda text: re.sub(r'"ms":[0-9.]+', '"ms":N', text)
+    bad = 0
+    for command, shown in commands:
+        run = subprocess.run(["bash", "-c", command.replace("build/bin/coremap", coremap)], cwd=root,
+                             capture_output=True, text=True)
+        ok = norm(run.stdout) == norm("\n".join(shown) + "\n") if shown else run.returncode == 0
+        if not ok:
+            bad += 1
+            sys.stderr.write("command differs: %s\n--- got (exit %d):\n%s%s\n" % (command, run.returncode, run.stdout, run.stderr))
+    if bad:
+        fail("%d of %d commands of %s differ" % (bad, len(commands), page))
+
+
 COMMANDS = {
     "items": cmd_items,
+    "repeated": cmd_repeated,
+    "splice": cmd_splice,
+    "spliced-check": cmd_spliced_check,
+    "random-bytes": cmd_random_bytes,
+    "word-files": cmd_word_files,
+    "edited": cmd_edited,
+    "sqlite": cmd_sqlite,
+    "top-sha256": cmd_top_sha256,
+    "bench-isolated": cmd_bench_isolated,
+    "clf-layout": cmd_clf_layout,
+    "clf-errors": cmd_clf_errors,
+    "page-commands": cmd_page_commands,
     "text-files": cmd_text_files,
     "random-files": cmd_random_files,
     "values": cmd_values,

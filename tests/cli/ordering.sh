@@ -16,7 +16,7 @@ cm run --plugin sha256 --manifest "$WORK/files.txt" --unordered -o "$WORK/u.json
 if cmp -s <(sort "$WORK/serial.jsonl") <(sort "$WORK/u.jsonl"); then pass "--unordered has the same records"; else fail "--unordered records differ"; fi
 
 # spin items of uneven cost: the result order still follows the manifest.
-python3 -c 'import json; [print(json.dumps({"us": (i * 7919) % 3000})) for i in range(300)]' >"$WORK/spin.jsonl"
+oracle items 300 'us=%=i * 7919 % 3000' >"$WORK/spin.jsonl"
 cm run --plugin spin --manifest "$WORK/spin.jsonl" --serial -o "$WORK/spin-serial.jsonl"
 cm run --plugin spin --manifest "$WORK/spin.jsonl" --threads 8 -o "$WORK/spin-8.jsonl"
 if cmp -s "$WORK/spin-serial.jsonl" "$WORK/spin-8.jsonl"; then pass "spin: 8 threads byte-identical to serial"; else fail "spin order differs"; fi

@@ -6,7 +6,7 @@
 # /dev is never touched.
 source "$(dirname "$0")/lib.sh"
 
-python3 -c 'import json; [print(json.dumps({"n": i, "s": "x" * (i % 7)})) for i in range(400)]' >"$WORK/m.jsonl"
+oracle items 400 n=%i 's=%="x" * (i % 7)' >"$WORK/m.jsonl"
 cm run --plugin echo --manifest "$WORK/m.jsonl" --serial -o "$WORK/ref.jsonl"
 expect_eq "$rc" 0 "reference run"
 expect_eq "$(echo_oracle "$WORK/m.jsonl" "$WORK/ref.jsonl")" ok "reference run matches the manifest"

@@ -14,17 +14,8 @@ RANDOM=$seed
 
 # 300 files of 0..300 lines of 1..3 words from a skewed vocabulary of 120 words; the wordcount
 # manifest names each file 100 times (30,000 items), the topkeys one 4 times.
-python3 - "$WORK/files" "$seed" <<'PY'
-import os, random, sys
-d, seed = sys.argv[1], int(sys.argv[2])
-r = random.Random(seed)
-os.makedirs(d)
-vocab = ["w%03d" % i for i in range(120)]
-for f in range(300):
-    with open(os.path.join(d, "f%03d.txt" % f), "w") as out:
-        for _ in range(r.randrange(301)):
-            out.write(" ".join(vocab[min(r.randrange(120), r.randrange(120))] for _ in range(r.randrange(1, 4))) + "\n")
-PY
+mkdir "$WORK/files"
+oracle word-files "$WORK/files" 300 0-300 1-3 120 "$seed" >/dev/null
 find "$WORK/files" -type f | sort >"$WORK/distinct.txt"
 for _ in $(seq 100); do cat "$WORK/distinct.txt"; done >"$WORK/wc.txt"
 for _ in $(seq 4); do cat "$WORK/distinct.txt"; done >"$WORK/lines.txt"
@@ -41,19 +32,9 @@ xargs cat <"$WORK/lines.txt" >"$WORK/all-lines"
   sort "$WORK/all-lines" | uniq -c | awk '{ c = $1; sub(/^ *[0-9]+ /, ""); print c "\t" $0 }' |
     sort -t "$(printf '\t')" -k1,1nr -k2,2 | awk 'NR <= 15'
 } >"$WORK/top.oracle"
-wc_layout() {
-  python3 -c '
-import json, sys
-s = json.load(open(sys.argv[1]))["wordcount"]
-print("%d %d %d\n%d" % (s["lines"], s["words"], s["bytes"], s["files"]))' "$1"
-}
+wc_layout() { oracle query "$1" '"%d %d %d\n%d" % tuple(d["wordcount"][k] for k in ("lines", "words", "bytes", "files"))'; }
 top_layout() {
-  python3 -c '
-import json, sys
-s = json.load(open(sys.argv[1]))["topkeys"]
-print("%d %d" % (s["items"], s["distinct"]))
-for t in s["top"]:
-    print("%d\t%s" % (t["count"], t["key"]))' "$1"
+  oracle query "$1" '"\n".join(["%d %d" % (d["topkeys"]["items"], d["topkeys"]["distinct"])] + ["%d\t%s" % (t["count"], t["key"]) for t in d["topkeys"]["top"]])'
 }
 
 # The commands, as arrays: started in the background, $! is coremap itself.

@@ -15,32 +15,15 @@ cd "$WORK"
 
 # Items of mixed cost, a few failing ones (a failure is the item's own outcome: it must be kept
 # and never rerun), 600 of them: about a second of work on two threads.
-python3 - <<'PY'
-import json, random
-rng = random.Random(7)
-with open("sleep.jsonl", "w") as f:
-    for i in range(600):
-        f.write(json.dumps({"ms": -1 if i % 97 == 13 else rng.choice([0, 1, 2, 5, 20])}) + "\n")
-with open("spin.jsonl", "w") as f:
-    for i in range(600):
-        f.write(json.dumps({"us": rng.choice([50, 500, 3000])}) + "\n")
-with open("exec.jsonl", "w") as f:
-    for i in range(120):
-        f.write(json.dumps({"t": rng.choice(["0", "0.01", "0.05"]), "i": i}) + "\n")
+oracle items 600 --seed 7 'ms=%=-1 if i % 97 == 13 else r.choice([0, 1, 2, 5, 20])' >sleep.jsonl
+oracle items 600 --seed 8 'us=%=r.choice([50, 500, 3000])' >spin.jsonl
+oracle items 120 --seed 9 't=%=r.choice(["0", "0.01", "0.05"])' i=%i >exec.jsonl
 # Fan-out: 60 files of 0..40 lines each; each line then sleeps a little.
-import os
-os.makedirs("texts", exist_ok=True)
-with open("files.txt", "w") as f:
-    for i in range(60):
-        path = "texts/%d.txt" % i
-        with open(path, "w") as t:
-            for j in range(rng.randrange(41)):
-                t.write("line %d of file %d\n" % (j, i))
-        f.write(path + "\n")
-with open("fanout.json", "w") as f:
-    json.dump({"stages": [{"plugin": "lines"},
-                          {"plugin": "sleep", "config": {"ms": 2}}]}, f)
-PY
+mkdir texts
+oracle word-files texts 60 0-40 1-6 200 10 >files.txt
+cat >fanout.json <<'JSON'
+{"stages": [{"plugin": "lines"}, {"plugin": "sleep", "config": {"ms": 2}}]}
+JSON
 
 # The runs, by name: the arguments after `coremap run`, without -o and --threads.
 declare -A runs=(

@@ -84,13 +84,8 @@ stop_then_resume sleep USR2 20 "${sleep_args[@]}" --isolate
 
 # Fan-out: each file fans out into its lines (lines), each line then sleeps 5 ms on 8 threads
 # of its own. An item whose lines were cut short has none of its records.
-python3 -c '
-import sys
-for f in range(1, 41):
-    path = "%s/f%d.txt" % (sys.argv[1], f)
-    with open(path, "w") as out:
-        out.writelines("file %d line %d\n" % (f, i) for i in range(1 + f % 7 * 5))
-    print(path)' "$WORK" >"$WORK/files.txt"
+mkdir "$WORK/fan"
+oracle word-files "$WORK/fan" 40 1-31 1-4 50 >"$WORK/files.txt"
 cat >"$WORK/fan.json" <<'JSON'
 {"stages": [{"plugin": "lines"}, {"plugin": "sleep", "config": {"ms": 5}, "concurrency": 8}]}
 JSON

@@ -12,7 +12,7 @@ head -c 2000000 /dev/urandom >"$d/random.bin"
 cp "$COREMAP" "$d/binary"
 oracle text-files "$d" 20 >/dev/null  # generated text: words, empty and repeated lines, UTF-8
 # A file whose words straddle the plugin's read-buffer boundary.
-python3 -c 'import sys; sys.stdout.write(("ab " * 700000) + "tail")' >"$d/straddle"
+oracle repeated 'ab ' 700000 tail 1 >"$d/straddle"
 find "$d" -type f | sort >"$WORK/list.txt"
 
 cm run --plugin wordcount --manifest "$WORK/list.txt" -o "$WORK/counts.jsonl" --threads 2
