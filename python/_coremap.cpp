@@ -52,18 +52,6 @@ struct ParsedRecord {
   std::int64_t sub = -1;
 };
 
-// Holds the GIL (taken from a thread that may never have run Python).
-class Gil {
- public:
-  Gil() : state_(PyGILState_Ensure()) {}
-  ~Gil() { PyGILState_Release(state_); }
-  Gil(const Gil&) = delete;
-  Gil& operator=(const Gil&) = delete;
-
- private:
-  PyGILState_STATE state_;
-};
-
 // Whether `item` is of a type to_json takes (checked first: looking up __fspath__ on an int
 // formats an AttributeError message, a cost per item).
 bool json_type(PyObject* item) {
@@ -116,7 +104,7 @@ class PythonSource final : public BatchSource {
  public:
   PythonSource(py::object iterator, bool str_paths) : iterator_(std::move(iterator)), str_paths_(str_paths) {}
   ~PythonSource() override {
-    Gil gil;
+    py::gil_scoped_acquire gil;  // the source may end on a thread that never ran Python
     iterator_ = py::object();
     Py_XDECREF(error_type_);
     Py_XDECREF(error_value_);
@@ -126,7 +114,7 @@ class PythonSource final : public BatchSource {
   bool next_batch(ItemBatch& batch, std::size_t max_items, std::size_t max_bytes) override {
     batch.clear();
     if (done_) return false;
-    Gil gil;
+    py::gil_scoped_acquire gil;  // on the engine's input stage: a thread that may never have run Python
     std::string text;
     std::string why;
     while (batch.items.size() < max_items && batch.bytes.size() < max_bytes) {
@@ -594,30 +582,18 @@ py::object item_json(py::handle item, bool str_paths) {
 PYBIND11_MODULE(_coremap, m) {
   using namespace coremap::python;
   m.doc() = "coremap's engine for Python (see the coremap package)";
-  static py::exception<coremap::Error> error(m, "Error", PyExc_RuntimeError);
-  static py::exception<coremap::UsageError> usage(m, "UsageError", error.ptr());
-  static py::exception<coremap::ConfigError> config(m, "ConfigError", error.ptr());
-  static py::exception<coremap::PluginError> plugin(m, "PluginError", error.ptr());
-  static py::exception<coremap::ManifestError> manifest(m, "ManifestError", error.ptr());
-  static py::exception<coremap::OutputError> output(m, "OutputError", error.ptr());
-  static py::exception<coremap::ResumeError> resume(m, "ResumeError", error.ptr());
+  // Each error class with its translator (pybind11 tries the last registered first, so the
+  // subclasses come before coremap::Error).
+  const auto& error = py::register_exception<coremap::Error>(m, "Error", PyExc_RuntimeError);
+  py::register_exception<coremap::UsageError>(m, "UsageError", error.ptr());
+  py::register_exception<coremap::ConfigError>(m, "ConfigError", error.ptr());
+  py::register_exception<coremap::PluginError>(m, "PluginError", error.ptr());
+  py::register_exception<coremap::ManifestError>(m, "ManifestError", error.ptr());
+  py::register_exception<coremap::OutputError>(m, "OutputError", error.ptr());
+  py::register_exception<coremap::ResumeError>(m, "ResumeError", error.ptr());
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
-    } catch (const coremap::UsageError& e) {
-      usage(e.what());
-    } catch (const coremap::ConfigError& e) {
-      config(e.what());
-    } catch (const coremap::PluginError& e) {
-      plugin(e.what());
-    } catch (const coremap::ManifestError& e) {
-      manifest(e.what());
-    } catch (const coremap::OutputError& e) {
-      output(e.what());
-    } catch (const coremap::ResumeError& e) {
-      resume(e.what());
-    } catch (const coremap::Error& e) {
-      error(e.what());
     } catch (const nlohmann::json::exception& e) {
       PyErr_SetString(PyExc_ValueError, e.what());
     }
