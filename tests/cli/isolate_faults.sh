@@ -13,48 +13,16 @@
 # for that item, and --resume finishes it.
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
-mkdir pids
 # A private copy: pgrep -f finds only this test's workers (other tests run fault workers too).
 cp "$COREMAP_BUILD_DIR/lib/coremap/plugins/fault.so" "$WORK/fault.so"
 plugin="$WORK/fault.so"
 # A sanitizer build would report the SIGSEGV itself and exit 1; let the signal through.
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}handle_segv=0"
 
-# Every forked child inherits the token; alive PID: one of ours, not a zombie.
-export COREMAP_ISOLATE_FAULTS="$WORK"
-token="COREMAP_ISOLATE_FAULTS=$WORK"
-alive() {
-  local state
-  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-  [ -n "$state" ] && [ "$state" != Z ] && tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null | grep -qxF -- "$token"
-}
-kill_survivors() {
-  local f
-  for f in pids/*; do
-    [ -e "$f" ] || continue
-    if alive "$(cat "$f")"; then kill -KILL "$(cat "$f")" 2>/dev/null || true; fi
-  done
-  for p in $(pgrep -f "$plugin" || true); do kill -KILL "$p" 2>/dev/null || true; done
-}
-trap 'kill_survivors; rm -rf "$WORK"' EXIT
-
-# none_left WHAT N: N forked children recorded their pids, none of them is alive now, and no
-# worker of this test's plugin is left (polled for up to 5 s).
-none_left() {
-  local files=(pids/*) survivors="" f
-  [ -e "${files[0]}" ] || files=()
-  expect_eq "${#files[@]}" "$2" "$1: $2 forked children recorded their pids"
-  for _ in $(seq 50); do
-    survivors=""
-    for f in "${files[@]}"; do if alive "$(cat "$f")"; then survivors+=" $(cat "$f")"; fi; done
-    survivors+=$(pgrep -f "$plugin" | sed 's/^/ worker:/' | tr '\n' ' ' || true)
-    [ -z "${survivors// /}" ] && break
-    sleep 0.1
-  done
-  if [ -z "${survivors// /}" ]; then pass "$1: no process left"; else fail "$1: still running:$survivors"; fi
-  kill_survivors
-  mkdir -p done && { [ "${#files[@]}" -eq 0 ] || mv "${files[@]}" done/; }
-}
+# Every forked child inherits the token (lib.sh's track_strays); the workers of this test's
+# plugin are watched and killed too.
+track_strays COREMAP_ISOLATE_FAULTS
+more_strays() { pgrep -f "$plugin" || true; }
 
 # The manifest: 60 good items around the faults, each fault once. A fault's expected error
 # text (its start, after "<manifest>:<line>: ") is checked by echo_oracle; the rest are echoed.

@@ -78,6 +78,62 @@ has_lines() { [ -e "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ]; }
 # has_bytes FILE N: FILE exists and holds at least N bytes.
 has_bytes() { [ -e "$1" ] && [ "$(stat -c %s "$1")" -ge "$2" ]; }
 
+# Strays: processes a test starts on purpose and must see gone (no_orphans.sh, isolate_faults.sh).
+# track_strays NAME: exports NAME=$WORK, a token every process the test starts inherits (it tells
+# them apart from a later process with a reused pid), makes $WORK/pids, where each stray records
+# its pid (a file per process), and at exit kills the recorded strays still alive, by pid, never
+# by name. A test may define more_strays, printing further pids to watch and kill (its workers).
+track_strays() {
+  mkdir -p "$WORK/pids"
+  export "$1=$WORK"
+  stray_token="$1=$WORK"
+  trap 'kill_strays; rm -rf "$WORK"' EXIT
+}
+
+# alive PID: the process is still there, not a zombie, and is one of the test's (its token).
+alive() {
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [ -n "$state" ] && [ "$state" != Z ] && tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null | grep -qxF -- "$stray_token"
+}
+
+# survivors FILE...: the pids recorded in FILEs that are alive, and more_strays' pids, on one line.
+survivors() {
+  local f left=""
+  for f in "$@"; do if alive "$(cat "$f")"; then left+=" $(cat "$f")"; fi; done
+  if declare -F more_strays >/dev/null; then left+=$(more_strays | sed 's/^/ /' | tr -d '\n'); fi
+  echo "$left"
+}
+no_survivors() { [ -z "$(survivors "$@" | tr -d ' ')" ]; }
+
+kill_strays() {
+  local p
+  for p in $(survivors "$WORK"/pids/*); do kill -KILL "$p" 2>/dev/null || true; done
+}
+
+# none_left WHAT N: exactly N strays recorded their pids (at least N when written N+), and
+# within 5 s none of them, nor of more_strays, is alive. Then kills what is left and moves the
+# pid files to $WORK/done, so each case checks its own.
+none_left() {
+  local want=${2%+} files=("$WORK"/pids/*)
+  [ -e "${files[0]}" ] || files=()
+  if [ "$2" = "$want+" ]; then
+    if [ "${#files[@]}" -lt "$want" ]; then
+      fail "$1: only ${#files[@]} strays recorded (expected $want), the case did not run as planned"
+      return
+    fi
+  else
+    expect_eq "${#files[@]}" "$want" "$1: $want strays recorded their pids"
+  fi
+  if wait_for 5 no_survivors "${files[@]}"; then
+    pass "$1: none of ${#files[@]} strays is left"
+  else
+    fail "$1: still running:$(survivors "${files[@]}")"
+  fi
+  kill_strays
+  mkdir -p "$WORK/done" && { [ "${#files[@]}" -eq 0 ] || mv "${files[@]}" "$WORK/done/"; }
+}
+
 finish() {
   if [ "$failures" -ne 0 ]; then
     echo "$failures check(s) failed" >&2

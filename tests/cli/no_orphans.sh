@@ -7,55 +7,18 @@
 # apart from a later process with a reused pid by a token in their environment) is left alive.
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
-mkdir pids
-
-# Every process this test starts inherits the token.
-export COREMAP_NO_ORPHANS="$WORK"
-token="COREMAP_NO_ORPHANS=$WORK"
-# alive PID: the process is still there, not a zombie, and is one of ours.
-alive() {
-  local state
-  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-  [ -n "$state" ] && [ "$state" != Z ] && tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null | grep -qxF -- "$token"
-}
-# Survivors are killed by their recorded pids, never by name, whatever happens to the test.
-kill_survivors() {
-  local f
-  for f in pids/*; do
-    [ -e "$f" ] || continue
-    if alive "$(cat "$f")"; then kill -KILL "$(cat "$f")" 2>/dev/null || true; fi
-  done
-}
-trap 'kill_survivors; rm -rf "$WORK"' EXIT
-
+# Every process this test starts inherits the token; survivors are killed by their recorded
+# pids, never by name, whatever happens to the test (lib.sh's track_strays).
+track_strays COREMAP_NO_ORPHANS
 # none_survive WHAT [MIN]: at least MIN (default 1) strays were recorded, and within 5 s none
-# of them is alive. The pid files are moved away, so each case checks its own.
-none_survive() {
-  local files=(pids/*) survivors="" f
-  [ -e "${files[0]}" ] || files=()
-  if [ "${#files[@]}" -lt "${2:-1}" ]; then
-    fail "$1: only ${#files[@]} strays recorded (expected ${2:-1}), the case did not run as planned"
-    return
-  fi
-  for _ in $(seq 50); do
-    survivors=""
-    for f in "${files[@]}"; do if alive "$(cat "$f")"; then survivors+=" $(cat "$f")"; fi; done
-    [ -z "$survivors" ] && break
-    sleep 0.1
-  done
-  if [ -z "$survivors" ]; then pass "$1: none of ${#files[@]} strays survives"; else fail "$1: still running:$survivors"; fi
-  kill_survivors
-  mkdir -p done && mv "${files[@]}" done/
-}
+# of them is alive (lib.sh's none_left).
+none_survive() { none_left "$1" "${2:-1}+"; }
 
 # wait_for_strays N: until N pid files exist (at most 20 s, while coremap runs).
+strays_started() { [ "$(find pids -type f | wc -l)" -ge "$1" ]; }
 wait_for_strays() {
-  for _ in $(seq 200); do
-    [ "$(find pids -type f | wc -l)" -ge "$1" ] && return 0
-    kill -0 "$cm_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  fail "only $(find pids -type f | wc -l) of $1 strays started"
+  wait_while_running 20 "$cm_pid" strays_started "$1" || true
+  strays_started "$1" || fail "only $(find pids -type f | wc -l) of $1 strays started"
 }
 
 # stray.sh: starts a process in a new session that ignores SIGTERM and outlives this script,
@@ -106,12 +69,9 @@ cm_running() {
   state=$(awk '{print $3}' "/proc/$cm_pid/stat" 2>/dev/null) || return 1
   [ -n "$state" ] && [ "$state" != Z ]
 }
+cm_ended() { ! cm_running; }
 wait_rc() {
-  for _ in $(seq 600); do
-    cm_running || break
-    sleep 0.1
-  done
-  if cm_running; then
+  if ! wait_for 60 cm_ended; then
     fail "coremap (pid $cm_pid) still running after 60 s"
     kill -KILL "$cm_pid" 2>/dev/null || true
   fi
