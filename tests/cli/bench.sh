@@ -109,14 +109,8 @@ for how in INT TERM; do
     # Once the table's head is printed, the first of the serial row's 50 runs (2 s each) is
     # starting or running.
     wait_while_running 30 "$pid" grep -q '^threads ' "$dir/table" || fail "bench $iso printed no table head within 30 s"
-    start=$(date +%s.%N)
-    kill -s "$how" "$pid"
-    set +e
-    wait "$pid"
-    rc=$?
-    set -e
-    took=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN {printf "%.1f", e - s}')
-    case $how in INT) want=130 ;; TERM) want=143 ;; esac
+    signal_and_wait "$how" "$pid"
+    want=$(signal_code "$how")
     expect_eq "$rc" "$want" "bench $iso stopped by SIG$how exits $want (in $took s)"
     left=$(cd "$dir" && ls | grep -v -e '^m.jsonl$' -e '^table$' -e '^err$' || true)
     expect_eq "$left" "" "bench $iso stopped by SIG$how left none of its files"

@@ -72,6 +72,23 @@ holds_or_ended() {
   "$@" || ! kill -0 "$pid" 2>/dev/null
 }
 
+# signal_and_wait SIGNAL PID: sends SIGNAL to PID (a process this test started; one that has
+# ended already is fine) and waits for it: its exit status in $rc, the seconds from the signal
+# to its end in $took (two decimals).
+signal_and_wait() {
+  local start
+  start=$(date +%s%N)
+  kill -s "$1" "$2" 2>/dev/null || true
+  set +e
+  wait "$2"
+  rc=$?
+  set -e
+  took=$(awk -v ns="$(($(date +%s%N) - start))" 'BEGIN {printf "%.2f", ns / 1e9}')
+}
+
+# signal_code SIGNAL: the exit status of a process that a SIGNAL ended, 128 + its number.
+signal_code() { echo $((128 + $(kill -l "$1"))); }
+
 # has_lines FILE N: FILE exists and holds at least N lines.
 has_lines() { [ -e "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ]; }
 

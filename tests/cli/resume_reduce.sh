@@ -68,10 +68,7 @@ interrupt() {
   else
     WAIT_INTERVAL=0.01 wait_while_running 60 "$pid" has_bytes "$out.part" "$want" || true
   fi
-  kill -s "$signal" "$pid" 2>/dev/null || true
-  set +e
-  wait "$pid"
-  set -e
+  signal_and_wait "$signal" "$pid"
 }
 
 # check NAME OUT FULL LAYOUT ORACLE: OUT and OUT's summary against the uninterrupted run and the oracle.
@@ -134,10 +131,7 @@ resume_case "lines | topkeys (no records), kill -9" drop_run "$WORK/drop.full" t
 "$COREMAP" run --plugin wordcount --manifest "$WORK/wc.txt" --threads 2 -o "$WORK/msg.jsonl" 2>"$WORK/msg.err" &
 pid=$!
 WAIT_INTERVAL=0.01 wait_while_running 60 "$pid" test -s "$WORK/msg.jsonl.part" || true
-kill -INT "$pid" 2>/dev/null || true
-set +e
-wait "$pid"
-set -e
+signal_and_wait INT "$pid"
 if [ -e "$WORK/msg.jsonl" ]; then pass "the run ended before the SIGINT"; else
   expect_contains "$WORK/msg.err" "rerun with --resume to finish; the reductions continue from their last checkpoint" \
     "SIGINT: the message says --resume finishes a reducing run"
@@ -152,10 +146,7 @@ plugin="$COREMAP_FIXTURES/fixture_stateless_count.so"
 "$COREMAP" run --plugin "$plugin" --manifest "$WORK/wc.txt" -o "$WORK/nostate.jsonl" -q --threads 2 2>/dev/null &
 pid=$!
 WAIT_INTERVAL=0.01 wait_while_running 60 "$pid" test -s "$WORK/nostate.jsonl.part" || true
-kill -KILL "$pid" 2>/dev/null || true
-set +e
-wait "$pid"
-set -e
+signal_and_wait KILL "$pid"
 cm run --plugin "$plugin" --manifest "$WORK/wc.txt" -o "$WORK/nostate.jsonl" --resume
 expect_eq "$rc" 2 "--resume of a reducing plugin without save()/load(): exit 2"
 expect_contains "$WORK/err" "its plugin stateless_count cannot save its partial state" "the refusal names the plugin"

@@ -11,7 +11,6 @@ source "$(dirname "$0")/lib.sh"
 wait_lines() { wait_for 30 has_lines "$1" "$2"; }
 
 calls=0
-signal_code() { echo $((128 + $(kill -l "$1"))); }
 
 # The exec plugin's records hold the command's run time ("ms"): compare without it.
 normalise() { oracle normalised "$1" --drop result.ms; }  # normalise FILE: the records without result.ms
@@ -27,11 +26,7 @@ stop_then_resume() {
   "$COREMAP" run "$@" -o "$out" 2>"$WORK/err" &
   local pid=$!
   if ! wait_lines "$out.part" "$n"; then fail "$name $sig: no $n records within 30 s"; fi
-  kill -s "$sig" "$pid"
-  set +e
-  wait "$pid"
-  rc=$?
-  set -e
+  signal_and_wait "$sig" "$pid"
   expect_eq "$rc" "$(signal_code "$sig")" "$name: SIG$sig exits 128+signal"
   if grep -q -e 'was stopped' -e 'was killed' -e 'not processed' -e 'killed by SIGKILL' -e 'crashed: SIGKILL' "$out.part"; then
     fail "$name $sig: an item cut short by the stop was recorded"
@@ -137,15 +132,7 @@ fifo_run() {
   else
     fail "FIFO $sig $*: items that arrived were held back"
   fi
-  local start
-  start=$(date +%s.%N)
-  kill -s "$sig" "$pid"
-  set +e
-  wait "$pid"
-  rc=$?
-  set -e
-  local took
-  took=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN {printf "%.2f", e - s}')
+  signal_and_wait "$sig" "$pid"
   kill "$writer" 2>/dev/null || true
   wait "$writer" 2>/dev/null || true
   expect_eq "$rc" "$(signal_code "$sig")" "FIFO $sig $*: exit 128+signal"
@@ -158,21 +145,38 @@ fifo_run INT --threads 1
 fifo_run HUP --serial
 fifo_run TERM --threads 2 --isolate
 
+# stream_then_stop FIFO RECORDS [--stdin] ARGS...: a writer puts {"ms":1} and {"ms":2} into the
+# new FIFO and then holds it open, silent; `coremap run --plugin sleep ARGS` runs in the
+# background (its standard input the FIFO with --stdin; else ARGS name it), standard output in
+# $WORK/stream.out; once RECORDS holds both records (false after 30 s) it gets SIGTERM
+# (signal_and_wait: $rc) and the writer ends.
+stream_then_stop() {
+  local fifo=$1 records=$2 held=0
+  shift 2
+  mkfifo "$fifo"
+  (printf '{"ms":1}\n{"ms":2}\n'; exec sleep 60) >"$fifo" &
+  local writer=$! pid
+  if [ "$1" = --stdin ]; then
+    shift
+    "$COREMAP" run --plugin sleep "$@" <"$fifo" >"$WORK/stream.out" 2>"$WORK/err" &
+  else
+    "$COREMAP" run --plugin sleep "$@" >"$WORK/stream.out" 2>"$WORK/err" &
+  fi
+  pid=$!
+  wait_lines "$records" 2 || held=1
+  signal_and_wait TERM "$pid"
+  kill "$writer" 2>/dev/null || true
+  wait "$writer" 2>/dev/null || true
+  return "$held"
+}
+
 # With -o FILE: the FIFO is not hashed beforehand (that would wait for the writer and consume
 # the items); the records are kept in FILE.part, and --resume refuses a FIFO it cannot check.
-mkfifo "$WORK/feed.o"
-(printf '{"ms":1}\n{"ms":2}\n'; exec sleep 60) >"$WORK/feed.o" &
-writer=$!
-"$COREMAP" run --plugin sleep --manifest "$WORK/feed.o" --format jsonl -o "$WORK/fifo.o.jsonl" 2>"$WORK/err" &
-pid=$!
-if wait_lines "$WORK/fifo.o.jsonl.part" 2; then pass "FIFO -o: records written while the writer is open"; else fail "FIFO -o: no records"; cat "$WORK/err" >&2; fi
-kill -s TERM "$pid"
-set +e
-wait "$pid"
-rc=$?
-set -e
-kill "$writer" 2>/dev/null || true
-wait "$writer" 2>/dev/null || true
+if stream_then_stop "$WORK/feed.o" "$WORK/fifo.o.jsonl.part" --manifest "$WORK/feed.o" --format jsonl -o "$WORK/fifo.o.jsonl"; then
+  pass "FIFO -o: records written while the writer is open"
+else
+  fail "FIFO -o: no records"; cat "$WORK/err" >&2
+fi
 expect_eq "$rc" 143 "FIFO -o: SIGTERM exits 143"
 expect_eq "$(record_values "$WORK/fifo.o.jsonl.part" 'r["result"]["ms"]' | tr '\t\n' ': ')" "0:1 1:2 " "FIFO -o: both items recorded"
 cm run --plugin sleep --manifest "$WORK/feed.o" --format jsonl -o "$WORK/fifo.o.jsonl" --resume
@@ -180,18 +184,10 @@ expect_eq "$rc" 2 "FIFO -o --resume: refused (exit 2)"
 expect_contains "$WORK/err" "is a FIFO, socket or device" "FIFO -o --resume: says why"
 
 # Standard input from a pipe, the `tail -f log | coremap ... -m -` case.
-mkfifo "$WORK/stdin.fifo"
-(printf '{"ms":1}\n{"ms":2}\n'; exec sleep 60) >"$WORK/stdin.fifo" &
-writer=$!
-"$COREMAP" run --plugin sleep --manifest - <"$WORK/stdin.fifo" >"$WORK/stdin.jsonl" 2>"$WORK/err" &
-pid=$!
-if wait_lines "$WORK/stdin.jsonl" 2; then pass "stdin pipe: records stream while the writer is open"; else fail "stdin pipe: held back"; fi
-kill -s TERM "$pid"
-set +e
-wait "$pid"
-rc=$?
-set -e
-kill "$writer" 2>/dev/null || true
-wait "$writer" 2>/dev/null || true
+if stream_then_stop "$WORK/stdin.fifo" "$WORK/stream.out" --stdin --manifest -; then
+  pass "stdin pipe: records stream while the writer is open"
+else
+  fail "stdin pipe: held back"
+fi
 expect_eq "$rc" 143 "stdin pipe: SIGTERM exits 143"
 finish
