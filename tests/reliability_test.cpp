@@ -154,21 +154,50 @@ class ResumeTest : public ::testing::Test {
     return stats;
   }
 
+  // An uninterrupted ordered run into full.jsonl: its records, each line with its newline.
+  std::vector<std::string> full_run() {
+    run(full_path(), {});
+    std::vector<std::string> lines;
+    std::istringstream in(read_file(full_path()));
+    for (std::string line; std::getline(in, line);) lines.push_back(line + "\n");
+    return lines;
+  }
+  std::string full_path() const { return (dir_ / "full.jsonl").string(); }
+
+  // An interrupted run of the same job: out.jsonl with the full run's journal and `part` as its
+  // FILE.part. Returns the path of out.jsonl.
+  std::string interrupted(const std::string& part) const {
+    const std::string out = (dir_ / "out.jsonl").string();
+    std::filesystem::copy_file(full_path() + ".journal", out + ".journal");
+    write_file(out + ".part", part);
+    return out;
+  }
+
+  // Every third record, in reverse order: what an unordered run may leave.
+  static std::string every_third_reversed(const std::vector<std::string>& lines) {
+    std::string partial;
+    for (std::size_t i = lines.size(); i-- > 0;) {
+      if (i % 3 == 0) partial += lines[i];
+    }
+    return partial;
+  }
+
+  static std::string joined(const std::vector<std::string>& lines, std::size_t count) {
+    std::string text;
+    for (std::size_t i = 0; i < count; ++i) text += lines[i];
+    return text;
+  }
+
   std::filesystem::path dir_;
   std::string manifest_;
   std::shared_ptr<const Plugin> plugin_;
 };
 
 TEST_F(ResumeTest, ResumingATruncatedOrderedRunIsByteIdenticalToAnUninterruptedOne) {
-  const std::string full = (dir_ / "full.jsonl").string();
-  run(full, {});
-  const std::string expected = read_file(full);
+  const std::vector<std::string> lines = full_run();
+  const std::string expected = joined(lines, lines.size());
   // An interrupted run: the first 123 records and half of the next one in FILE.part.
-  const std::string out = (dir_ / "out.jsonl").string();
-  std::size_t cut = 0;
-  for (int i = 0; i < 123; ++i) cut = expected.find('\n', cut) + 1;
-  std::filesystem::copy_file(full + ".journal", out + ".journal");
-  write_file(out + ".part", expected.substr(0, cut + 10));
+  const std::string out = interrupted(joined(lines, 123) + lines[123].substr(0, 10));
   const RunStats stats = run(out, {.resume = true});
   EXPECT_EQ(stats.skipped, 123u);
   EXPECT_EQ(stats.items, 500u - 123u);
@@ -177,20 +206,9 @@ TEST_F(ResumeTest, ResumingATruncatedOrderedRunIsByteIdenticalToAnUninterruptedO
 }
 
 TEST_F(ResumeTest, UnorderedRecordsAreCompletedThenWrittenInIndexOrder) {
-  const std::string full = (dir_ / "full.jsonl").string();
-  run(full, {});
-  const std::string expected = read_file(full);
-  // Records of every third item, in reverse order: what an unordered run may leave.
-  std::vector<std::string> lines;
-  std::istringstream in(expected);
-  for (std::string line; std::getline(in, line);) lines.push_back(line + "\n");
-  std::string partial;
-  for (std::size_t i = lines.size(); i-- > 0;) {
-    if (i % 3 == 0) partial += lines[i];
-  }
-  const std::string out = (dir_ / "out.jsonl").string();
-  std::filesystem::copy_file(full + ".journal", out + ".journal");
-  write_file(out + ".part", partial);
+  const std::vector<std::string> lines = full_run();
+  const std::string expected = joined(lines, lines.size());
+  const std::string out = interrupted(every_third_reversed(lines));
   const RunStats stats = run(out, {.resume = true});
   EXPECT_EQ(stats.skipped, 167u);
   EXPECT_EQ(read_file(out), expected);
@@ -260,17 +278,10 @@ void expect_damaged(const std::string& out, const Json& fingerprint, const std::
 }
 
 TEST_F(ResumeTest, DamagedRecordsAreRefusedNamingFileAndLine) {
-  const std::string full = (dir_ / "full.jsonl").string();
-  run(full, {});
-  const std::string expected = read_file(full);
-  std::vector<std::string> lines;
-  std::istringstream in(expected);
-  for (std::string line; std::getline(in, line);) lines.push_back(line + "\n");
-  const std::string out = (dir_ / "out.jsonl").string();
-  std::filesystem::copy_file(full + ".journal", out + ".journal");
+  const std::vector<std::string> lines = full_run();
+  const std::string out = interrupted("");
   auto part = [&](std::initializer_list<std::string> tail) {
-    std::string text;
-    for (int i = 0; i < 10; ++i) text += lines[i];
+    std::string text = joined(lines, 10);
     for (const std::string& line : tail) text += line;
     write_file(out + ".part", text);
   };
@@ -291,21 +302,10 @@ TEST_F(ResumeTest, DamagedRecordsAreRefusedNamingFileAndLine) {
 }
 
 TEST_F(ResumeTest, ARetryRightAfterItsFailedRecordSupersedesIt) {
-  const std::string out = (dir_ / "out.jsonl").string();
-  const std::string full = (dir_ / "full.jsonl").string();
-  run(full, {});
-  std::filesystem::copy_file(full + ".journal", out + ".journal");
-  std::istringstream in(read_file(full));
-  std::string text;
-  std::string line;
-  for (int i = 0; i < 8; ++i) {
-    std::getline(in, line);
-    text += line + "\n";
-  }
-  ASSERT_NE(line.find("\"ok\":false"), std::string::npos) << line;  // item 7 fails
+  const std::vector<std::string> lines = full_run();
+  ASSERT_NE(lines[7].find("\"ok\":false"), std::string::npos) << lines[7];  // item 7 fails
   // An interrupted --retry-failed run whose first retried item, 7, came out ok.
-  text += "{\"index\":7,\"ok\":true,\"result\":21}\n";
-  write_file(out + ".part", text);
+  const std::string out = interrupted(joined(lines, 8) + "{\"index\":7,\"ok\":true,\"result\":21}\n");
   plugin_ = Plugin::from_function([](const Json& item, Context&) -> Json { return item.at("n").get<int>() * 3; });
   run(out, {.resume = true, .retry_failed = true});
   std::istringstream result(read_file(out));
@@ -320,19 +320,9 @@ TEST_F(ResumeTest, ARetryRightAfterItsFailedRecordSupersedesIt) {
 }
 
 TEST_F(ResumeTest, AFailedReorderingLeavesThePartAsTheRecordOfTheRun) {
-  const std::string full = (dir_ / "full.jsonl").string();
-  run(full, {});
-  const std::string expected = read_file(full);
-  std::vector<std::string> lines;
-  std::istringstream in(expected);
-  for (std::string line; std::getline(in, line);) lines.push_back(line + "\n");
-  std::string partial;
-  for (std::size_t i = lines.size(); i-- > 0;) {
-    if (i % 3 == 0) partial += lines[i];
-  }
-  const std::string out = (dir_ / "out.jsonl").string();
-  std::filesystem::copy_file(full + ".journal", out + ".journal");
-  write_file(out + ".part", partial);
+  const std::vector<std::string> lines = full_run();
+  const std::string expected = joined(lines, lines.size());
+  const std::string out = interrupted(every_third_reversed(lines));
   {
     ResumableOutput output(out, fingerprint(), {.resume = true});
     RunOptions run_options{.threads = 2};
