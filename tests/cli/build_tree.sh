@@ -15,19 +15,9 @@ else
   tail -40 "$WORK/cmake.log" >&2
   fail "tests/consumer does not build against the build tree"
 fi
-printf '{"text": "stressed"}\n{"text": "coremap maps"}\n{"text": "a"}\n' >"$WORK/texts.jsonl"
-printf 'stressed\ncoremap maps\na\n' | rev >"$WORK/want"
-set +e
-"$WORK/consumer/reverse_app" "$WORK/consumer/reverse.so" "$WORK/texts.jsonl" >"$WORK/got"
-rc=$?
-set -e
-expect_eq "$rc" 0 "the application built against the build tree runs"
-cmp -s "$WORK/got" "$WORK/want" && pass "its output equals rev" || fail "reverse_app output differs from rev"
+consumer_runs "$WORK/consumer" "$COREMAP" "the build tree"
 readelf -d "$WORK/consumer/reverse_app" | grep -E 'R(UN)?PATH' | grep -qF "$COREMAP_BUILD_DIR" &&
   pass "the application finds the build tree's libcoremap by its run path" || fail "no run path to the build tree"
-cm run --plugin "$WORK/consumer/reverse.so" --manifest "$WORK/texts.jsonl" --quiet
-record_values "$WORK/out" 'r["result"]' | cut -f2 >"$WORK/got-cli"
-cmp -s "$WORK/got-cli" "$WORK/want" && pass "the build tree's coremap runs the plugin" || fail "coremap output differs from rev"
 
 # coremap new-plugin from the build tree: the printed commands, run as printed, configure
 # against this build tree and run this build's coremap.
@@ -35,16 +25,7 @@ cm new-plugin greet "$WORK/greet"
 expect_eq "$rc" 0 "the build tree's coremap new-plugin exits 0"
 cp "$WORK/out" "$WORK/new-plugin.out"
 expect_contains "$WORK/new-plugin.out" "-Dcoremap_DIR=$COREMAP_BUILD_DIR " "new-plugin names the build tree as the CMake package"
-next=$(sed -n 's/^next: //p' "$WORK/new-plugin.out")
-set +e
-(cd / && bash -c "$next") >"$WORK/next.out" 2>"$WORK/next.err"
-rc=$?
-set -e
-expect_eq "$rc" 0 "new-plugin's printed commands build and run the plugin as printed"
-grep '^{' "$WORK/next.out" >"$WORK/next.jsonl" || true
-expect_eq "$(record_values "$WORK/next.jsonl" 'r["result"]["message"]' | cut -f2 | paste -sd'|')" \
-  "hello, ada|hello, grace|hello, world" "the printed run's messages"
-expect_eq "$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$WORK/greet/build/CMakeCache.txt")" "Release" "Release by default"
+scaffold_builds "$WORK/new-plugin.out" "$WORK/greet"
 cmake -S "$WORK/greet" -B "$WORK/greet/debug" -Dcoremap_DIR="$COREMAP_BUILD_DIR" -DCMAKE_BUILD_TYPE=Debug >"$WORK/debug.log" 2>&1 ||
   { cat "$WORK/debug.log" >&2; fail "the scaffolded project does not configure as Debug"; }
 expect_eq "$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$WORK/greet/debug/CMakeCache.txt")" "Debug" "a chosen build type is kept"

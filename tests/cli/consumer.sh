@@ -31,17 +31,7 @@ configure_build() {  # configure_build SRC BUILD
 
 # (1) tests/consumer.
 if configure_build "$src/tests/consumer" "$WORK/consumer"; then pass "tests/consumer builds against the installed package"; else fail "tests/consumer does not build"; fi
-printf '{"text": "stressed"}\n{"text": "coremap maps"}\n{"text": "a"}\n' >"$WORK/texts.jsonl"
-printf 'stressed\ncoremap maps\na\n' | rev >"$WORK/want"
-set +e
-"$WORK/consumer/reverse_app" "$WORK/consumer/reverse.so" "$WORK/texts.jsonl" >"$WORK/got"
-rc=$?
-set -e
-expect_eq "$rc" 0 "embedding app runs the out-of-tree plugin"
-cmp -s "$WORK/got" "$WORK/want" && pass "embedding app output equals rev" || fail "reverse_app output differs from rev"
-"$installed" run --plugin "$WORK/consumer/reverse.so" --manifest "$WORK/texts.jsonl" >"$WORK/cli.jsonl" 2>/dev/null || true
-record_values "$WORK/cli.jsonl" 'r["result"]' | cut -f2 >"$WORK/got-cli"
-cmp -s "$WORK/got-cli" "$WORK/want" && pass "installed coremap runs the out-of-tree plugin" || fail "installed coremap output differs"
+consumer_runs "$WORK/consumer" "$installed" "the installed package"
 
 # (2) docs/embedding.md, its shell block run as written (paths moved under $WORK).
 awk '/^```sh$/ {on = 1; next} /^```$/ && on {exit} on' "$src/docs/embedding.md" |
@@ -82,18 +72,10 @@ rc=$?
 set -e
 expect_eq "$rc" 0 "coremap new-plugin exits 0"
 for f in CMakeLists.txt greet.cpp sample.jsonl README.md; do [ -f "$WORK/greet/$f" ] && pass "new-plugin wrote $f" || fail "new-plugin did not write $f"; done
-next=$(sed -n 's/^next: //p' "$WORK/out")
 expect_contains "$WORK/out" "-Dcoremap_DIR=$prefix/$COREMAP_INSTALL_LIBDIR/cmake/coremap" "new-plugin names the installed CMake package"
 expect_contains "$WORK/out" "&& $installed run --plugin build/greet.so" "new-plugin names the installed coremap by its path"
-set +e
-(cd / && bash -c "$next") >"$WORK/next.out" 2>"$WORK/next.err"
-rc=$?
-set -e
-expect_eq "$rc" 0 "new-plugin's printed commands build and run the plugin as printed"
-grep '^{' "$WORK/next.out" >"$WORK/next.jsonl" || true
-expect_eq "$(record_values "$WORK/next.jsonl" 'r["result"]["message"]' | cut -f2 | paste -sd'|')" \
-  "hello, ada|hello, grace|hello, world" "the printed run's messages"
-expect_eq "$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$WORK/greet/build/CMakeCache.txt")" "Release" "the scaffolded project builds Release by default"
+cp "$WORK/out" "$WORK/new-plugin.out"
+scaffold_builds "$WORK/new-plugin.out" "$WORK/greet"
 set +e
 (cd "$WORK/greet" && "$installed" run --plugin build/greet.so --manifest sample.jsonl --config '{"shout": true}') >"$WORK/out" 2>"$WORK/err"
 rc=$?

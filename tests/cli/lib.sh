@@ -151,6 +151,42 @@ none_left() {
   mkdir -p "$WORK/done" && { [ "${#files[@]}" -eq 0 ] || mv "${files[@]}" "$WORK/done/"; }
 }
 
+# Packages (build_tree.sh: the build tree; consumer.sh: an installed prefix).
+# consumer_runs BUILD CMD WHERE: tests/consumer, built in BUILD, and coremap CMD (the binary of
+# the same package) run its reverse.so over three texts: both exit 0 and print what rev prints.
+consumer_runs() {
+  local build=$1 coremap=$2 where=$3
+  printf '{"text": "stressed"}\n{"text": "coremap maps"}\n{"text": "a"}\n' >"$WORK/texts.jsonl"
+  printf 'stressed\ncoremap maps\na\n' | rev >"$WORK/want"
+  set +e
+  "$build/reverse_app" "$build/reverse.so" "$WORK/texts.jsonl" >"$WORK/got"
+  rc=$?
+  set -e
+  expect_eq "$rc" 0 "the application built against $where runs the out-of-tree plugin"
+  cmp -s "$WORK/got" "$WORK/want" && pass "its output equals rev" || fail "reverse_app output differs from rev"
+  "$coremap" run --plugin "$build/reverse.so" --manifest "$WORK/texts.jsonl" >"$WORK/cli.jsonl" 2>/dev/null || true
+  record_values "$WORK/cli.jsonl" 'r["result"]' | cut -f2 >"$WORK/got-cli"
+  cmp -s "$WORK/got-cli" "$WORK/want" && pass "the coremap of $where runs the plugin" || fail "coremap output differs from rev"
+}
+
+# scaffold_builds OUT DIR: the "next: " commands `coremap new-plugin greet DIR` printed in OUT,
+# run from / as printed, exit 0, print the sample's three greetings and build Release.
+scaffold_builds() {
+  local next
+  next=$(sed -n 's/^next: //p' "$1")
+  set +e
+  (cd / && bash -c "$next") >"$WORK/next.out" 2>"$WORK/next.err"
+  rc=$?
+  set -e
+  expect_eq "$rc" 0 "new-plugin's printed commands build and run the plugin as printed"
+  [ "$rc" -eq 0 ] || sed 's/^/    /' "$WORK/next.err" >&2
+  grep '^{' "$WORK/next.out" >"$WORK/next.jsonl" || true
+  expect_eq "$(record_values "$WORK/next.jsonl" 'r["result"]["message"]' | cut -f2 | paste -sd'|')" \
+    "hello, ada|hello, grace|hello, world" "the printed run's messages"
+  expect_eq "$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$2/build/CMakeCache.txt")" "Release" \
+    "the scaffolded project builds Release by default"
+}
+
 finish() {
   if [ "$failures" -ne 0 ]; then
     echo "$failures check(s) failed" >&2
