@@ -12,15 +12,7 @@ expect_eq "$(echo_oracle "$WORK/m.jsonl" "$WORK/ref.jsonl")" ok "reference run m
 # nlohmann's parser ends its input at a NUL byte, and JSON allows trailing whitespace: a line
 # '{...}<NUL>' or '{...}<CR>' was taken as a record and copied into the resumed output, which
 # then held bytes no JSON reader accepts (or that differ from an uninterrupted run).
-damaged() {  # damaged WHAT TEXT: FILE.part built by the caller in $WORK/d.out.part
-  local what=$1 text=$2 sum
-  sum=$(sha256sum <"$WORK/d.out.part")
-  cm run --plugin echo --manifest "$WORK/m.jsonl" -o "$WORK/d.out" --resume
-  expect_eq "$rc" 2 "$what: --resume exits 2"
-  expect_contains "$WORK/err" "$text" "$what: names file, line and fault"
-  expect_eq "$(sha256sum <"$WORK/d.out.part")" "$sum" "$what: .part untouched"
-  if [ -e "$WORK/d.out" ]; then fail "$what: FILE created"; else pass "$what: no FILE"; fi
-}
+# (lib.sh's damaged WHAT TEXT checks each FILE.part built here.)
 cp "$WORK/ref.jsonl.journal" "$WORK/d.out.journal"
 { head -n 100 "$WORK/ref.jsonl"; printf '{"index":100,"ok":true,"result":{"n":100}}\0\n'; } >"$WORK/d.out.part"
 damaged "a record followed by a NUL byte" "d.out.part:101: the record holds a NUL byte"

@@ -151,6 +151,19 @@ none_left() {
   mkdir -p "$WORK/done" && { [ "${#files[@]}" -eq 0 ] || mv "${files[@]}" "$WORK/done/"; }
 }
 
+# damaged WHAT TEXT: resuming `coremap run --plugin echo --manifest $WORK/m.jsonl -o $WORK/d.out`
+# from the damaged $WORK/d.out.part the caller wrote exits 2 saying TEXT (file, line, fault),
+# leaves the .part as it was and creates no FILE (adversarial.sh, output_safety.sh).
+damaged() {
+  local what=$1 text=$2 sum
+  sum=$(sha256sum <"$WORK/d.out.part")
+  cm run --plugin echo --manifest "$WORK/m.jsonl" -o "$WORK/d.out" --resume
+  expect_eq "$rc" 2 "$what: --resume exits 2"
+  expect_contains "$WORK/err" "$text" "$what: names file, line and fault"
+  expect_eq "$(sha256sum <"$WORK/d.out.part")" "$sum" "$what: .part untouched"
+  if [ -e "$WORK/d.out" ]; then fail "$what: FILE created"; else pass "$what: no FILE"; fi
+}
+
 # Packages (build_tree.sh: the build tree; consumer.sh: an installed prefix).
 # consumer_runs BUILD CMD WHERE: tests/consumer, built in BUILD, and coremap CMD (the binary of
 # the same package) run its reverse.so over three texts: both exit 0 and print what rev prints.

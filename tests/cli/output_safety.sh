@@ -176,15 +176,7 @@ expect_contains "$WORK/err" "h.out.journal" "-o FILE.part while FILE.journal exi
 no_companions "$WORK/h.out.part" "-o FILE.part refused"
 
 # --- A damaged FILE.part is refused, naming file and line ---------------------------------------
-damaged() {  # damaged WHAT TEXT: FILE.part built by the caller in $WORK/d.out.part
-  local what=$1 text=$2 sum
-  sum=$(sha256sum <"$WORK/d.out.part")
-  cm run --plugin echo --manifest "$WORK/m.jsonl" -o "$WORK/d.out" --resume
-  expect_eq "$rc" 2 "$what: --resume exits 2"
-  expect_contains "$WORK/err" "$text" "$what: names file and line"
-  expect_eq "$(sha256sum <"$WORK/d.out.part")" "$sum" "$what: .part untouched"
-  if [ -e "$WORK/d.out" ]; then fail "$what: FILE created"; else pass "$what: no FILE"; fi
-}
+# (lib.sh's damaged WHAT TEXT checks each FILE.part built here.)
 cp "$WORK/ref.jsonl.journal" "$WORK/d.out.journal"
 { head -n 100 "$WORK/ref.jsonl"; sed -n 50p "$WORK/ref.jsonl"; } >"$WORK/d.out.part"
 damaged "a duplicated ok record" "d.out.part:101: item 49 is recorded again"
