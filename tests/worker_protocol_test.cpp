@@ -21,6 +21,20 @@
 namespace coremap::detail {
 namespace {
 
+// An isolated run's outcome as the embedding API delivers it: the stats and every record the
+// callback got, in order.
+struct Collected {
+  RunStats stats;
+  std::vector<Record> records;
+};
+
+Collected run_collecting(Engine& engine, const std::string& manifest_path) {
+  ManifestReader manifest(manifest_path);
+  Collected out;
+  out.stats = engine.run(manifest, [&](const Record& r) { out.records.push_back(r); });
+  return out;
+}
+
 TEST(WorkerProtocolTest, FramesRoundTripInAnyPieces) {
   FrameWriter out;
   out.begin(FrameKind::result);
@@ -118,9 +132,7 @@ TEST(IsolateTest, CrashesBecomeRecordsThroughTheCallback) {
   const std::string manifest_path =
       dir.write("items.jsonl", "{\"n\":2}\n{\"crash\":\"segv\"}\n{\"n\":3}\n{\"crash\":\"exit\"}\n{\"n\":4}\n");
   Engine engine(Plugin::load(test::fixture("crashy")), Json::object(), {.threads = 2, .isolate = true});
-  ManifestReader manifest(manifest_path);
-  std::vector<Record> records;
-  const RunStats stats = engine.run(manifest, [&](const Record& r) { records.push_back(r); });
+  const auto [stats, records] = run_collecting(engine, manifest_path);
   EXPECT_EQ(stats.ok, 3u);
   EXPECT_EQ(stats.failed, 2u);
   ASSERT_EQ(records.size(), 5u);
@@ -153,9 +165,7 @@ TEST(IsolateTest, AWorkerOutlivesTheThreadThatStartedIt) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   ASSERT_FALSE(std::filesystem::exists(task)) << "the thread that started the worker is still listed after 30 s";
-  ManifestReader manifest(manifest_path);
-  std::vector<Record> records;
-  const RunStats stats = engine->run(manifest, [&](const Record& r) { records.push_back(r); });
+  const auto [stats, records] = run_collecting(*engine, manifest_path);
   EXPECT_EQ(stats.ok, 3u);
   ASSERT_EQ(records.size(), 3u);
   EXPECT_EQ(records[0].error, "");
@@ -173,9 +183,7 @@ TEST(IsolateTest, AWorkerThatBreaksItsChannelCostsOnlyItsItem) {
       "{\"n\":1}\n{\"fault\":\"junk_fds\"}\n{\"n\":2}\n{\"fault\":\"close_fds\"}\n{\"n\":3}\n{\"fault\":\"hang\"}\n");
   Engine engine(Plugin::load(test::bundled("fault")), Json::object(),
                 {.threads = 2, .timeout = std::chrono::milliseconds(300), .isolate = true});
-  ManifestReader manifest(manifest_path);
-  std::vector<Record> records;
-  const RunStats stats = engine.run(manifest, [&](const Record& r) { records.push_back(r); });
+  const auto [stats, records] = run_collecting(engine, manifest_path);
   EXPECT_EQ(stats.ok, 3u);
   EXPECT_EQ(stats.failed, 3u);
   ASSERT_EQ(records.size(), 6u);
