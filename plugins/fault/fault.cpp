@@ -23,6 +23,8 @@
 
 #include <coremap/plugin.hpp>
 
+#include "item_fields.hpp"
+
 /// Fails the way an item asks it to, {"fault": "segv"|"abort"|"exit"|"hang"|"throw"|
 /// "throw_int"|"oom"|"bad_utf8"|"fork_crash"|"junk_fds"|"close_fds"|"hang_in_exit"|"hang_at_exit"|
 /// "hang_ignoring_stop"}, and echoes every other item back: a plugin for testing how coremap
@@ -179,7 +181,7 @@ class Fault {
   // can. With "ms", returns {"fault": "hang_ignoring_stop", "ms": N} after that long.
   static coremap::Json hang_ignoring_stop(const coremap::Json& item) {
     const bool bounded = item.contains("ms");
-    const std::int64_t ms = coremap::nonnegative_field(item, "ms", 0);
+    const std::int64_t ms = coremap::bundled::nonnegative_field(item, "ms", 0);
     sigset_t all;
     sigset_t previous;
     sigfillset(&all);
@@ -202,7 +204,7 @@ class Fault {
   }
 
   std::int64_t exit_code(const coremap::Json& item) const {
-    const std::int64_t code = coremap::nonnegative_field(item, "code", default_code_);
+    const std::int64_t code = coremap::bundled::nonnegative_field(item, "code", default_code_);
     if (code > 255) {
       throw std::invalid_argument("item field \"code\" must be an exit status from 0 to 255, got " +
                                   std::to_string(code));
@@ -224,7 +226,7 @@ class Fault {
       ::close(fd);
     }
     const bool bounded = item.contains("ms");
-    const std::int64_t ms = coremap::nonnegative_field(item, "ms", 0);
+    const std::int64_t ms = coremap::bundled::nonnegative_field(item, "ms", 0);
     for (;;) {
       const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
       if (context.cancelled()) {
@@ -241,7 +243,7 @@ class Fault {
   static coremap::Json oom(const coremap::Json& item) {
     constexpr std::size_t mib = std::size_t{1} << 20;
     const bool bounded = item.contains("mb");
-    const std::int64_t mb = coremap::nonnegative_field(item, "mb", 0);
+    const std::int64_t mb = coremap::bundled::nonnegative_field(item, "mb", 0);
     const std::size_t block = bounded ? mib : 16 * mib;
     const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
     std::vector<std::unique_ptr<char[]>> blocks;

@@ -8,6 +8,8 @@
 
 #include <coremap/plugin.hpp>
 
+#include "item_fields.hpp"
+
 /// Blocks for {"ms": N} milliseconds (or the config's `ms`) without using the CPU: stands for
 /// latency-bound work such as a network request. Stateless, so one instance serves all threads.
 class Sleep {
@@ -28,7 +30,7 @@ class Sleep {
       if (shown.size() > 60) shown = shown.substr(0, 57) + "...";
       throw std::invalid_argument("item must be an object such as {\"ms\": 10}, got " + shown);
     }
-    const std::int64_t ms = coremap::nonnegative_field(item, "ms", default_ms_);
+    const std::int64_t ms = coremap::bundled::nonnegative_field(item, "ms", default_ms_);
     // Sleeping in slices toward a fixed deadline lets a stopped run end without waiting out
     // long sleeps, while the total still overshoots only by the last slice's wake-up latency.
     // Sleeps no longer than one slice stay a single sleep_for.

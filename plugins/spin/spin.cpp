@@ -6,6 +6,8 @@
 
 #include <coremap/plugin.hpp>
 
+#include "item_fields.hpp"
+
 /// Burns the CPU for {"us": N} microseconds (or the config's `us`): a busy loop on the steady
 /// clock, not a sleep, so it stands for CPU-bound work in scaling benchmarks. Stateless, so
 /// one instance serves all threads.
@@ -27,7 +29,7 @@ class Spin {
       if (shown.size() > 60) shown = shown.substr(0, 57) + "...";
       throw std::invalid_argument("item must be an object such as {\"us\": 1000}, got " + shown);
     }
-    const std::int64_t us = coremap::nonnegative_field(item, "us", default_us_);
+    const std::int64_t us = coremap::bundled::nonnegative_field(item, "us", default_us_);
     const auto until = deadline_after(us);
     // steady_clock::now() costs tens of nanoseconds; checking the atomic only every 1024
     // reads keeps the loop on the clock while still stopping within microseconds.
