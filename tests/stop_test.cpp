@@ -379,5 +379,160 @@ TEST(StopTest, RunOnASilentPipeProcessesWhatArrivedAndEndsOnStop) {
   }
 }
 
+// map() and run() count alike. The same 1000 items and the same plugin (items with n % 7 == 3
+// always fail; n % 5 == 1 fail on their first attempt only, and retries = 1 saves them) go
+// through Engine::map (both forms) and Engine::run; every RunStats field and every record is
+// compared with what the test works out from the inputs alone: the whole run; max_errors = 10
+// (serially: the run ends with the 10th failing item, in index order); a stop part-way (item
+// 400 calls Engine::request_stop(), serially: items 0..399 recorded, 400..999 not run). In parallel
+// a stop's reach depends on timing, so there each run's counts must add up among themselves
+// and with its records, and its records must be the items' own outcomes. One difference is by
+// design (RunStats::not_run): run() does not read its manifest past a stop, so its not_run
+// counts the items it had read ahead, at least the one cut short, at most the rest.
+TEST(StopTest, MapAndRunCountEveryItemAlike) {
+  constexpr int total = 1000;
+  constexpr int trigger = 400;
+  const std::vector<Json> items = numbers(total);
+  test::TempDir dir;
+  std::string text;
+  for (const Json& item : items) text += item.dump() + "\n";
+  const std::string manifest = dir.write("m.jsonl", text);
+  const auto always_fails = [](int n) { return n % 7 == 3; };
+  const auto fails_once = [&](int n) { return !always_fails(n) && n % 5 == 1; };
+
+  struct Expected {
+    std::uint64_t items = 0, ok = 0, failed = 0, not_run = 0;
+    StopReason stopped = StopReason::none;
+  };
+  // Items in index order until `end` (exclusive) or the max_errors-th failure (inclusive).
+  auto expect_serially = [&](int end, std::uint64_t max_errors, StopReason reason) {
+    Expected e;
+    for (int n = 0; n < end; ++n) {
+      ++e.items;
+      always_fails(n) ? ++e.failed : ++e.ok;
+      if (max_errors != 0 && e.failed == max_errors) {
+        e.stopped = StopReason::max_errors;
+        break;
+      }
+    }
+    if (e.stopped == StopReason::none && end < total) e.stopped = reason;
+    e.not_run = total - e.items;
+    return e;
+  };
+
+  for (const bool serial : {true, false}) {
+    for (const std::uint64_t max_errors : {std::uint64_t{0}, std::uint64_t{10}}) {
+      for (const bool stop_part_way : {false, true}) {
+        if (max_errors != 0 && stop_part_way) continue;
+        SCOPED_TRACE(std::string(serial ? "serial" : "2 threads") + ", max_errors " + std::to_string(max_errors) +
+                     (stop_part_way ? ", stopped at item 400" : ""));
+        Engine* self = nullptr;
+        const ItemFunction plugin = [&](const Json& item, Context& context) -> Json {
+          const int n = item.at("n");
+          if (stop_part_way && n == trigger) {
+            self->request_stop();
+            wait_for_cancel(context);
+            return "after the stop";  // cut short by the stop: no record
+          }
+          if (always_fails(n)) throw std::runtime_error("always " + std::to_string(n));
+          if (fails_once(n) && context.attempt() == 1) throw std::runtime_error("first attempt");
+          return n;
+        };
+        const RunOptions options{.threads = 2, .serial = serial, .max_errors = max_errors, .retries = 1};
+        Engine engine(plugin, options);
+        self = &engine;
+        const Expected whole = stop_part_way ? expect_serially(trigger, 0, StopReason::cancelled)
+                                             : expect_serially(total, max_errors, StopReason::none);
+
+        struct Outcome {
+          std::string how;
+          RunStats stats;
+          std::vector<Record> records;
+        };
+        std::vector<Outcome> outcomes;
+        {
+          Outcome o{"Engine::map", {}, {}};
+          o.records = engine.map(items, &o.stats);
+          outcomes.push_back(std::move(o));
+        }
+        {
+          Outcome o{"Engine::map with a callback", {}, {}};
+          o.stats = engine.map(items, [&](const Record& r) { o.records.push_back(r); });
+          outcomes.push_back(std::move(o));
+        }
+        {
+          Outcome o{"Engine::run", {}, {}};
+          ManifestReader reader(manifest);
+          o.stats = engine.run(reader, [&](const Record& r) { o.records.push_back(r); });
+          outcomes.push_back(std::move(o));
+        }
+        for (const Outcome& o : outcomes) {
+          SCOPED_TRACE(o.how);
+          const RunStats& s = o.stats;
+          // Every field of RunStats.
+          const bool streamed = o.how == "Engine::run";
+          if (serial || (max_errors == 0 && !stop_part_way)) {
+            EXPECT_EQ(s.items, whole.items);
+            EXPECT_EQ(s.ok, whole.ok);
+            EXPECT_EQ(s.failed, whole.failed);
+            EXPECT_EQ(s.stopped, whole.stopped);
+            if (!streamed || whole.not_run == 0) {
+              EXPECT_EQ(s.not_run, whole.not_run);
+            } else {
+              EXPECT_GE(s.not_run, stop_part_way ? 1u : 0u);
+              EXPECT_LE(s.not_run, whole.not_run);
+            }
+          } else {
+            EXPECT_EQ(s.stopped, whole.stopped);
+            if (max_errors != 0) {
+              EXPECT_GE(s.failed, max_errors);
+            }
+            if (streamed) {
+              EXPECT_LE(s.items + s.not_run, static_cast<std::uint64_t>(total));
+            } else {
+              EXPECT_EQ(s.items + s.not_run, static_cast<std::uint64_t>(total));
+            }
+            EXPECT_EQ(s.ok + s.failed, s.items);
+            if (stop_part_way) {
+              EXPECT_GE(s.not_run, 1u);  // the trigger
+            }
+          }
+          EXPECT_EQ(s.records, s.items);  // one record per item: no fan-out here
+          EXPECT_EQ(s.skipped, 0u);
+          EXPECT_EQ(s.threads, serial ? 1u : 2u);
+          EXPECT_GE(s.wall_seconds, 0.0);
+          EXPECT_TRUE(s.summaries.empty());
+          EXPECT_TRUE(s.states.empty());
+          EXPECT_FALSE(s.cache.enabled);
+          EXPECT_EQ(s.cache.hits + s.cache.misses + s.cache.stored, 0u);
+          EXPECT_TRUE(s.stages.empty());
+          // And every record: the item's own outcome, once, and as many as the counts say.
+          ASSERT_EQ(o.records.size(), s.items);
+          std::set<std::uint64_t> seen;
+          std::uint64_t ok = 0;
+          for (const Record& r : o.records) {
+            const int n = static_cast<int>(r.index);
+            EXPECT_TRUE(seen.insert(r.index).second) << "item " << n << " twice";
+            EXPECT_FALSE(stop_part_way && n == trigger) << "the item cut short by the stop was recorded";
+            EXPECT_EQ(r.ok, !always_fails(n)) << n;
+            EXPECT_EQ(r.attempts, always_fails(n) || fails_once(n) ? 2u : 1u) << n;
+            if (r.ok) {
+              ++ok;
+              EXPECT_EQ(r.result, Json(n));
+            } else {
+              EXPECT_TRUE(r.error.ends_with("always " + std::to_string(n))) << r.error;
+            }
+          }
+          EXPECT_EQ(ok, s.ok);
+          if (serial) {
+            // In index order, from item 0, with no gap: what a serial run reaches.
+            for (std::size_t i = 0; i < o.records.size(); ++i) EXPECT_EQ(o.records[i].index, i);
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace coremap

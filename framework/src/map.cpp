@@ -90,14 +90,20 @@ std::vector<Record> Engine::map(std::span<const Json> items, RunStats* stats) {
   MapReport report;
   RunStats s = impl("map").map_items(items, records.data(), nullptr, report);
   if (!report.not_run.empty()) {
-    // Only the items with an outcome keep their record, still in index order.
+    // Only the items with an outcome keep their record, still in index order. Never a record
+    // moved onto itself: a self-move empties a std::string (the error of a failed item before
+    // the first gap was lost so).
     std::size_t kept = 0;
     std::size_t from = 0;
+    const auto keep = [&](std::size_t i) {
+      if (kept != i) records[kept] = std::move(records[i]);
+      ++kept;
+    };
     for (const IndexRange& gap : report.not_run) {
-      for (std::size_t i = from; i < gap.begin; ++i) records[kept++] = std::move(records[i]);
+      for (std::size_t i = from; i < gap.begin; ++i) keep(i);
       from = gap.end;
     }
-    for (std::size_t i = from; i < records.size(); ++i) records[kept++] = std::move(records[i]);
+    for (std::size_t i = from; i < records.size(); ++i) keep(i);
     records.resize(kept);
   }
   if (stats != nullptr) *stats = std::move(s);

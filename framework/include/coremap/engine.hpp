@@ -258,7 +258,10 @@ struct RunStats {
   std::uint64_t skipped = 0;  ///< items passed over because RunOptions::skip held them
   /// Items taken from the manifest (or given to map()) that have no record because the run was
   /// stopped (an interrupt, `max_errors`, cancellation): started but cut short by the stop, or
-  /// not started. Not in `items`. A resumed run (RunOptions::skip) processes them.
+  /// not started. Not in `items`. A resumed run (RunOptions::skip) processes them. map() knows
+  /// every item, so there items + not_run is the number given; run() does not read the
+  /// manifest past a stop (it may be a pipe), so there it counts the items it had read ahead,
+  /// and items + not_run may be below the manifest's count. Otherwise the two count alike.
   std::uint64_t not_run = 0;
   double wall_seconds = 0;
   /// Threads the run could use at once: RunOptions::threads resolved (0: the calling thread's
