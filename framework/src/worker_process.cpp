@@ -116,6 +116,7 @@ WorkerSettings worker_settings(const Plugin& plugin, const Json& resolved_config
   settings.memory_limit_bytes = options.memory_limit_bytes;
   settings.timeout = options.timeout;
   settings.retries = options.retries;
+  settings.launch = options.worker_launcher;
   return settings;
 }
 
@@ -242,7 +243,24 @@ void WorkerProcess::start() {
   // posix_spawn, not fork: the engine is multithreaded, and glibc's posix_spawn (clone with
   // CLONE_VM | CLONE_VFORK, then exec) copies nothing and runs no atfork handlers.
   pid_t pid = -1;
-  const int spawn_error = ::posix_spawn(&pid, executable.c_str(), &actions, &attr, argv.data(), envp.data());
+  int spawn_error = 0;
+  std::string launch_error;
+  if (settings_.launch) {
+    // RunOptions::worker_launcher: a child of this process that runs become_worker().
+    WorkerLaunch launch;
+    launch.arguments.assign(argv.begin(), argv.end() - 1);
+    launch.environment_entry = tree_entry_;
+    launch.channel_fd = fds[1];
+    launch.note_fd = note_ != nullptr ? note_fd : -1;
+    try {
+      pid = settings_.launch(launch);
+    } catch (const std::exception& e) {
+      launch_error = e.what();
+      spawn_error = -1;
+    }
+  } else {
+    spawn_error = ::posix_spawn(&pid, executable.c_str(), &actions, &attr, argv.data(), envp.data());
+  }
   ::posix_spawn_file_actions_destroy(&actions);
   ::posix_spawnattr_destroy(&attr);
   ::close(fds[1]);
@@ -251,6 +269,7 @@ void WorkerProcess::start() {
     ::close(fds[0]);
     if (note_ != nullptr) ::munmap(note_, sizeof(WorkerNote));
     note_ = nullptr;
+    if (spawn_error < 0) throw PluginError(where + ": cannot start the worker: " + launch_error);
     throw PluginError(where + ": cannot start the worker '" + executable + "': " + std::strerror(spawn_error) +
                       " (set COREMAP_WORKER to its path)");
   }

@@ -39,6 +39,8 @@ struct WorkerSettings {
   /// The engine's stop flag (null: never stopped). Once it is set, a worker running an item is
   /// told (Context::cancelled()), given stop_grace to return, then killed with its descendants.
   const std::atomic<bool>* stop = nullptr;
+  /// RunOptions::worker_launcher: starts the worker instead of posix_spawn (null: posix_spawn).
+  WorkerLauncher launch{};
 };
 
 /// How long a worker's item may take to return after it saw Context::cancelled() (a stop, or

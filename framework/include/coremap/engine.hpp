@@ -91,6 +91,35 @@ struct Checkpoint {
 /// is being processed meanwhile). An exception it throws ends the run: run() rethrows it.
 using CheckpointCallback = std::function<void(const Checkpoint& checkpoint)>;
 
+/// How one isolated worker is to be started (RunOptions::worker_launcher): coremap-worker's
+/// command line and what its process gets before it runs.
+struct WorkerLaunch {
+  /// coremap-worker's arguments, argv[0] first (the executable, which a launcher need not exec).
+  std::vector<std::string> arguments;
+  /// "NAME=VALUE" added to the worker's environment: marks its process tree.
+  std::string environment_entry;
+  /// The engine's end of the channel is its own; this end becomes the worker's standard input
+  /// and output. The launcher may close its copies once the worker has its own.
+  int channel_fd = -1;
+  /// The page the worker and the engine share (a memfd), or -1.
+  int note_fd = -1;
+};
+
+/// Starts the worker process for `launch` and returns its pid. The process must be a child of
+/// the calling process (the engine waits for it, reads its exit status and kills its process
+/// group), and must run become_worker(launch) with the same descriptors (its own copies, at any
+/// numbers). Called from the engine's threads, several at once. Throws to refuse (the engine
+/// then reports a PluginError with the message).
+using WorkerLauncher = std::function<int(const WorkerLaunch& launch)>;
+
+/// What a launched worker process runs (coremap-worker's main, after the set-up posix_spawn
+/// gives it): moves the channel to standard input and output and the note page to its
+/// descriptor, closes every other descriptor above standard error, unblocks every signal and
+/// resets every handled one to its default, starts a process group of its own, adds the
+/// environment entry, then runs the worker protocol until the engine closes the channel, and
+/// exits the process (_exit). Never returns.
+[[noreturn]] COREMAP_EXPORT void become_worker(const WorkerLaunch& launch) noexcept;
+
 /// How a run is carried out.
 struct RunOptions {
   /// Threads; 0 (the default) means all the calling thread may use: the cores of the machine
@@ -138,6 +167,11 @@ struct RunOptions {
   bool isolate = false;
   /// With `isolate`: each worker's address-space limit (RLIMIT_AS) in bytes; 0 means none.
   std::size_t memory_limit_bytes = 0;
+  /// With `isolate`: starts each worker instead of posix_spawn'ing coremap-worker (the Python
+  /// package forks its workers from a copy of the calling interpreter, docs/python.md). The
+  /// worker speaks the same protocol and is watched, killed and replaced the same way. Null:
+  /// coremap-worker.
+  WorkerLauncher worker_launcher{};
   /// Called every `progress_interval` from a background thread while a run goes on, and once
   /// more after the run's last record, with the final counters (done == records delivered).
   /// An exception it throws does not cut the run short and does not end the process: the
