@@ -6,8 +6,17 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <dirent.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
+#include <cstring>
+
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -15,6 +24,8 @@
 #include <deque>
 #include <exception>
 #include <fstream>
+#include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -26,6 +37,7 @@
 #include <coremap/resumable_output.hpp>
 
 #include "json_convert.hpp"
+#include "json_text.hpp"
 
 namespace py = pybind11;
 
@@ -44,13 +56,6 @@ class IteratorFailed : public std::runtime_error {
   IteratorFailed() : std::runtime_error("the items' iterator raised an exception") {}
 };
 
-struct ParsedRecord {
-  std::uint64_t index = 0;
-  bool ok = false;
-  Json value;  // the result, or the error text as a string
-  std::uint32_t attempts = 1;
-  std::int64_t sub = -1;
-};
 
 // Whether `item` is of a type to_json takes (checked first: looking up __fspath__ on an int
 // formats an AttributeError message, a cost per item).
@@ -62,6 +67,20 @@ bool json_type(PyObject* item) {
 // JSON text of one item; os.PathLike (and, with `str_paths`, str) as {"path": "..."}, the item
 // a `lines` manifest makes of a path. False with `why` when it is not a JSON value. GIL held.
 bool item_text(PyObject* item, bool str_paths, std::string& text, std::string& why) {
+  text.clear();
+  if (str_paths && PyUnicode_Check(item)) {
+    Py_ssize_t size = 0;
+    const char* s = PyUnicode_AsUTF8AndSize(item, &size);
+    if (s != nullptr) {
+      text.append("{\"path\":");
+      append_json_string(text, std::string_view(s, static_cast<std::size_t>(size)));
+      text.push_back('}');
+      return true;
+    }
+    PyErr_Clear();
+  } else if (json_type(item) && append_json(item, text)) {
+    return true;  // the common case, written straight from the objects
+  }
   Json value;
   std::string where;
   if (str_paths && PyUnicode_Check(item)) {
@@ -160,43 +179,207 @@ class PythonSource final : public BatchSource {
   PyObject* error_traceback_ = nullptr;
 };
 
-// Writes the records to the output file (when there is one), then parses them for the caller's
-// queue: bounded, so a caller that reads slowly holds the run back instead of its memory growing.
+// Forks the isolated workers of Python function runs (RunOptions::worker_launcher): a process
+// forked from this one at its first such run, while it still has one thread (no lock of
+// another thread's copied in a locked state), that waits for requests and answers each with a
+// worker forked from itself with CLONE_PARENT, a child of this process as the engine needs,
+// which runs become_worker(). A worker so started holds the function's module as this process
+// had imported it then (no interpreter to start, no import to repeat); where the function is
+// not there (imported or defined later) it imports it, as coremap-worker does.
+class ForkServer {
+ public:
+  // The process's server, started now if it can be (GIL held): null when the process has more
+  // than one thread.
+  static std::shared_ptr<ForkServer> get() {
+    static std::shared_ptr<ForkServer> server;
+    static bool tried = false;
+    if (!tried && single_threaded()) {
+      tried = true;
+      server = start();
+    }
+    return server;
+  }
+
+  ~ForkServer() {
+    ::close(socket_);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+  }
+
+  // From any thread, without the GIL.
+  int launch(const WorkerLaunch& launch) {
+    std::string message = launch.environment_entry;
+    for (const std::string& a : launch.arguments) {
+      message.push_back('\0');
+      message += a;
+    }
+    int fds[2] = {launch.channel_fd, launch.note_fd};
+    const int count = launch.note_fd >= 0 ? 2 : 1;
+    std::lock_guard lock(mutex_);
+    if (send_with_fds(socket_, message, fds, count) < 0) {
+      throw std::runtime_error(std::string("the fork server (pid ") + std::to_string(pid_) + ") is gone: " + std::strerror(errno));
+    }
+    char reply[512];
+    ssize_t n;
+    while ((n = ::recv(socket_, reply, sizeof reply, 0)) < 0 && errno == EINTR) {
+    }
+    if (n < static_cast<ssize_t>(sizeof(std::int32_t))) {
+      throw std::runtime_error(std::string("the fork server (pid ") + std::to_string(pid_) + ") ended");
+    }
+    std::int32_t pid = 0;
+    std::memcpy(&pid, reply, sizeof pid);
+    if (pid <= 0) throw std::runtime_error("the fork server could not fork: " + std::string(std::strerror(-pid)));
+    return pid;
+  }
+
+  pid_t pid() const noexcept { return pid_; }
+
+ private:
+  ForkServer(int socket, pid_t pid) : socket_(socket), pid_(pid) {}
+
+  static bool single_threaded() {
+    DIR* dir = ::opendir("/proc/self/task");
+    if (dir == nullptr) return false;
+    int threads = 0;
+    while (const dirent* entry = ::readdir(dir)) {
+      if (entry->d_name[0] != '.') ++threads;
+    }
+    ::closedir(dir);
+    return threads == 1;
+  }
+
+  static ssize_t send_with_fds(int socket, const std::string& message, const int* fds, int count) {
+    iovec io{const_cast<char*>(message.data()), message.size()};
+    alignas(cmsghdr) char control[CMSG_SPACE(2 * sizeof(int))] = {};
+    msghdr header{};
+    header.msg_iov = &io;
+    header.msg_iovlen = 1;
+    header.msg_control = control;
+    header.msg_controllen = CMSG_SPACE(static_cast<std::size_t>(count) * sizeof(int));
+    cmsghdr* c = CMSG_FIRSTHDR(&header);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(static_cast<std::size_t>(count) * sizeof(int));
+    std::memcpy(CMSG_DATA(c), fds, static_cast<std::size_t>(count) * sizeof(int));
+    ssize_t n;
+    while ((n = ::sendmsg(socket, &header, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+    }
+    return n;
+  }
+
+  static std::shared_ptr<ForkServer> start() {
+    // What Python has buffered would otherwise be written again by every worker.
+    for (const char* stream : {"stdout", "stderr"}) {
+      PyObject* s = PySys_GetObject(stream);  // borrowed
+      if (s != nullptr && s != Py_None) {
+        PyObject* r = PyObject_CallMethod(s, "flush", nullptr);
+        if (r == nullptr) PyErr_Clear();
+        Py_XDECREF(r);
+      }
+    }
+    int fds[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) return nullptr;
+    const pid_t parent = ::getpid();
+    PyOS_BeforeFork();
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      PyOS_AfterFork_Child();
+      serve(fds[1], parent);
+    }
+    PyOS_AfterFork_Parent();
+    ::close(fds[1]);
+    if (pid < 0) {
+      ::close(fds[0]);
+      return nullptr;
+    }
+    return std::shared_ptr<ForkServer>(new ForkServer(fds[0], pid));
+  }
+
+  // The server's loop, until this process closes its end (or dies).
+  [[noreturn]] static void serve(int socket, pid_t parent) {
+    ::setpgid(0, 0);  // a Ctrl-C at the terminal is the caller's to handle
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (::getppid() != parent) ::_exit(0);
+    // The caller's descriptors stay with the caller (a pipe's write end kept here would keep its
+    // reader waiting for its end forever).
+    if (::dup2(socket, 3) < 0) ::_exit(2);
+    socket = 3;
+    ::close_range(4, ~0U, 0);
+    std::string message(1 << 16, '\0');
+    for (;;) {
+      iovec io{message.data(), message.size()};
+      alignas(cmsghdr) char control[CMSG_SPACE(2 * sizeof(int))] = {};
+      msghdr header{};
+      header.msg_iov = &io;
+      header.msg_iovlen = 1;
+      header.msg_control = control;
+      header.msg_controllen = sizeof control;
+      const ssize_t n = ::recvmsg(socket, &header, MSG_CMSG_CLOEXEC);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) ::_exit(0);
+      int fds[2] = {-1, -1};
+      for (cmsghdr* c = CMSG_FIRSTHDR(&header); c != nullptr; c = CMSG_NXTHDR(&header, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+          std::memcpy(fds, CMSG_DATA(c), std::min<std::size_t>(c->cmsg_len - CMSG_LEN(0), sizeof fds));
+        }
+      }
+      WorkerLaunch launch;
+      std::size_t start = 0;
+      const std::string_view text(message.data(), static_cast<std::size_t>(n));
+      for (bool first = true;; first = false) {
+        const std::size_t end = std::min(text.find('\0', start), text.size());
+        std::string part(text.substr(start, end - start));
+        if (first) launch.environment_entry = std::move(part);
+        else launch.arguments.push_back(std::move(part));
+        if (end == text.size()) break;
+        start = end + 1;
+      }
+      launch.channel_fd = fds[0];
+      launch.note_fd = fds[1];
+      PyOS_BeforeFork();
+      // CLONE_PARENT: the worker is the caller's child, as a worker the engine started itself.
+      // This process has one thread, so a fork without glibc's handlers leaves no lock held.
+      const long pid = ::syscall(SYS_clone, CLONE_PARENT | SIGCHLD, nullptr, nullptr, nullptr, nullptr);
+      const int clone_error = errno;
+      if (pid == 0) {
+        PyOS_AfterFork_Child();
+        ::close(socket);
+        become_worker(launch);
+      }
+      PyOS_AfterFork_Parent();
+      const std::int32_t reply = pid > 0 ? static_cast<std::int32_t>(pid) : -clone_error;
+      if (fds[0] >= 0) ::close(fds[0]);
+      if (fds[1] >= 0) ::close(fds[1]);
+      if (::send(socket, &reply, sizeof reply, MSG_NOSIGNAL) < 0) ::_exit(0);
+    }
+  }
+
+  int socket_;
+  pid_t pid_;
+  std::mutex mutex_;
+};
+
+// Writes the records to the output file (when there is one), then queues their text for the
+// caller, who turns it into Python objects a batch at a time (parse_record): bounded, so a
+// caller that reads slowly holds the run back instead of its memory growing.
 class QueueSink final : public Sink {
  public:
-  QueueSink(Sink* file, std::size_t capacity) : file_(file), capacity_(capacity) {}
+  QueueSink(Sink* file, std::size_t capacity, std::size_t capacity_bytes)
+      : file_(file), capacity_(capacity), capacity_bytes_(capacity_bytes) {}
 
   void write(std::string_view records) override {
     if (file_ != nullptr) file_->write(records);
-    std::size_t start = 0;
-    while (start < records.size()) {
-      std::size_t end = records.find('\n', start);
-      if (end == std::string_view::npos) end = records.size();
-      if (end > start) push(parse(records.substr(start, end - start)));
-      start = end + 1;
-    }
-  }
-
-  static ParsedRecord parse(std::string_view line) {
-    ParsedRecord record;
-    Json json = Json::parse(line);
-    record.index = json.at("index").get<std::uint64_t>();
-    record.ok = json.at("ok").get<bool>();
-    if (record.ok) {
-      record.value = std::move(json.at("result"));
-    } else {
-      record.value = std::move(json.at("error"));
-    }
-    if (auto it = json.find("attempts"); it != json.end()) record.attempts = it->get<std::uint32_t>();
-    if (auto it = json.find("sub"); it != json.end()) record.sub = it->get<std::int64_t>();
-    return record;
-  }
-
-  void push(ParsedRecord record) {
+    if (records.empty()) return;
+    const auto count = static_cast<std::size_t>(std::count(records.begin(), records.end(), '\n'));
     std::unique_lock lock(mutex_);
-    space_.wait(lock, [&] { return abandoned_ || queue_.size() < capacity_; });
+    // A chunk larger than the bounds still goes in once the queue is empty.
+    space_.wait(lock, [&] {
+      return abandoned_ || queue_.empty() || (queued_ < capacity_ && queued_bytes_ < capacity_bytes_);
+    });
     if (abandoned_) return;
-    queue_.push_back(std::move(record));
+    queue_.emplace_back(records);
+    queued_ += count;
+    queued_bytes_ += records.size();
     if (queue_.size() == 1) ready_.notify_one();  // the caller waits only on an empty queue
   }
 
@@ -212,15 +395,22 @@ class QueueSink final : public Sink {
     std::lock_guard lock(mutex_);
     abandoned_ = true;
     queue_.clear();
+    queued_ = queued_bytes_ = 0;
     space_.notify_all();
   }
 
-  // Up to `max` records, waiting at most `wait` for the first; `closed` says no more will come.
-  std::vector<ParsedRecord> take(std::size_t max, std::chrono::milliseconds wait, bool& closed) {
-    std::vector<ParsedRecord> out;
+  // Chunks of records (JSON Lines) holding up to about `max` records (at least one chunk),
+  // waiting at most `wait` for the first; `closed` says no more will come.
+  std::vector<std::string> take(std::size_t max, std::chrono::milliseconds wait, bool& closed) {
+    std::vector<std::string> out;
     std::unique_lock lock(mutex_);
     ready_.wait_for(lock, wait, [&] { return closed_ || !queue_.empty(); });
-    while (!queue_.empty() && out.size() < max) {
+    std::size_t taken = 0;
+    while (!queue_.empty() && (out.empty() || taken < max)) {
+      const auto count = static_cast<std::size_t>(std::count(queue_.front().begin(), queue_.front().end(), '\n'));
+      taken += count;
+      queued_ -= count;
+      queued_bytes_ -= queue_.front().size();
       out.push_back(std::move(queue_.front()));
       queue_.pop_front();
     }
@@ -232,10 +422,13 @@ class QueueSink final : public Sink {
  private:
   Sink* file_;
   std::size_t capacity_;
+  std::size_t capacity_bytes_;
   std::mutex mutex_;
   std::condition_variable ready_;
   std::condition_variable space_;
-  std::deque<ParsedRecord> queue_;
+  std::deque<std::string> queue_;
+  std::size_t queued_ = 0;
+  std::size_t queued_bytes_ = 0;
   bool closed_ = false;
   bool abandoned_ = false;
 };
@@ -260,6 +453,8 @@ struct Settings {
   bool retry_failed = false;
   bool str_paths = false;
   std::size_t max_in_flight = 0;
+  // isolate: fork the workers from a copy of this process (ForkServer) where it can be made.
+  bool fork = false;
 };
 
 std::size_t parse_size(const std::string& text) {
@@ -299,23 +494,38 @@ RunOptions run_options(const Settings& settings, const std::shared_ptr<ProgressS
       std::lock_guard lock(progress->mutex);
       progress->snapshot = snapshot;
     };
+  if (settings.isolate && settings.fork) {
+    if (std::shared_ptr<ForkServer> server = ForkServer::get()) {
+      options.worker_launcher = [server](const WorkerLaunch& launch) { return server->launch(launch); };
+    }
+  }
   return options;
 }
 
 // An engine kept for several runs one after another (a coremap.Pool's calls of one function):
-// its isolated workers stay up between them. Items in memory only, no output.
+// its isolated workers stay up between them. Items in memory only, no output. Its runs go on
+// one thread of its own: the engine keeps a worker per thread that runs batches, so a thread of
+// each run's own would start another worker for every call.
 class Session {
  public:
   explicit Session(const Settings& settings) : progress_(std::make_shared<ProgressSlot>()) {
     if (!settings.output.empty() || settings.resume) throw UsageError("a session's runs have no output");
+    RunOptions options = run_options(settings, progress_);  // GIL held: it may start the fork server
     py::gil_scoped_release release;
     std::vector<std::filesystem::path> dirs(settings.plugin_path.begin(), settings.plugin_path.end());
     auto plugin = PluginLoader(dirs).load(settings.plugin);
     const Json config = settings.config.empty() ? Json::object() : Json::parse(settings.config);
-    engine_ = std::make_shared<Engine>(plugin, plugin->resolve_config(config), run_options(settings, progress_));
+    engine_ = std::make_shared<Engine>(plugin, plugin->resolve_config(config), std::move(options));
+    thread_ = std::thread([this] { serve(); });
   }
   ~Session() {
     py::gil_scoped_release release;  // ending the workers may take a while
+    {
+      std::lock_guard lock(mutex_);
+      quit_ = true;
+      wake_.notify_all();
+    }
+    thread_.join();
     engine_.reset();
   }
   Session(const Session&) = delete;
@@ -324,10 +534,42 @@ class Session {
   const std::shared_ptr<Engine>& engine() const noexcept { return engine_; }
   const std::shared_ptr<ProgressSlot>& progress() const noexcept { return progress_; }
 
+  // Runs `task` on the session's thread, after those posted before; the future says when it is done.
+  std::future<void> post(std::function<void()> task) {
+    std::packaged_task<void()> packaged(std::move(task));
+    std::future<void> done = packaged.get_future();
+    std::lock_guard lock(mutex_);
+    tasks_.push_back(std::move(packaged));
+    wake_.notify_all();
+    return done;
+  }
+
  private:
+  void serve() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      wake_.wait(lock, [&] { return quit_ || !tasks_.empty(); });
+      if (tasks_.empty()) return;
+      std::packaged_task<void()> task = std::move(tasks_.front());
+      tasks_.pop_front();
+      lock.unlock();
+      task();
+      lock.lock();
+    }
+  }
+
   std::shared_ptr<ProgressSlot> progress_;
   std::shared_ptr<Engine> engine_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::packaged_task<void()>> tasks_;
+  bool quit_ = false;
+  std::thread thread_;
 };
+
+// The records the run's thread may hold for a caller that has not taken them yet.
+constexpr std::size_t queue_records = 8192;
+constexpr std::size_t queue_bytes = std::size_t{16} << 20;
 
 // One run: set up on the caller's thread (setup errors raise there), carried out on its own.
 class Run {
@@ -340,8 +582,8 @@ class Run {
       if (source_ == nullptr || !settings.output.empty()) throw UsageError("a session's runs take items, no output");
       engine_ = session->engine();
       py::gil_scoped_release release;
-      sink_ = std::make_unique<QueueSink>(nullptr, 4096);
-      thread_ = std::thread([this] { body(); });
+      sink_ = std::make_unique<QueueSink>(nullptr, queue_records, queue_bytes);
+      done_ = session->post([this] { body(); });
       return;
     }
     RunOptions options = run_options(settings, progress_);
@@ -366,7 +608,7 @@ class Run {
       }
       engine_ = std::make_shared<Engine>(plugin, resolved, options);
       if (resumable_) resumable_->open();
-      sink_ = std::make_unique<QueueSink>(resumable_ ? &resumable_->sink() : nullptr, 4096);
+      sink_ = std::make_unique<QueueSink>(resumable_ ? &resumable_->sink() : nullptr, queue_records, queue_bytes);
       thread_ = std::thread([this] { body(); });
     }
   }
@@ -385,14 +627,14 @@ class Run {
   py::tuple next(std::size_t max, double wait_seconds) {
     const auto deadline = std::chrono::steady_clock::now() +
                           std::chrono::milliseconds(static_cast<std::int64_t>(wait_seconds * 1000));
-    std::vector<ParsedRecord> records;
+    std::vector<std::string> chunks;
     bool closed = false;
     while (true) {
       {
         py::gil_scoped_release release;
-        records = sink_->take(max, std::chrono::milliseconds(50), closed);
+        chunks = sink_->take(max, std::chrono::milliseconds(50), closed);
       }
-      if (!records.empty() || closed) break;
+      if (!chunks.empty() || closed) break;
       if (PyErr_CheckSignals() != 0) {
         py::error_already_set interrupt;
         stop();
@@ -400,35 +642,22 @@ class Run {
       }
       if (std::chrono::steady_clock::now() >= deadline) break;
     }
-    py::list out(records.size());
-    for (std::size_t i = 0; i < records.size(); ++i) {
-      ParsedRecord& r = records[i];
-      PyObject* value = r.ok ? from_json(r.value) : nullptr;
-      if (r.ok && value == nullptr) throw py::error_already_set();
-      if (r.ok && r.attempts == 1 && r.sub < 0) {
-        // The common record, built with the C API (pybind11's casts cost more per record).
-        PyObject* tuple = PyTuple_New(5);
-        if (tuple == nullptr) {
-          Py_DECREF(value);
-          throw py::error_already_set();
+    py::list out(0);
+    for (const std::string& chunk : chunks) {
+      std::size_t start = 0;
+      while (start < chunk.size()) {
+        std::size_t end = chunk.find('\n', start);
+        if (end == std::string::npos) end = chunk.size();
+        if (end > start) {
+          PyObject* record = parse_record(std::string_view(chunk).substr(start, end - start));
+          if (record == nullptr || PyList_Append(out.ptr(), record) != 0) {
+            Py_XDECREF(record);
+            throw py::error_already_set();
+          }
+          Py_DECREF(record);
         }
-        PyTuple_SET_ITEM(tuple, 0, PyLong_FromUnsignedLongLong(r.index));
-        PyTuple_SET_ITEM(tuple, 1, Py_NewRef(Py_True));
-        PyTuple_SET_ITEM(tuple, 2, value);
-        PyTuple_SET_ITEM(tuple, 3, PyLong_FromLong(1));
-        PyTuple_SET_ITEM(tuple, 4, Py_NewRef(Py_None));
-        PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), tuple);
-        continue;
+        start = end + 1;
       }
-      if (!r.ok) {
-        // An error from the record callback is the plugin's text: bytes that are not UTF-8 are
-        // shown as \xNN, as the JSON Lines writer shows them.
-        const auto& text = r.value.get_ref<const std::string&>();
-        value = PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()), "backslashreplace");
-        if (value == nullptr) throw py::error_already_set();
-      }
-      py::object v = py::reinterpret_steal<py::object>(value);
-      out[i] = py::make_tuple(r.index, r.ok, std::move(v), r.attempts, r.sub < 0 ? py::object(py::none()) : py::int_(r.sub));
     }
     if (closed) {
       join();
@@ -440,13 +669,15 @@ class Run {
   // Stops the run (no new item starts; what is done is kept) and waits for its thread.
   void stop() {
     stopping_ = true;
-    if (engine_ && thread_.joinable()) engine_->request_stop();
+    if (engine_ && running()) engine_->request_stop();
     sink_->abandon();
     join();
   }
 
+  bool running() const { return thread_.joinable() || done_.valid(); }
+
   void close() {
-    if (thread_.joinable()) stop();
+    if (running()) stop();
   }
 
   py::dict progress() {
@@ -489,15 +720,8 @@ class Run {
   void body() {
     try {
       BatchSource& source = source_ ? static_cast<BatchSource&>(*source_) : *manifest_;
-      if (resumable_) {
-        // Written to the file as JSON Lines, and parsed back for the caller.
-        stats_ = engine_->run(source, *sink_);
-      } else {
-        stats_ = engine_->run(source, [this](const Record& record) {
-          sink_->push(ParsedRecord{record.index, record.ok, record.ok ? record.result : Json(record.error),
-                                   record.attempts, record.sub});
-        });
-      }
+      // JSON Lines, to the file when there is one, and read into Python objects by next().
+      stats_ = engine_->run(source, *sink_);
       if (resumable_) {
         if (stopping_ || stats_.stopped != StopReason::none) {
           partial_ = resumable_->keep_partial();
@@ -523,9 +747,10 @@ class Run {
   // Waits for the run's thread, then ends the workers and releases the output (its lock), so
   // that a later run (resume=True) may take it while this object lives on.
   void join() {
-    if (!thread_.joinable()) return;
+    if (!running()) return;
     py::gil_scoped_release release;  // the run's input stage takes the GIL for the items
-    thread_.join();
+    if (thread_.joinable()) thread_.join();
+    if (done_.valid()) done_.get();
     if (resumable_) {
       earlier_ok_ = resumable_->earlier_ok();
       earlier_failed_ = resumable_->earlier_failed();
@@ -557,7 +782,8 @@ class Run {
   std::shared_ptr<ProgressSlot> progress_;
   std::shared_ptr<Engine> engine_;  // a session's, or the run's own
   std::unique_ptr<QueueSink> sink_;
-  std::thread thread_;
+  std::thread thread_;       // the run's own thread, or
+  std::future<void> done_;   // its session's thread's task
   std::atomic<bool> stopping_{false};
   std::exception_ptr error_;
   RunStats stats_;
@@ -619,7 +845,8 @@ PYBIND11_MODULE(_coremap, m) {
       .def_readwrite("restart", &Settings::restart)
       .def_readwrite("retry_failed", &Settings::retry_failed)
       .def_readwrite("str_paths", &Settings::str_paths)
-      .def_readwrite("max_in_flight", &Settings::max_in_flight);
+      .def_readwrite("max_in_flight", &Settings::max_in_flight)
+      .def_readwrite("fork", &Settings::fork);
 
   py::class_<Session>(m, "Session").def(py::init<const Settings&>(), py::arg("settings"));
 
@@ -634,6 +861,14 @@ PYBIND11_MODULE(_coremap, m) {
 
   m.def("item_json", &item_json, py::arg("item"), py::arg("str_paths"),
         "the JSON text (bytes) the run sends for `item`, or a str saying why it is not a JSON value");
+  m.def(
+      "fork_server_pid",
+      [] {
+        std::shared_ptr<ForkServer> server = ForkServer::get();
+        return server ? static_cast<long>(server->pid()) : 0L;
+      },
+      "the pid of the process that forks Python function workers (started now if it can be), or 0 when "
+      "this process had more than one thread before its first run of a Python function");
   m.def("version", [] { return std::string(coremap::version()); });
   m.def("default_threads", [] { return static_cast<std::size_t>(std::thread::hardware_concurrency()); });
 }

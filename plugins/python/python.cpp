@@ -114,11 +114,17 @@ class PythonFunction {
     }
     for (auto it = front.rbegin(); it != front.rend(); ++it) {
       Ref entry(PyUnicode_FromString(it->c_str()));
-      if (!entry || PyList_Insert(path, 0, entry.get()) != 0) fail_with_python_error("cannot extend sys.path");
+      if (!entry) fail_with_python_error("cannot extend sys.path");
+      const int present = PySequence_Contains(path, entry.get());
+      if (present == 1) continue;  // a worker forked from the caller has its sys.path already
+      if (present < 0 || PyList_Insert(path, 0, entry.get()) != 0) fail_with_python_error("cannot extend sys.path");
     }
     Ref module;
     if (file) {
-      module.reset(import_file(module_name));
+      // A worker forked from the caller (the Python package's fork server) has the script as
+      // its own __main__ already.
+      module.reset(running_main(module_name, attribute));
+      if (!module) module.reset(import_file(module_name));
     } else {
       module.reset(PyImport_ImportModule(module_name.c_str()));
       if (!module) fail_with_python_error("cannot import module '" + module_name + "'");
@@ -178,6 +184,31 @@ class PythonFunction {
   }
 
  private:
+  // The process's __main__ module when it is the script at `path` and has `attribute` (a
+  // worker forked from the caller after the function was defined), else null (no error set).
+  static PyObject* running_main(const std::string& path, const std::string& attribute) {
+    PyObject* modules = PyImport_GetModuleDict();  // borrowed
+    PyObject* main = PyDict_GetItemString(modules, "__main__");  // borrowed
+    if (main == nullptr) return nullptr;
+    Ref file(PyObject_GetAttrString(main, "__file__"));
+    if (!file || !PyUnicode_Check(file.get())) {
+      PyErr_Clear();
+      return nullptr;
+    }
+    Ref os_path(PyImport_ImportModule("os.path"));
+    Ref absolute(os_path ? PyObject_CallMethod(os_path.get(), "abspath", "O", file.get()) : nullptr);
+    const char* text = absolute && PyUnicode_Check(absolute.get()) ? PyUnicode_AsUTF8(absolute.get()) : nullptr;
+    if (text == nullptr || path != text) {
+      PyErr_Clear();
+      return nullptr;
+    }
+    // Defined by then? (The first part of a dotted attribute is enough to tell.)
+    const std::string first = attribute.substr(0, attribute.find('.'));
+    if (PyObject_HasAttrString(main, first.c_str()) != 1) return nullptr;
+    Py_INCREF(main);
+    return main;
+  }
+
   // Loads a script file as the module "__mp_main__" (the name multiprocessing gives the parent's
   // main script in its children), so its `if __name__ == "__main__":` block does not run.
   static PyObject* import_file(const std::string& path) {

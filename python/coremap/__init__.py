@@ -212,7 +212,7 @@ class Run:
         self.stop()
 
 
-def _settings(plugin, *, config, star, threads, serial, ordered, isolate, timeout, retries, max_errors,
+def _settings(plugin, *, config, star, start_method, threads, serial, ordered, isolate, timeout, retries, max_errors,
               memory_limit, output, resume, restart, retry_failed, plugin_path, max_in_flight, fmt):
     import json
     settings = _coremap.Settings()
@@ -232,6 +232,11 @@ def _settings(plugin, *, config, star, threads, serial, ordered, isolate, timeou
         settings.plugin = "python"
         # One interpreter runs one item at a time (the GIL): N workers, each with its own, run N.
         settings.isolate = True if isolate is None else bool(isolate)
+        if start_method not in ("fork", "spawn"):
+            raise ValueError(f"coremap: start_method must be 'fork' or 'spawn', not {start_method!r}")
+        # memory_limit bounds a worker's address space, which a forked worker shares with a copy
+        # of this process: its workers are started fresh.
+        settings.fork = start_method == "fork" and not memory_limit
     else:
         raise TypeError(f"coremap: plugin must be a plugin name, a path to a plugin .so or a function, "
                         f"not {type(plugin).__name__}")
@@ -278,7 +283,7 @@ def _spill(items, path: str, str_paths: bool) -> None:
 def run(plugin, items=None, *, manifest=None, format="auto", config=None, threads=None, serial=False,
         ordered=True, isolate=None, timeout=None, retries=0, max_errors=0, memory_limit=None, output=None,
         resume=False, restart=False, retry_failed=False, progress=None, plugin_path=(), max_in_flight=0,
-        star=False, _sessions=None) -> Run:
+        star=False, start_method="fork", _sessions=None) -> Run:
     """Runs ``plugin`` over ``items`` (any iterable, read as the run goes) or over a ``manifest``
     file, and returns the run, an iterator of Records.
 
@@ -286,6 +291,14 @@ def run(plugin, items=None, *, manifest=None, format="auto", config=None, thread
     function (run by the bundled ``python`` plugin in worker processes). Items are JSON values;
     a ``str`` item of a plugin run, and any ``os.PathLike`` item, is ``{"path": str}``, the item
     a list of paths makes. The keywords are coremap run's flags (``coremap run --help``).
+
+    ``start_method`` (Python functions): ``"fork"`` (the default) forks the workers from a copy
+    of this process made at its first run of a Python function, while it still had one thread:
+    they start at once with what this process had imported then (later changes to its modules'
+    state are not seen, as with multiprocessing's forkserver). Where this process already had
+    more than one thread then, with ``memory_limit`` and with ``"spawn"``, each worker is
+    coremap-worker starting an interpreter that imports the function's module (for a
+    ``__main__`` function, the script).
     """
     _refuse_in_main_import()
     if (items is None) == (manifest is None):
@@ -296,7 +309,7 @@ def run(plugin, items=None, *, manifest=None, format="auto", config=None, thread
         progress = None
     if progress is False:
         progress = None
-    settings = _settings(plugin, config=config, star=star, threads=threads, serial=serial, ordered=ordered,
+    settings = _settings(plugin, config=config, star=star, start_method=start_method, threads=threads, serial=serial, ordered=ordered,
                          isolate=isolate, timeout=timeout, retries=retries, max_errors=max_errors,
                          memory_limit=memory_limit, output=output, resume=resume, restart=restart,
                          retry_failed=retry_failed, plugin_path=plugin_path, max_in_flight=max_in_flight,
@@ -320,7 +333,7 @@ def run(plugin, items=None, *, manifest=None, format="auto", config=None, thread
         # A Pool's engine for this function and these settings, kept from its earlier calls
         # (its workers stay up); a call made while another is running with it gets its own.
         key = (settings.plugin, settings.config, settings.threads, settings.ordered, settings.isolate,
-               settings.timeout, settings.retries, settings.memory_limit)
+               settings.timeout, settings.retries, settings.memory_limit, settings.fork)
         session = _sessions.take(key, settings)
     the_run = Run(settings, items, progress, total, session[1] if session else None)
     if session is not None:

@@ -112,10 +112,11 @@ class Pool:
     ``serial=True`` calls ``func`` in this process, in order (for debuggers, print and pdb; what
     the seed's "[my_func(item) for item in my_data_list]" does), and ``timeout`` (seconds per
     item: its worker is killed and the item fails), ``retries`` and ``memory_limit`` apply to
-    every call. A crash (segfault, os._exit) fails only its item."""
+    every call. A crash (segfault, os._exit) fails only its item. ``start_method``: see
+    ``coremap.run``."""
 
     def __init__(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None, context=None, *,
-                 serial=False, timeout=None, retries=0, memory_limit=None):
+                 serial=False, timeout=None, retries=0, memory_limit=None, start_method="fork"):
         if processes is not None and processes < 1:
             raise ValueError("Number of processes must be at least 1")
         if initializer is not None:
@@ -123,7 +124,8 @@ class Pool:
                             "of the function's module (each worker imports it once)")
         self._processes = processes or os.cpu_count() or 1
         self._serial = serial
-        self._keywords = {"timeout": timeout, "retries": retries, "memory_limit": memory_limit}
+        self._keywords = {"timeout": timeout, "retries": retries, "memory_limit": memory_limit,
+                          "start_method": start_method}
         self._closed = False
         self._sessions = None
 

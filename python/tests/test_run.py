@@ -267,3 +267,24 @@ def test_ctrl_c_to_the_process_group_interrupts_pool_map(tmp_path):
     out, err = child.communicate(timeout=60)
     assert out.strip() == "interrupted", err
     assert time.monotonic() - started < 30
+
+
+TRICKY = ["", "quote \" backslash \\ slash /", "\x00\x01\x1f\x7f tab\t nl\n cr\r bs\b ff\f", "é ü 中文 𝄞 😀",
+          "\u2028\u2029", 0, -1, 2**63 - 1, -2**63, 2**64 - 1, 0.1, -0.0, 1e300, 5e-324, 1.0, 123456789.125,
+          [], {}, [[[]]], {"b": 1, "a": [1, {"z": None, "y": True, "é": False}], "": "empty"}, ("t", 1)]
+
+
+def test_items_and_results_as_text_match_python_json():
+    # Items are written as JSON text and records read back straight to Python objects (not
+    # through nlohmann values): Python's json module is the oracle for both directions.
+    for item in TRICKY:
+        text = coremap._coremap.item_json(item, False)
+        assert json.loads(text) == json.loads(json.dumps(item)), item
+        if not isinstance(item, float):
+            # Keys in byte order (nlohmann's objects), no spaces, characters as they are.
+            expected = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            assert text.decode() == expected.replace("\\u007f", "\x7f"), item
+    records = coremap.map(funcs.identity, TRICKY, threads=2)
+    assert [r.result for r in records] == json.loads(json.dumps(TRICKY))
+    assert all(type(r.result) is type(json.loads(json.dumps(i))) for r, i in zip(records, TRICKY))
+    assert str(records[11].result) == "-0.0" and records[13].result == 5e-324
