@@ -152,6 +152,14 @@ class PythonFunction {
     if (function_ != nullptr && Py_IsInitialized()) {
       Gil gil;
       Py_DECREF(function_);
+      // What the function printed is still in Python's buffers: the worker ends without
+      // finalizing the interpreter.
+      for (const char* name : {"stdout", "stderr"}) {
+        PyObject* stream = PySys_GetObject(name);  // borrowed
+        if (stream == nullptr || stream == Py_None) continue;
+        Ref flushed(PyObject_CallMethod(stream, "flush", nullptr));
+        if (!flushed) PyErr_Clear();
+      }
     }
   }
   PythonFunction(const PythonFunction&) = delete;

@@ -74,8 +74,9 @@ def _refuse_in_main_import() -> None:
 
 def function_spec(function) -> str:
     """How a worker finds ``function``: ``"module:qualname"``, or ``"/path/script.py:qualname"``
-    for a function of the caller's ``__main__`` script (which workers import under the name
-    ``__mp_main__``, as multiprocessing's spawn start method does). Functions are sent by
+    for a function of the caller's ``__main__`` script (which a forked worker has already and
+    a spawned one imports under the name ``__mp_main__``, as multiprocessing's spawn start
+    method does). Functions are sent by
     reference, as pickle sends them, so lambdas, closures and functions defined inside other
     functions raise TypeError."""
     name = getattr(function, "__qualname__", None) or getattr(function, "__name__", None)

@@ -14,6 +14,7 @@ import coremap
 from coremap import Pool
 
 def where(x):
+    print(f"printed-by-item-{x}")  # block-buffered: flushed when the worker ends
     return [x, sys.argv[0], os.getppid()]
 
 def crash_on_two(x):
@@ -58,6 +59,7 @@ def run_script(tmp_path, text):
     done = subprocess.run([sys.executable, str(script), os.path.dirname(os.path.abspath(__file__))],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
+    run_script.stderr = done.stderr
     return script, done.stdout
 
 
@@ -68,6 +70,8 @@ def test_forked_workers_keep_isolation_timeouts_and_no_descriptor(tmp_path):
     assert out["server"] > 0
     # Forked: the caller's own __main__ (its sys.argv), a child of the caller as any worker.
     assert out["where"] == [[i, str(script), out["pid"]] for i in range(4)]
+    # What an item prints goes to standard error (the channel has standard output), once.
+    assert all(run_script.stderr.count(f"printed-by-item-{i}") == 1 for i in range(4)), run_script.stderr
     # A segfault in a forked worker costs its item only.
     crash = {index: (ok, result, error) for index, ok, result, error in out["crash"]}
     assert sorted(crash) == [0, 1, 2, 3, 4]
@@ -102,3 +106,44 @@ def test_fork_server_ends_with_its_caller(tmp_path):
     while alive() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not alive()
+
+
+THREADED = r'''
+import json, sys, threading
+import coremap
+
+def where(x):
+    return [x, sys.argv[0]]
+
+if __name__ == "__main__":
+    release = threading.Event()
+    waiter = threading.Thread(target=release.wait)
+    waiter.start()                            # another thread before the first run: no fork
+    out = {"server": coremap._coremap.fork_server_pid(), "where": coremap.Pool(2).map(where, range(3))}
+    release.set()
+    waiter.join()
+    print(json.dumps(out))
+'''
+
+LIMITED = r'''
+import json, sys
+import coremap
+
+def where(x):
+    return [x, sys.argv[0]]
+
+if __name__ == "__main__":
+    print(json.dumps({"server": coremap._coremap.fork_server_pid(),
+                      "where": coremap.Pool(1, memory_limit="4G").map(where, range(2))}))
+'''
+
+
+def test_a_threaded_caller_and_memory_limit_start_coremap_worker(tmp_path):
+    # Forking a process with other threads would copy their locks as they are: coremap-worker
+    # is started instead, with the same results. So with memory_limit (RLIMIT_AS would count
+    # the copy of the caller).
+    _, stdout = run_script(tmp_path, THREADED)
+    assert json.loads(stdout) == {"server": 0, "where": [[i, "coremap-python"] for i in range(3)]}
+    _, stdout = run_script(tmp_path, LIMITED)
+    out = json.loads(stdout)
+    assert out["server"] > 0 and out["where"] == [[i, "coremap-python"] for i in range(2)]
