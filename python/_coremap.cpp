@@ -206,7 +206,8 @@ class ForkServer {
     ::waitpid(pid_, &status, 0);
   }
 
-  // From any thread, without the GIL.
+  // From any thread, without the GIL. -1 once the server is gone (killed): the engine then
+  // starts coremap-worker instead.
   int launch(const WorkerLaunch& launch) {
     std::string message = launch.environment_entry;
     for (const std::string& a : launch.arguments) {
@@ -216,15 +217,18 @@ class ForkServer {
     int fds[2] = {launch.channel_fd, launch.note_fd};
     const int count = launch.note_fd >= 0 ? 2 : 1;
     std::lock_guard lock(mutex_);
-    if (send_with_fds(socket_, message, fds, count) < 0) {
-      throw std::runtime_error(std::string("the fork server (pid ") + std::to_string(pid_) + ") is gone: " + std::strerror(errno));
-    }
+    if (gone_) return -1;
     char reply[512];
-    ssize_t n;
-    while ((n = ::recv(socket_, reply, sizeof reply, 0)) < 0 && errno == EINTR) {
+    ssize_t n = send_with_fds(socket_, message, fds, count);
+    if (n >= 0) {
+      while ((n = ::recv(socket_, reply, sizeof reply, 0)) < 0 && errno == EINTR) {
+      }
     }
     if (n < static_cast<ssize_t>(sizeof(std::int32_t))) {
-      throw std::runtime_error(std::string("the fork server (pid ") + std::to_string(pid_) + ") ended");
+      gone_ = true;
+      int status = 0;
+      ::waitpid(pid_, &status, WNOHANG);  // reaped if it has ended (no zombie left)
+      return -1;
     }
     std::int32_t pid = 0;
     std::memcpy(&pid, reply, sizeof pid);
@@ -357,6 +361,7 @@ class ForkServer {
   int socket_;
   pid_t pid_;
   std::mutex mutex_;
+  bool gone_ = false;
 };
 
 // Writes the records to the output file (when there is one), then queues their text for the

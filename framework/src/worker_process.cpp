@@ -258,7 +258,8 @@ void WorkerProcess::start() {
       launch_error = e.what();
       spawn_error = -1;
     }
-  } else {
+  }
+  if (!settings_.launch || (spawn_error == 0 && pid < 0)) {  // -1: the launcher declined
     spawn_error = ::posix_spawn(&pid, executable.c_str(), &actions, &attr, argv.data(), envp.data());
   }
   ::posix_spawn_file_actions_destroy(&actions);

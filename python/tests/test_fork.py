@@ -147,3 +147,27 @@ def test_a_threaded_caller_and_memory_limit_start_coremap_worker(tmp_path):
     _, stdout = run_script(tmp_path, LIMITED)
     out = json.loads(stdout)
     assert out["server"] > 0 and out["where"] == [[i, "coremap-python"] for i in range(2)]
+
+
+SERVER_KILLED = r'''
+import json, os, signal, sys, time
+import coremap
+
+def where(x):
+    return [x, sys.argv[0]]
+
+if __name__ == "__main__":
+    server = coremap._coremap.fork_server_pid()
+    first = coremap.Pool(2).map(where, range(2))
+    os.kill(server, signal.SIGKILL)
+    os.waitpid(server, 0)
+    # The next workers cannot be forked: coremap-worker is started instead, results the same.
+    print(json.dumps({"first": first, "after": coremap.Pool(2).map(where, range(3))}))
+'''
+
+
+def test_a_killed_fork_server_falls_back_to_coremap_worker(tmp_path):
+    script, stdout = run_script(tmp_path, SERVER_KILLED)
+    out = json.loads(stdout)
+    assert out["first"] == [[i, str(script)] for i in range(2)]
+    assert out["after"] == [[i, "coremap-python"] for i in range(3)]

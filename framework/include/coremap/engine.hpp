@@ -108,7 +108,8 @@ struct WorkerLaunch {
 /// Starts the worker process for `launch` and returns its pid. The process must be a child of
 /// the calling process (the engine waits for it, reads its exit status and kills its process
 /// group), and must run become_worker(launch) with the same descriptors (its own copies, at any
-/// numbers). Called from the engine's threads, several at once. Throws to refuse (the engine
+/// numbers). Called from the engine's threads, several at once. Returns -1 to decline: the
+/// engine then starts coremap-worker as it does without a launcher. Throws to fail (the engine
 /// then reports a PluginError with the message).
 using WorkerLauncher = std::function<int(const WorkerLaunch& launch)>;
 
