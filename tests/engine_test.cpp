@@ -719,5 +719,32 @@ TEST(EngineTest, MemoryDoesNotGrowWithManifestLength) {
   EXPECT_LE(large, small + 16) << "peak RSS grew from " << small << " MiB to " << large << " MiB";
 }
 
+// RunOptions::grain is for items in memory: Engine::map takes it (the same records at any
+// grain), Engine::run refuses it by name before reading an item (its batches are sized by time).
+TEST(EngineTest, GrainIsForItemsInMemoryAndRunRefusesIt) {
+  std::vector<Json> items;
+  for (int i = 0; i < 500; ++i) items.push_back(i);
+  const ItemFunction negate = [](const Json& item, Context&) -> Json { return -item.get<int>(); };
+  for (const std::size_t grain : {std::size_t{0}, std::size_t{1}, std::size_t{7}, std::size_t{1000}}) {
+    Engine engine(negate, {.threads = 2, .grain = grain});
+    RunStats stats;
+    const std::vector<Record> records = engine.map(items, &stats);
+    ASSERT_EQ(records.size(), items.size()) << grain;
+    for (std::size_t i = 0; i < records.size(); ++i) EXPECT_EQ(records[i].result, -static_cast<int>(i)) << grain;
+    EXPECT_EQ(stats.ok, items.size());
+  }
+  test::TempDir dir;
+  Engine engine(negate, {.threads = 2, .grain = 7});
+  ManifestReader reader(dir.write("m.jsonl", "1\n2\n"));
+  std::uint64_t records = 0;
+  try {
+    engine.run(reader, [&](const Record&) { ++records; });
+    ADD_FAILURE() << "Engine::run accepted grain";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("RunOptions::grain applies to items in memory"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(records, 0u);
+}
+
 }  // namespace
 }  // namespace coremap

@@ -56,7 +56,7 @@ TEST(MapTest, AllocatesNothingPerItem) {
       for (std::size_t i = 0; i < items.size(); ++i) items[i] = Point{i, 0.5 * static_cast<double>(i)};
       std::vector<Hashed> out(items.size());
       std::uint64_t sum = 0;
-      const MapOptions options{.threads = 2, .grain = items.size() / 100};
+      const RunOptions options{.threads = 2, .grain = items.size() / 100};
       allocations = 0;
       counting = true;
       if (with_callback) {

@@ -8,11 +8,14 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <chrono>
 #include <cstdlib>
+#include <memory>
 #include <numeric>
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -355,6 +358,61 @@ TEST(MapTest, TheLastProgressSnapshotReportsTheEnd) {
   EXPECT_EQ(last.failed, 40u);
   EXPECT_DOUBLE_EQ(last.fraction(), 1.0);
   EXPECT_EQ(report.stats.failed, 40u);
+}
+
+// One options struct: a typed map takes the engine's RunOptions, uses the fields it can honour,
+// and refuses the others by name (UsageError) before any item runs, rather than ignore them.
+TEST(MapTest, RunOptionsATypedMapDoesNotHonourAreRefusedByName) {
+  const std::vector<int> items(100, 1);
+  const auto twice = [](int v) { return 2 * v; };
+  RunOptions with_cache;
+  with_cache.cache.directory = "unused-cache";
+  const std::vector<std::pair<RunOptions, std::string>> refused = {
+      {RunOptions{.max_in_flight = 4}, "max_in_flight"},
+      {RunOptions{.reorder_budget_bytes = 1}, "reorder_budget_bytes"},
+      {RunOptions{.timeout = std::chrono::milliseconds(5)}, "timeout"},
+      {RunOptions{.skip = std::make_shared<IndexSet>()}, "skip"},
+      {RunOptions{.isolate = true}, "isolate"},
+      {RunOptions{.memory_limit_bytes = 1}, "memory_limit_bytes"},
+      {RunOptions{.worker_launcher = [](const WorkerLaunch&) { return -1; }}, "worker_launcher"},
+      {RunOptions{.measure = true}, "measure"},
+      {with_cache, "cache"},
+      {RunOptions{.save_states = true}, "save_states"},
+      {RunOptions{.on_checkpoint = [](const Checkpoint&) {}}, "on_checkpoint"},
+      {RunOptions{.resume_states = Json::object()}, "resume_states"},
+      {RunOptions{.timeout = std::chrono::milliseconds(5), .measure = true}, "timeout, measure"},
+  };
+  for (const auto& [options, named] : refused) {
+    SCOPED_TRACE(named);
+    std::vector<int> out(items.size(), 0);
+    std::atomic<int> calls{0};
+    const auto counted = [&](int v) {
+      ++calls;
+      return 2 * v;
+    };
+    try {
+      map_into(items, out, counted, options);
+      ADD_FAILURE() << "map_into accepted " << named;
+    } catch (const UsageError& e) {
+      EXPECT_NE(std::string(e.what()).find("RunOptions " + named + " do not apply to a typed map"), std::string::npos)
+          << e.what();
+    }
+    EXPECT_THROW(map(items, counted, [](std::size_t, int) {}, options), UsageError);
+    EXPECT_EQ(calls.load(), 0) << "an item ran before the refusal";
+    EXPECT_EQ(out, std::vector<int>(items.size(), 0));
+  }
+  // Every field it does use, together.
+  std::vector<int> out(items.size(), 0);
+  std::atomic<int> reports{0};
+  CancellationToken cancel;
+  const MapReport report =
+      map_into(items, out, twice,
+               {.threads = 2, .ordered = false, .max_errors = 3, .retries = 1, .cancel = cancel,
+                .on_progress = [&](const ProgressSnapshot&) { ++reports; }, .progress_interval = std::chrono::milliseconds(1),
+                .grain = 7});
+  EXPECT_TRUE(report.ok());
+  EXPECT_EQ(out, std::vector<int>(items.size(), 2));
+  EXPECT_GE(reports.load(), 1);
 }
 
 }  // namespace

@@ -92,7 +92,7 @@ int run(const Options& options) {
     return scanner.scan(file.path, chunk.offset, chunk.length, file.gzip);
   };
   try {
-    coremap::map(plan.chunks, scan, merger, coremap::MapOptions{.threads = options.threads, .serial = options.serial});
+    coremap::map(plan.chunks, scan, merger, coremap::RunOptions{.threads = options.threads, .serial = options.serial});
   } catch (const std::exception& e) {
     // What the merge threw (a scan's failure is that chunk's error, handed to the merger).
     throw std::runtime_error(std::string("merging partial results: ") + e.what());

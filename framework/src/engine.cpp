@@ -244,6 +244,10 @@ std::size_t Engine::threads() const noexcept { return impl_ ? impl_->threads : 0
 
 template <class Deliver>
 RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Deliver&& deliver) {
+  if (options.grain != 0) {
+    throw UsageError("Engine::run: RunOptions::grain applies to items in memory (Engine::map, coremap::map); a run "
+                     "cuts its manifest into batches sized by time, so leave grain at 0");
+  }
   const EndOfRun end_of_run{*this};
   reset_for_run();
   // Items an earlier run recorded from the first on (a resumed checkpoint's) are covered

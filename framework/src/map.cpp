@@ -41,7 +41,7 @@ RunStats Engine::Impl::map_items(std::span<const Json> items, Record* records, c
   job.threads = threads;
   job.serial = options.serial;
   job.ordered = options.ordered;
-  job.grain = detail::map_grain(items.size(), threads, 0);
+  job.grain = detail::map_grain(items.size(), threads, options.grain);
   job.on_progress = options.on_progress ? &options.on_progress : nullptr;
   job.progress_interval = options.progress_interval;
   job.user = &user;

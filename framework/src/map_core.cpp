@@ -80,6 +80,30 @@ std::size_t map_threads(std::size_t threads, bool serial) {
                                             : static_cast<std::size_t>(tbb::this_task_arena::max_concurrency()));
 }
 
+void check_typed_map_options(const RunOptions& options) {
+  std::string unused;
+  const auto note = [&unused](bool set, const char* name) {
+    if (set) unused += unused.empty() ? name : std::string(", ") + name;
+  };
+  note(options.max_in_flight != 0, "max_in_flight");
+  note(options.reorder_budget_bytes != 0, "reorder_budget_bytes");
+  note(options.timeout.count() != 0, "timeout");
+  note(options.skip != nullptr, "skip");
+  note(options.isolate, "isolate");
+  note(options.memory_limit_bytes != 0, "memory_limit_bytes");
+  note(static_cast<bool>(options.worker_launcher), "worker_launcher");
+  note(options.measure, "measure");
+  note(!options.cache.directory.empty(), "cache");
+  note(options.save_states, "save_states");
+  note(static_cast<bool>(options.on_checkpoint), "on_checkpoint");
+  note(!options.resume_states.is_null(), "resume_states");
+  if (!unused.empty()) {
+    throw UsageError("coremap::map: RunOptions " + unused +
+                     " do not apply to a typed map (it uses threads, serial, ordered, max_errors, retries, cancel, "
+                     "on_progress, progress_interval and grain); leave them at their defaults");
+  }
+}
+
 std::size_t map_grain(std::size_t count, std::size_t threads, std::size_t grain) noexcept {
   if (grain != 0) return grain;
   return std::clamp<std::size_t>(count / (std::max<std::size_t>(threads, 1) * chunks_per_thread), 1, max_grain);

@@ -41,7 +41,7 @@ namespace coremap {
 /// flag.
 ///
 /// The flag stays set until reset(): a run that starts with a cancelled token (RunOptions::
-/// cancel, MapOptions::cancel) stops before its first item, so a cancel() that comes just
+/// cancel, a typed map's) stops before its first item, so a cancel() that comes just
 /// before a run starts is not lost; and every later run with the token stops at once too,
 /// until reset() (or give each run a token of its own).
 ///
@@ -61,7 +61,7 @@ class CancellationToken {
   std::shared_ptr<std::atomic<bool>> flag_;
 };
 
-/// The most threads a run may ask for (RunOptions::threads, MapOptions::threads, the CLI's
+/// The most threads a run may ask for (RunOptions::threads, the CLI's
 /// --threads).
 inline constexpr std::size_t max_threads = 4096;
 
@@ -212,6 +212,11 @@ struct RunOptions {
   /// is missing; UsageError when the plugin does not save state). Pair it with `skip` holding
   /// the checkpoint's items. Null: start from nothing.
   Json resume_states{};
+  /// Items in memory (Engine::map, coremap::map and map_into): items per chunk, the unit of
+  /// scheduling, delivery and progress; 0 (the default) chooses one (about 64 chunks per
+  /// thread, at most 2048 items each). Engine::run cuts its manifest into batches sized by
+  /// time instead, and throws UsageError when this is not 0.
+  std::size_t grain = 0;
 };
 
 /// Receives records one at a time, never from two threads at once: in index order, or as items

@@ -21,6 +21,12 @@
 /// on. The framework allocates nothing per item: map_into() writes each result in place,
 /// map() keeps one buffer per chunk until it is delivered. An error allocates its message.
 ///
+/// Options: the engine's RunOptions. Of them a typed map uses threads, serial, ordered,
+/// max_errors, retries, cancel, on_progress, progress_interval and grain; it throws UsageError
+/// (naming them) when any other is set, since it would not honour it: max_in_flight,
+/// reorder_budget_bytes, timeout, skip, isolate, memory_limit_bytes, worker_launcher, measure,
+/// cache, save_states, on_checkpoint, resume_states.
+///
 /// Thread safety: the callable runs on several threads at once (on one only with `serial`),
 /// each item once per attempt; results and errors are handed over from one thread at a time.
 /// Items and output must not be changed by anyone else while the call runs. map() and
@@ -48,34 +54,6 @@
 #include <coremap/progress.hpp>
 
 namespace coremap {
-
-/// How a typed map runs (the subset of RunOptions that applies to it, plus the chunk size).
-struct MapOptions {
-  /// Threads; as RunOptions::threads: 0 means all the calling thread may use (the cores, or
-  /// the application's task_arena), else 1 to max_threads (more throws UsageError); capped by
-  /// the application's tbb::global_control. MapReport::stats.threads says what the run got.
-  std::size_t threads = 0;
-  /// Run on the calling thread, in index order, with no TBB in the call path (for debuggers).
-  bool serial = false;
-  /// map() with a callback: hand results over in index order (the default) or as chunks finish.
-  bool ordered = true;
-  /// Stop starting items once this many have failed; 0 means never.
-  std::uint64_t max_errors = 0;
-  /// Calls a failed item gets again before its failure is recorded (MapError::attempts says
-  /// how many it took). Not retried once the run is being stopped.
-  std::uint32_t retries = 0;
-  /// Stops the run when cancelled (from any thread): no new item starts.
-  CancellationToken cancel{};
-  /// Called with a snapshot of the counters every `progress_interval` from a background
-  /// thread, and once more when the run is over (`done` then counts every item that has a
-  /// result or an error). An exception it throws does not cut the run short: the callback is
-  /// not called again, and map() or map_into() rethrows it when the run is over.
-  ProgressCallback on_progress{};
-  std::chrono::milliseconds progress_interval{200};
-  /// Items per chunk, the unit of scheduling, delivery and progress; 0 chooses one (about 64
-  /// chunks per thread, at most 2048 items each).
-  std::size_t grain = 0;
-};
 
 /// One item whose callable threw on its last attempt.
 struct MapError {
@@ -198,6 +176,10 @@ COREMAP_EXPORT MapReport run_map(const MapJob& job, MapControl& control);
 /// UsageError for more than max_threads.
 COREMAP_EXPORT std::size_t map_threads(std::size_t threads, bool serial);
 
+/// Throws UsageError naming the fields of `options` a typed map does not use when any is set
+/// (see the file's comment).
+COREMAP_EXPORT void check_typed_map_options(const RunOptions& options);
+
 /// Items per chunk: `grain` when not 0, else about 64 chunks per thread, 1 to 2048 items each.
 COREMAP_EXPORT std::size_t map_grain(std::size_t count, std::size_t threads, std::size_t grain) noexcept;
 
@@ -244,7 +226,8 @@ struct MapResultOf<Function, Item, true> {
 template <class Function, class Items>
 using map_result_t = typename MapResultOf<std::remove_reference_t<Function>, map_item_t<Items>>::type;
 
-inline MapJob make_map_job(std::size_t count, const MapOptions& options) {
+inline MapJob make_map_job(std::size_t count, const RunOptions& options) {
+  check_typed_map_options(options);
   MapJob job;
   job.count = count;
   job.threads = map_threads(options.threads, options.serial);
@@ -269,7 +252,7 @@ inline MapJob make_map_job(std::size_t count, const MapOptions& options) {
 /// does not apply (nothing is handed over). Throws UsageError when `out` is too short.
 template <std::ranges::random_access_range Items, std::ranges::random_access_range Out, class Function>
   requires std::ranges::sized_range<Items> && std::ranges::sized_range<Out>
-MapReport map_into(Items&& items, Out&& out, Function&& function, const MapOptions& options = {}) {
+MapReport map_into(Items&& items, Out&& out, Function&& function, const RunOptions& options = {}) {
   const std::size_t count = static_cast<std::size_t>(std::ranges::size(items));
   if (static_cast<std::size_t>(std::ranges::size(out)) < count) {
     throw UsageError("coremap::map_into: the output range holds " + std::to_string(std::ranges::size(out)) +
@@ -308,7 +291,7 @@ MapReport map_into(Items&& items, Out&& out, Function&& function, const MapOptio
 /// chunk wait in one buffer of the chunk's size until it is handed over.
 template <std::ranges::random_access_range Items, class Function, class OnResult>
   requires std::ranges::sized_range<Items>
-MapReport map(Items&& items, Function&& function, OnResult&& on_result, const MapOptions& options = {}) {
+MapReport map(Items&& items, Function&& function, OnResult&& on_result, const RunOptions& options = {}) {
   using Result = detail::map_result_t<Function, Items>;
   static_assert(!std::is_void_v<Result>, "coremap::map: the function must return a value for on_result");
   const std::size_t count = static_cast<std::size_t>(std::ranges::size(items));
