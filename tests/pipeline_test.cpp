@@ -332,7 +332,8 @@ TEST(PipelineTest, CheckpointsCoverTheRecordsBeforeThemAndRunsResumeFromThem) {
     }
   }
   // A reducing plugin that cannot save its state cannot be checkpointed or resumed.
-  const auto plain = Plugin::from_descriptor(detail::descriptor_of<Sum>("sum", "1", "sums n"), "builtin:sum");
+  static const PluginDescriptor sum_descriptor = detail::descriptor_of<Sum>("sum", "1", "sums n");
+  const auto plain = Plugin::from_descriptor(&sum_descriptor, "builtin:sum");
   EXPECT_THROW(Engine(plain, Json::object(), RunOptions{.on_checkpoint = [](const Checkpoint&) {}}), UsageError);
   EXPECT_THROW(Engine(plain, Json::object(), RunOptions{.resume_states = Json::object()}), UsageError);
   EXPECT_THROW(Engine(saved, Json::object(), RunOptions{.isolate = true, .on_checkpoint = [](const Checkpoint&) {}}),

@@ -359,5 +359,52 @@ TEST(PluginLoaderTest, RunsPluginCompiledIntoTheApplication) {
   EXPECT_NE(error.find("type must be number"), std::string::npos) << error;
 }
 
+// Counts its items; its summary says how many (a reduction, so a run's summaries are keyed by
+// the stage's name, which defaults to the plugin's).
+class Tally {
+ public:
+  explicit Tally(const Json&) {}
+  Json process(const Json& item) {
+    ++count_;
+    return item;
+  }
+  void merge(Tally& other) { count_ += other.count_; }
+  Json summary() const { return count_; }
+
+ private:
+  std::uint64_t count_ = 0;
+};
+
+// Each registration of one class carries its own name, version and description, whichever
+// came first in the process: from_class, and detail::descriptor_of (what COREMAP_PLUGIN's entry
+// function returns, and what from_descriptor wraps) under two names, interleaved. A run of each
+// names its stage, and so its summary, after it (a descriptor that kept the class's first name
+// named them all alike).
+TEST(PluginLoaderTest, EachRegistrationOfAClassKeepsItsOwnName) {
+  const auto first = Plugin::from_class<Tally>("first", "1.0.0", "the first");
+  static const PluginDescriptor alpha_descriptor = detail::descriptor_of<Tally>("alpha", "2.0.0", "the alpha");
+  static const PluginDescriptor beta_descriptor = detail::descriptor_of<Tally>("beta", "3.0.0", "the beta");
+  const auto alpha = Plugin::from_descriptor(&alpha_descriptor, "builtin:alpha");
+  const auto beta = Plugin::from_descriptor(&beta_descriptor, "builtin:beta");
+  const auto second = Plugin::from_class<Tally>("second", "4.0.0", "the second");
+  const std::vector<Json> items = test::numbers(10);
+  for (const auto& [plugin, name, version, description] :
+       {std::tuple{first, "first", "1.0.0", "the first"}, std::tuple{alpha, "alpha", "2.0.0", "the alpha"},
+        std::tuple{beta, "beta", "3.0.0", "the beta"}, std::tuple{second, "second", "4.0.0", "the second"}}) {
+    SCOPED_TRACE(name);
+    EXPECT_EQ(plugin->name(), name);
+    EXPECT_EQ(plugin->version(), version);
+    EXPECT_EQ(plugin->description(), description);
+    EXPECT_TRUE(plugin->reduces());
+    Engine engine(plugin, Json::object(), {.threads = 2});
+    RunStats stats;
+    engine.map(items, &stats);
+    EXPECT_EQ(stats.summaries, (StageSummaries{{name, StageSummary::success(10)}}));
+  }
+  // The descriptors made first are untouched by the registrations after them.
+  EXPECT_STREQ(alpha_descriptor.name, "alpha");
+  EXPECT_STREQ(beta_descriptor.version, "3.0.0");
+}
+
 }  // namespace
 }  // namespace coremap

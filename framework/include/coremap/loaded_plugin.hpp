@@ -53,7 +53,7 @@ class COREMAP_EXPORT Plugin {
   template <class P>
   static std::shared_ptr<const Plugin> from_class(std::string name, std::string version = {},
                                                   std::string description = {}) {
-    return from_class_descriptor(*detail::descriptor_of<P>("", "", ""), std::move(name), std::move(version),
+    return from_class_descriptor(detail::descriptor_of<P>("", "", ""), std::move(name), std::move(version),
                                  std::move(description));
   }
 

@@ -446,20 +446,21 @@ constexpr std::size_t config_key_count_of() noexcept {
   }
 }
 
-/// The descriptor of plugin class P. Also used directly to run a plugin class linked into the
-/// application, without a shared library (Plugin::from_class copies it).
+/// The descriptor of plugin class P under `name`, `version` and `description`, which it points
+/// to (they must outlive it: string literals in COREMAP_PLUGIN). Each call makes its own, with
+/// the strings it was given: nothing is kept per class, so registering one class twice under
+/// two names gives two names. COREMAP_PLUGIN keeps one in a static of the entry function;
+/// Plugin::from_class copies one with the strings it owns.
 template <class P>
-const PluginDescriptor* descriptor_of(const char* name, const char* version,
-                                      const char* description) noexcept {
-  static const PluginDescriptor descriptor{
-      plugin_abi_version,       flags_of<P>(),       name,
-      version,                  description,         build_fingerprint,
-      config_keys_of<P>(),      config_key_count_of<P>(), &create_instance<P>,
-      &destroy_instance<P>,     &process_item<P>,    Reduces<P> ? &merge_instances<P> : nullptr,
-      Reduces<P> ? &summarize_instance<P> : nullptr,
-      SavesState<P> ? &save_instance<P> : nullptr,
-      SavesState<P> ? &load_instance<P> : nullptr};
-  return &descriptor;
+constexpr PluginDescriptor descriptor_of(const char* name, const char* version,
+                                         const char* description) noexcept {
+  return PluginDescriptor{plugin_abi_version,       flags_of<P>(),       name,
+                          version,                  description,         build_fingerprint,
+                          config_keys_of<P>(),      config_key_count_of<P>(), &create_instance<P>,
+                          &destroy_instance<P>,     &process_item<P>,    Reduces<P> ? &merge_instances<P> : nullptr,
+                          Reduces<P> ? &summarize_instance<P> : nullptr,
+                          SavesState<P> ? &save_instance<P> : nullptr,
+                          SavesState<P> ? &load_instance<P> : nullptr};
 }
 
 }  // namespace detail
@@ -474,5 +475,7 @@ const PluginDescriptor* descriptor_of(const char* name, const char* version,
       coremap_plugin_fingerprint = ::coremap::detail::build_fingerprint_text;                \
   extern "C" __attribute__((visibility("default"))) const ::coremap::PluginDescriptor*     \
   coremap_plugin_entry() noexcept {                                                         \
-    return ::coremap::detail::descriptor_of<Class>(name, version, description);             \
+    static const ::coremap::PluginDescriptor descriptor =                                   \
+        ::coremap::detail::descriptor_of<Class>(name, version, description);                \
+    return &descriptor;                                                                     \
   }
