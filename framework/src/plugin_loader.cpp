@@ -368,6 +368,16 @@ void no_destroy(void*) noexcept {}
 
 }  // namespace
 
+std::vector<std::string> Plugin::input_file_fields() const {
+  std::vector<std::string> fields;
+  if ((descriptor_->flags & plugin_declares_input_files) == 0 || descriptor_->input_file_fields == nullptr) return fields;
+  for (std::size_t i = 0; i < descriptor_->input_file_field_count; ++i) {
+    const char* field = descriptor_->input_file_fields[i];
+    if (field != nullptr && field[0] != '\0') fields.emplace_back(field);
+  }
+  return fields;
+}
+
 std::shared_ptr<const Plugin> Plugin::from_function(Function function, std::string name) {
   if (!function) throw PluginError("plugin '" + name + "': empty function");
   auto fn = std::make_shared<Function>(std::move(function));
@@ -376,7 +386,7 @@ std::shared_ptr<const Plugin> Plugin::from_function(Function function, std::stri
   auto descriptor = std::shared_ptr<PluginDescriptor>(
       new PluginDescriptor{plugin_abi_version, plugin_reentrant | plugin_declares_config, owned_name->c_str(),
                            "", "a function run directly by the engine", detail::build_fingerprint, nullptr, 0,
-                           &no_create, &no_destroy, &call_function, nullptr, nullptr, nullptr, nullptr},
+                           &no_create, &no_destroy, &call_function, nullptr, nullptr, nullptr, nullptr, nullptr, 0},
       [owned_name](PluginDescriptor* d) { delete d; });
   auto plugin = std::make_shared<Plugin>(Private{}, nullptr, descriptor.get(), "function:" + *owned_name);
   plugin->function_ = std::move(fn);

@@ -15,6 +15,7 @@
 #include <fstream>
 #include <map>
 #include <system_error>
+#include <tuple>
 
 #include <openssl/evp.h>
 #include <sqlite3.h>
@@ -44,11 +45,17 @@ namespace detail {
 namespace {
 
 constexpr const char* database_name = "cache.sqlite";
-constexpr int format_version = 1;
+// 2: entries in rowid order with an index on (identity, key) prefixes, builds in their own
+// table, input files as a binary list (encode_files).
+constexpr int format_version = 2;
 // The writer's queue may hold this much before outcomes are dropped rather than waited for.
 constexpr std::size_t max_queued_bytes = std::size_t{256} << 20;
 // A hit refreshes its entry's last use (for gc) when that is older than this.
 constexpr std::int64_t touch_after_seconds = 3600;
+// The writer wakes when this many outcomes are queued (else every 250 ms, or when the run
+// ends): a transaction's worth, so that its commit is a small part of its cost.
+constexpr std::size_t write_batch_entries = 8192;
+constexpr auto write_interval = std::chrono::milliseconds(250);
 
 std::int64_t now_unix() { return static_cast<std::int64_t>(std::time(nullptr)); }
 
@@ -110,7 +117,7 @@ std::uint64_t fnv1a(std::string_view a, std::string_view b) {
 
 Digest file_sha256(const std::string& path) {
   Hasher hasher;
-  std::vector<char> buffer(1 << 16);
+  thread_local std::vector<char> buffer(1 << 16);
   read_file_chunks(path, buffer, [&](const char* data, std::size_t size) { hasher.add(data, size); });
   return hasher.finish();
 }
@@ -168,15 +175,33 @@ std::string database_path(const std::filesystem::path& directory) { return (dire
                    "another cache directory");
 }
 
+// entries: one row per stored outcome, appended in rowid order (a transaction writes new
+// pages at the end of the table rather than into pages all over it, as a table ordered by
+// random keys would), found through one small index on 64 bits of the item's identity and 64
+// of its key (`cache why` finds an item's entries by the identity's prefix); the full key is
+// in the row and is compared. builds: the cached stages' plugin builds, configs and file
+// policy, once for all their entries.
 const char* schema_sql =
     "CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS entries("
-    " key BLOB NOT NULL UNIQUE, identity BLOB NOT NULL, plugin BLOB NOT NULL, config BLOB NOT NULL,"
-    " item BLOB NOT NULL, policy TEXT NOT NULL, path TEXT, file TEXT, outcome BLOB NOT NULL,"
-    " checksum INTEGER NOT NULL, created INTEGER NOT NULL, used INTEGER NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS entries_identity ON entries(identity);"
+    "CREATE TABLE IF NOT EXISTS builds(id INTEGER PRIMARY KEY, plugin BLOB NOT NULL, config BLOB NOT NULL,"
+    " policy TEXT NOT NULL, UNIQUE(plugin, config, policy));"
+    "CREATE TABLE IF NOT EXISTS entries(id INTEGER PRIMARY KEY, ident INTEGER NOT NULL, keyh INTEGER NOT NULL,"
+    " key BLOB NOT NULL, build INTEGER NOT NULL, files BLOB, outcome BLOB NOT NULL, checksum INTEGER NOT NULL,"
+    " created INTEGER NOT NULL, used INTEGER NOT NULL);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS entries_key ON entries(ident, keyh);"
     "CREATE TABLE IF NOT EXISTS runs(id INTEGER PRIMARY KEY, ended INTEGER NOT NULL, hits INTEGER NOT NULL,"
     " misses INTEGER NOT NULL, stored INTEGER NOT NULL, note TEXT NOT NULL);";
+
+// The first 8 bytes of a digest, as the index stores them.
+std::int64_t prefix64(const Digest& digest) {
+  std::int64_t value = 0;
+  std::memcpy(&value, digest.data(), sizeof value);
+  return value;
+}
+
+// What an entry's payload is, in bytes (cache stats, gc --max-size): keys, files, outcome,
+// and 24 for the integers.
+const char* payload_sql = "(length(key) + coalesce(length(files), 0) + length(outcome) + 48)";
 
 // Opens DIR/cache.sqlite; `create` makes the directory, the file and its tables. Throws
 // UsageError when it is missing (not create) or not a coremap cache.
@@ -233,59 +258,58 @@ sqlite3* open_database(const std::filesystem::path& directory, bool create) {
   return db;
 }
 
-std::string file_facts(const ItemKey& key, CacheFilePolicy policy) {
-  if (key.file_state == 0) return "";
-  Json facts = {{"path", key.path}};
-  if (key.file_state == 1) {
-    facts["error"] = key.file_error;
-  } else {
-    facts["size"] = key.size;
-    facts["mtime_ns"] = key.mtime_ns;
-    facts["inode"] = key.inode;
-    if (policy == CacheFilePolicy::content) facts["sha256"] = hex(key.content);
+// The facts of one input file under `policy`; state 1 with the error when it cannot be read.
+void read_facts(FileFacts& facts, CacheFilePolicy policy) {
+  facts.error.clear();
+  struct stat st {};
+  if (::stat(facts.path.c_str(), &st) != 0) {
+    facts.state = 1;
+    facts.error = std::strerror(errno);
+    return;
   }
-  return facts.dump(-1, ' ', false, Json::error_handler_t::replace);
+  facts.state = 2;
+  facts.size = static_cast<std::uint64_t>(st.st_size);
+  facts.mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+  facts.inode = static_cast<std::uint64_t>(st.st_ino);
+  facts.content = Digest{};
+  if (policy == CacheFilePolicy::content && S_ISREG(st.st_mode)) {
+    try {
+      facts.content = file_sha256(facts.path);
+    } catch (const std::exception& e) {
+      facts.state = 1;
+      facts.error = e.what();
+    }
+  }
 }
 
-void compute_key(const Digest& prefix, CacheFilePolicy policy, const Json& item, ItemKey& key) {
+void compute_key(const Digest& prefix, const Digest& names, CacheFilePolicy policy,
+                 const std::vector<std::string>& file_fields, const Json& item, ItemKey& key) {
   Hasher& hasher = thread_hasher();
   const std::string text = item.dump(-1, ' ', false, Json::error_handler_t::replace);
   key.item = hasher.add(text).finish();
+  // The identity needs no hash of its own: the item's digest, made distinct per plugin names.
+  for (std::size_t i = 0; i < key.identity.size(); ++i) key.identity[i] = key.item[i] ^ names[i];
   hasher.add(prefix).add(key.item);
-  key.file_state = 0;
-  key.file_error.clear();
-  key.path.clear();
+  key.file_count = 0;
   if (item.is_object()) {
-    const auto it = item.find("path");
-    if (it != item.end() && it->is_string()) {
-      key.path = it->get_ref<const std::string&>();
-      struct stat st {};
-      if (::stat(key.path.c_str(), &st) != 0) {
-        key.file_state = 1;
-        key.file_error = std::strerror(errno);
-      } else {
-        key.file_state = 2;
-        key.size = static_cast<std::uint64_t>(st.st_size);
-        key.mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
-        key.inode = static_cast<std::uint64_t>(st.st_ino);
-        if (policy == CacheFilePolicy::content && S_ISREG(st.st_mode)) {
-          try {
-            key.content = file_sha256(key.path);
-          } catch (const std::exception& e) {
-            key.file_state = 1;
-            key.file_error = e.what();
-          }
-        }
+    for (const std::string& field : file_fields) {
+      const auto it = item.find(field);
+      if (it == item.end() || !it->is_string()) continue;
+      if (key.files.size() <= key.file_count) key.files.emplace_back();
+      FileFacts& facts = key.files[key.file_count++];
+      facts.field = field;
+      facts.path = it->get_ref<const std::string&>();
+      read_facts(facts, policy);
+      hasher.add(field).add_value(facts.state);
+      if (facts.state == 1) hasher.add(facts.error);
+      if (facts.state == 2) {
+        hasher.add_value(facts.size);
+        if (policy == CacheFilePolicy::stat) hasher.add_value(facts.mtime_ns).add_value(facts.inode);
+        if (policy == CacheFilePolicy::content) hasher.add(facts.content);
       }
     }
   }
-  hasher.add_value(key.file_state);
-  if (key.file_state == 1) hasher.add(key.file_error);
-  if (key.file_state == 2) {
-    hasher.add_value(key.size);
-    if (policy == CacheFilePolicy::stat) hasher.add_value(key.mtime_ns).add_value(key.inode);
-    if (policy == CacheFilePolicy::content) hasher.add(key.content);
-  }
+  hasher.add_value(key.file_count);
   key.key = hasher.finish();
 }
 
@@ -294,10 +318,43 @@ Digest key_prefix(const StageParts& parts, CacheFilePolicy policy) {
   return hasher.add("coremap-cache-1").add(parts.plugin).add(parts.config).add(to_string(policy)).finish();
 }
 
-Digest identity_of(const Digest& names, const Digest& item) {
-  Hasher hasher;
-  return hasher.add(names).add(item).finish();
+void put_u64(std::string& out, std::uint64_t value) { out.append(reinterpret_cast<const char*>(&value), sizeof value); }
+void put_text(std::string& out, std::string_view text) {
+  const auto size = static_cast<std::uint32_t>(text.size());
+  out.append(reinterpret_cast<const char*>(&size), sizeof size);
+  out.append(text);
 }
+
+struct BlobReader {
+  std::string_view rest;
+  bool ok = true;
+  std::uint64_t u64() {
+    std::uint64_t value = 0;
+    if (rest.size() < sizeof value) {
+      ok = false;
+      return 0;
+    }
+    std::memcpy(&value, rest.data(), sizeof value);
+    rest.remove_prefix(sizeof value);
+    return value;
+  }
+  std::string text() {
+    std::uint32_t size = 0;
+    if (rest.size() < sizeof size) {
+      ok = false;
+      return {};
+    }
+    std::memcpy(&size, rest.data(), sizeof size);
+    rest.remove_prefix(sizeof size);
+    if (rest.size() < size) {
+      ok = false;
+      return {};
+    }
+    std::string out(rest.substr(0, size));
+    rest.remove_prefix(size);
+    return out;
+  }
+};
 
 }  // namespace
 
@@ -331,6 +388,8 @@ StageParts stage_parts(const std::vector<const Stage*>& stages) {
   Hasher configs;
   Hasher names;
   std::map<std::string, Digest> files;
+  StageParts parts;
+  parts.file_fields.emplace_back("path");
   for (const Stage* stage : stages) {
     const Plugin& plugin = *stage->plugin;
     const std::string file = code_file(plugin);
@@ -346,8 +405,69 @@ StageParts stage_parts(const std::vector<const Stage*>& stages) {
     plugins.add(plugin.name()).add(plugin.version()).add(found->second);
     configs.add(stage->config.dump(-1, ' ', false, Json::error_handler_t::replace));
     names.add(plugin.name());
+    for (std::string& field : plugin.input_file_fields()) {
+      if (std::find(parts.file_fields.begin(), parts.file_fields.end(), field) == parts.file_fields.end()) {
+        parts.file_fields.push_back(std::move(field));
+      }
+    }
   }
-  return StageParts{plugins.finish(), configs.finish(), names.finish()};
+  // The declared fields in one order whatever the stages' order, "path" first.
+  std::sort(parts.file_fields.begin() + 1, parts.file_fields.end());
+  parts.plugin = plugins.finish();
+  parts.config = configs.finish();
+  parts.names = names.finish();
+  return parts;
+}
+
+// Per file: a state byte (1: error, 2: ok, 3: ok with a content digest), the field and the
+// path, then the error, or size, mtime (ns) and inode and the digest.
+std::string encode_files(const ItemKey& key) {
+  std::string out;
+  for (std::size_t i = 0; i < key.file_count; ++i) {
+    const FileFacts& facts = key.files[i];
+    const bool digest = facts.state == 2 && facts.content != Digest{};
+    out += static_cast<char>(digest ? 3 : facts.state);
+    put_text(out, facts.field);
+    put_text(out, facts.path);
+    if (facts.state == 1) {
+      put_text(out, facts.error);
+    } else {
+      put_u64(out, facts.size);
+      put_u64(out, static_cast<std::uint64_t>(facts.mtime_ns));
+      put_u64(out, facts.inode);
+      if (digest) out.append(reinterpret_cast<const char*>(facts.content.data()), facts.content.size());
+    }
+  }
+  return out;
+}
+
+bool decode_files(std::string_view blob, std::vector<FileFacts>& files) {
+  files.clear();
+  BlobReader in{blob};
+  while (in.ok && !in.rest.empty()) {
+    FileFacts facts;
+    const int state = static_cast<unsigned char>(in.rest.front());
+    in.rest.remove_prefix(1);
+    facts.state = state == 3 ? 2 : state;
+    facts.field = in.text();
+    facts.path = in.text();
+    if (state == 1) {
+      facts.error = in.text();
+    } else if (state == 2 || state == 3) {
+      facts.size = in.u64();
+      facts.mtime_ns = static_cast<std::int64_t>(in.u64());
+      facts.inode = in.u64();
+      if (state == 3) {
+        if (in.rest.size() < facts.content.size()) return false;
+        std::memcpy(facts.content.data(), in.rest.data(), facts.content.size());
+        in.rest.remove_prefix(facts.content.size());
+      }
+    } else {
+      return false;
+    }
+    files.push_back(std::move(facts));
+  }
+  return in.ok;
 }
 
 std::string encode_outcome(const std::vector<CachedValue>& values) {
@@ -395,20 +515,47 @@ bool decode_outcome(std::string_view text, std::vector<CachedValue>& values) {
 struct ResultCache::Reader {
   sqlite3* db = nullptr;
   sqlite3_stmt* get = nullptr;
+  sqlite3_stmt* begin = nullptr;
+  sqlite3_stmt* commit = nullptr;
+  std::vector<std::int64_t> touched;  // entries (rowids) hit whose last use is to be refreshed
   ~Reader() {
     sqlite3_finalize(get);
+    sqlite3_finalize(begin);
+    sqlite3_finalize(commit);
     sqlite3_close_v2(db);
   }
 };
 
 ResultCache::ResultCache(const CacheOptions& options, const std::vector<const Stage*>& stages)
     : options_(options), db_path_(database_path(options.directory)), started_unix_(now_unix()) {
-  const StageParts parts = stage_parts(stages);
+  StageParts parts = stage_parts(stages);
   plugin_part_ = parts.plugin;
   config_part_ = parts.config;
   names_part_ = parts.names;
+  file_fields_ = std::move(parts.file_fields);
   prefix_ = key_prefix(parts, options_.files);
   writer_db_ = open_database(options_.directory, true);
+  // This run's builds row (plugins, configs, policy), shared by the entries it stores.
+  Statement add(writer_db_, "INSERT OR IGNORE INTO builds(plugin, config, policy) VALUES(?1, ?2, ?3)");
+  Statement find(writer_db_, "SELECT id FROM builds WHERE plugin = ?1 AND config = ?2 AND policy = ?3");
+  bool found = false;
+  if (add && find) {
+    for (sqlite3_stmt* stmt : {add.stmt, find.stmt}) {
+      sqlite3_bind_blob(stmt, 1, plugin_part_.data(), 32, SQLITE_STATIC);
+      sqlite3_bind_blob(stmt, 2, config_part_.data(), 32, SQLITE_STATIC);
+      sqlite3_bind_text(stmt, 3, to_string(options_.files), -1, SQLITE_STATIC);
+    }
+    if (sqlite3_step(add.stmt) == SQLITE_DONE && sqlite3_step(find.stmt) == SQLITE_ROW) {
+      build_id_ = sqlite3_column_int64(find.stmt, 0);
+      found = true;
+    }
+  }
+  if (!found) {
+    const std::string why = sqlite3_errmsg(writer_db_);
+    sqlite3_close_v2(writer_db_);
+    writer_db_ = nullptr;
+    unusable(db_path_, "cannot record this run's plugin builds (" + why + ")");
+  }
   writer_ = std::thread([this] { writer_loop(); });
 }
 
@@ -420,10 +567,14 @@ ResultCache::~ResultCache() {
   wake_.notify_all();
   if (writer_.joinable()) writer_.join();
   readers_.clear();
+  sqlite3_finalize(insert_);
+  sqlite3_finalize(touch_);
   sqlite3_close_v2(writer_db_);
 }
 
-void ResultCache::key_of(const Json& item, ItemKey& key) const { compute_key(prefix_, options_.files, item, key); }
+void ResultCache::key_of(const Json& item, ItemKey& key) const {
+  compute_key(prefix_, names_part_, options_.files, file_fields_, item, key);
+}
 
 void ResultCache::note(const std::string& text) {
   std::lock_guard lock(mutex_);
@@ -435,76 +586,117 @@ void ResultCache::corrupt_entry() {
   note("cache " + db_path_ + ": corrupt entries were found and run again (and stored afresh)");
 }
 
-bool ResultCache::lookup(const ItemKey& key, std::string& outcome_text) {
+void ResultCache::lookup(const std::vector<const ItemKey*>& keys, std::vector<std::uint8_t>& hit,
+                         std::vector<std::string>& outcomes) {
+  hit.assign(keys.size(), 0);
+  if (outcomes.size() < keys.size()) outcomes.resize(keys.size());
+  if (std::all_of(keys.begin(), keys.end(), [](const ItemKey* key) { return key == nullptr; })) return;
   std::unique_ptr<Reader>& reader = readers_.local();
   if (!reader) {
     reader = std::make_unique<Reader>();
     if (sqlite3_open_v2(db_path_.c_str(), &reader->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr) !=
             SQLITE_OK ||
         (sqlite3_busy_timeout(reader->db, 30000),
-         sqlite3_prepare_v2(reader->db, "SELECT outcome, checksum, used FROM entries WHERE key = ?1", -1,
-                            &reader->get, nullptr) != SQLITE_OK)) {
+         // Lookups read the database through a memory map shared by the threads' connections
+         // (and the page cache), not each connection's own copy of the pages it read.
+         sqlite3_exec(reader->db, "PRAGMA mmap_size=1073741824", nullptr, nullptr, nullptr),
+         sqlite3_prepare_v2(reader->db, "SELECT outcome, checksum, used, key, id FROM entries WHERE ident = ?1 AND keyh = ?2",
+                            -1, &reader->get, nullptr) != SQLITE_OK) ||
+        sqlite3_prepare_v2(reader->db, "BEGIN", -1, &reader->begin, nullptr) != SQLITE_OK ||
+        sqlite3_prepare_v2(reader->db, "COMMIT", -1, &reader->commit, nullptr) != SQLITE_OK) {
       note("cache " + db_path_ + ": cannot read it (" + std::string(sqlite3_errmsg(reader->db)) +
            "): its items were run");
       sqlite3_finalize(reader->get);
       reader->get = nullptr;
     }
   }
-  if (reader->get == nullptr) return false;
+  if (reader->get == nullptr) return;
   sqlite3_stmt* get = reader->get;
-  sqlite3_bind_blob(get, 1, key.key.data(), static_cast<int>(key.key.size()), SQLITE_STATIC);
-  bool hit = false;
-  const int step = sqlite3_step(get);
-  if (step == SQLITE_ROW) {
-    const auto* data = static_cast<const char*>(sqlite3_column_blob(get, 0));
-    const std::string_view outcome(data != nullptr ? data : "", static_cast<std::size_t>(sqlite3_column_bytes(get, 0)));
-    const auto checksum = static_cast<std::uint64_t>(sqlite3_column_int64(get, 1));
-    const std::string_view key_text(reinterpret_cast<const char*>(key.key.data()), key.key.size());
-    if (fnv1a(key_text, outcome) == checksum && !outcome.empty()) {
-      hit = true;
-      outcome_text.assign(outcome);
-      if (sqlite3_column_int64(get, 2) < now_unix() - touch_after_seconds) {
-        std::lock_guard lock(mutex_);
-        touch_queue_.push_back(key.key);
+  // One read transaction for the batch: the database file is locked and unlocked once.
+  sqlite3_step(reader->begin);
+  sqlite3_reset(reader->begin);
+  const std::int64_t stale = now_unix() - touch_after_seconds;
+  bool read_failed = false;
+  for (std::size_t i = 0; i < keys.size() && !read_failed; ++i) {
+    const ItemKey* key = keys[i];
+    if (key == nullptr) continue;
+    sqlite3_bind_int64(get, 1, prefix64(key->identity));
+    sqlite3_bind_int64(get, 2, prefix64(key->key));
+    const int step = sqlite3_step(get);
+    if (step == SQLITE_ROW && column_digest(get, 3) != key->key) {
+      // Another key with the same 128 bits of identity and key: not this item's entry.
+    } else if (step == SQLITE_ROW) {
+      const auto* data = static_cast<const char*>(sqlite3_column_blob(get, 0));
+      const std::string_view outcome(data != nullptr ? data : "", static_cast<std::size_t>(sqlite3_column_bytes(get, 0)));
+      const auto checksum = static_cast<std::uint64_t>(sqlite3_column_int64(get, 1));
+      const std::string_view key_text(reinterpret_cast<const char*>(key->key.data()), key->key.size());
+      if (fnv1a(key_text, outcome) == checksum && !outcome.empty()) {
+        hit[i] = 1;
+        outcomes[i].assign(outcome);
+        if (sqlite3_column_int64(get, 2) < stale) reader->touched.push_back(sqlite3_column_int64(get, 4));
+      } else {
+        corrupt_entry();
       }
-    } else {
-      corrupt_entry();
+    } else if (step != SQLITE_DONE) {
+      counters.corrupt.fetch_add(1, std::memory_order_relaxed);
+      note("cache " + db_path_ + ": a read failed (" + std::string(sqlite3_errmsg(reader->db)) +
+           "): those items were run");
+      read_failed = true;
     }
-  } else if (step != SQLITE_DONE) {
-    counters.corrupt.fetch_add(1, std::memory_order_relaxed);
-    note("cache " + db_path_ + ": a read failed (" + std::string(sqlite3_errmsg(reader->db)) +
-         "): those items were run");
+    sqlite3_reset(get);
   }
-  sqlite3_reset(get);
-  sqlite3_clear_bindings(get);
-  return hit;
+  if (sqlite3_get_autocommit(reader->db) == 0) {
+    sqlite3_step(reader->commit);
+    sqlite3_reset(reader->commit);
+  }
+  if (!reader->touched.empty()) {
+    {
+      std::lock_guard lock(mutex_);
+      for (const auto& touched : reader->touched) touch_queue_.push_back(touched);
+    }
+    reader->touched.clear();
+  }
 }
 
-void ResultCache::store(ItemKey&& key, std::string outcome) {
-  bool dropped = false;
+void ResultCache::store(std::vector<StoredOutcome>& entries) {
+  std::uint64_t dropped = 0;
+  bool wake = false;
   {
     std::lock_guard lock(mutex_);
-    if (write_failed_ || queued_bytes_ > max_queued_bytes) {
-      dropped = true;
-    } else {
-      queued_bytes_ += outcome.size() + key.path.size() + 256;
-      queue_.push_back(Queued{std::move(key), std::move(outcome)});
+    for (StoredOutcome& entry : entries) {
+      if (write_failed_ || queued_bytes_ > max_queued_bytes) {
+        ++dropped;
+        continue;
+      }
+      queued_bytes_ += entry.outcome.size() + 256;
+      queue_.push_back(std::move(entry));
     }
+    wake = queue_.size() >= write_batch_entries;
   }
-  if (dropped) {
-    counters.not_stored.fetch_add(1, std::memory_order_relaxed);
-    return;
-  }
-  wake_.notify_one();
+  entries.clear();
+  if (dropped > 0) counters.not_stored.fetch_add(dropped, std::memory_order_relaxed);
+  if (wake) wake_.notify_one();
 }
 
 void ResultCache::writer_loop() {
-  std::vector<Queued> entries;
-  std::vector<Digest> touched;
+  std::vector<StoredOutcome> entries;
+  std::vector<std::int64_t> touched;
   std::unique_lock lock(mutex_);
+  auto ready = [&] {
+    return stopping_ || flushing_ || queue_.size() >= write_batch_entries || touch_queue_.size() >= write_batch_entries;
+  };
   for (;;) {
-    wake_.wait(lock, [&] { return stopping_ || !queue_.empty() || !touch_queue_.empty(); });
-    if (queue_.empty() && touch_queue_.empty()) break;  // stopping, nothing left
+    // Outcomes gather until a transaction's worth is queued, the interval passed, or the run
+    // ends: a commit per entry would cost more than the entry.
+    if (!ready()) wake_.wait_for(lock, write_interval, ready);
+    if (queue_.empty() && touch_queue_.empty()) {
+      if (stopping_) break;
+      if (flushing_) {
+        idle_.notify_all();
+        wake_.wait_for(lock, write_interval, [&] { return stopping_ || !queue_.empty() || !touch_queue_.empty(); });
+      }
+      continue;
+    }
     entries.swap(queue_);
     touched.swap(touch_queue_);
     queued_bytes_ = 0;
@@ -516,14 +708,10 @@ void ResultCache::writer_loop() {
     lock.lock();
     writing_ = false;
     idle_.notify_all();
-    if (!stopping_ && !flushing_ && queue_.size() < 512) {
-      // Let a transaction's worth gather: one commit per entry would cost more than the entry.
-      wake_.wait_for(lock, std::chrono::milliseconds(20), [&] { return stopping_ || flushing_; });
-    }
   }
 }
 
-void ResultCache::write_entries(std::vector<Queued>& entries, std::vector<Digest>& touched) {
+void ResultCache::write_entries(std::vector<StoredOutcome>& entries, std::vector<std::int64_t>& touched) {
   sqlite3* db = writer_db_;
   auto failed = [&](const char* what) {
     note("cache " + db_path_ + ": " + what + " failed (" + std::string(sqlite3_errmsg(db)) +
@@ -540,53 +728,56 @@ void ResultCache::write_entries(std::vector<Queued>& entries, std::vector<Digest
     counters.not_stored.fetch_add(entries.size(), std::memory_order_relaxed);
     return failed("beginning a write");
   }
-  Statement insert(db,
-                   "INSERT OR REPLACE INTO entries(key, identity, plugin, config, item, policy, path, file, outcome, "
-                   "checksum, created, used) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)");
-  Statement touch(db, "UPDATE entries SET used = ?2 WHERE key = ?1");
-  if (!insert || !touch) {
+  if (insert_ == nullptr) {
+    sqlite3_prepare_v2(db,
+                       "INSERT OR REPLACE INTO entries(ident, keyh, key, build, files, outcome, checksum, created, used) "
+                       "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+                       -1, &insert_, nullptr);
+  }
+  if (touch_ == nullptr) {
+    sqlite3_prepare_v2(db, "UPDATE entries SET used = ?2 WHERE id = ?1", -1, &touch_, nullptr);
+  }
+  if (insert_ == nullptr || touch_ == nullptr) {
     counters.not_stored.fetch_add(entries.size(), std::memory_order_relaxed);
     return failed("preparing a write");
   }
+  // In the index's order: each of its pages is visited once per transaction.
+  std::sort(entries.begin(), entries.end(), [](const StoredOutcome& a, const StoredOutcome& b) {
+    return std::pair(prefix64(a.key.identity), prefix64(a.key.key)) < std::pair(prefix64(b.key.identity), prefix64(b.key.key));
+  });
   const std::int64_t now = now_unix();
-  const char* policy = to_string(options_.files);
   std::uint64_t written = 0;
-  for (Queued& entry : entries) {
+  std::string files;
+  sqlite3_stmt* s = insert_;
+  for (StoredOutcome& entry : entries) {
     const ItemKey& key = entry.key;
-    const Digest identity = identity_of(names_part_, key.item);
-    const std::string facts = file_facts(key, options_.files);
+    files = encode_files(key);
     const std::string_view key_text(reinterpret_cast<const char*>(key.key.data()), key.key.size());
-    sqlite3_stmt* s = insert.stmt;
-    sqlite3_bind_blob(s, 1, key.key.data(), 32, SQLITE_STATIC);
-    sqlite3_bind_blob(s, 2, identity.data(), 32, SQLITE_STATIC);
-    sqlite3_bind_blob(s, 3, plugin_part_.data(), 32, SQLITE_STATIC);
-    sqlite3_bind_blob(s, 4, config_part_.data(), 32, SQLITE_STATIC);
-    sqlite3_bind_blob(s, 5, key.item.data(), 32, SQLITE_STATIC);
-    sqlite3_bind_text(s, 6, policy, -1, SQLITE_STATIC);
-    if (key.file_state == 0) {
-      sqlite3_bind_null(s, 7);
-      sqlite3_bind_null(s, 8);
+    sqlite3_bind_int64(s, 1, prefix64(key.identity));
+    sqlite3_bind_int64(s, 2, prefix64(key.key));
+    sqlite3_bind_blob(s, 3, key.key.data(), 32, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 4, build_id_);
+    if (files.empty()) {
+      sqlite3_bind_null(s, 5);
     } else {
-      sqlite3_bind_text(s, 7, key.path.data(), static_cast<int>(key.path.size()), SQLITE_STATIC);
-      sqlite3_bind_text(s, 8, facts.data(), static_cast<int>(facts.size()), SQLITE_STATIC);
+      sqlite3_bind_blob(s, 5, files.data(), static_cast<int>(files.size()), SQLITE_STATIC);
     }
-    sqlite3_bind_blob(s, 9, entry.outcome.data(), static_cast<int>(entry.outcome.size()), SQLITE_STATIC);
-    sqlite3_bind_int64(s, 10, static_cast<std::int64_t>(fnv1a(key_text, entry.outcome)));
-    sqlite3_bind_int64(s, 11, now);
+    sqlite3_bind_blob(s, 6, entry.outcome.data(), static_cast<int>(entry.outcome.size()), SQLITE_STATIC);
+    sqlite3_bind_int64(s, 7, static_cast<std::int64_t>(fnv1a(key_text, entry.outcome)));
+    sqlite3_bind_int64(s, 8, now);
     const int rc = sqlite3_step(s);
     sqlite3_reset(s);
-    sqlite3_clear_bindings(s);
     if (rc != SQLITE_DONE) {
       counters.not_stored.fetch_add(entries.size() - written, std::memory_order_relaxed);
       return failed("storing an outcome");
     }
     ++written;
   }
-  for (const Digest& key : touched) {
-    sqlite3_bind_blob(touch.stmt, 1, key.data(), 32, SQLITE_STATIC);
-    sqlite3_bind_int64(touch.stmt, 2, now);
-    sqlite3_step(touch.stmt);
-    sqlite3_reset(touch.stmt);
+  for (const std::int64_t id : touched) {
+    sqlite3_bind_int64(touch_, 1, id);
+    sqlite3_bind_int64(touch_, 2, now);
+    sqlite3_step(touch_);
+    sqlite3_reset(touch_);
   }
   if (sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
     counters.not_stored.fetch_add(written, std::memory_order_relaxed);
@@ -648,10 +839,7 @@ CacheSummary cache_summary(const std::filesystem::path& directory) {
   detail::Database database{detail::open_database(directory, false)};
   sqlite3* db = database.db;
   CacheSummary summary;
-  detail::Statement count(db,
-                          "SELECT count(*), coalesce(sum(length(key) + length(identity) + length(plugin) + "
-                          "length(config) + length(item) + length(policy) + coalesce(length(path), 0) + "
-                          "coalesce(length(file), 0) + length(outcome) + 24), 0) FROM entries");
+  detail::Statement count(db, (std::string("SELECT count(*), coalesce(sum(") + detail::payload_sql + "), 0) FROM entries").c_str());
   if (!count || sqlite3_step(count.stmt) != SQLITE_ROW) query_failed(directory, db);
   summary.entries = static_cast<std::uint64_t>(sqlite3_column_int64(count.stmt, 0));
   summary.payload_bytes = static_cast<std::uint64_t>(sqlite3_column_int64(count.stmt, 1));
@@ -678,20 +866,22 @@ CacheGcReport cache_gc(const std::filesystem::path& directory, std::uint64_t max
   auto exec = [&](const std::string& sql) {
     if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK) query_failed(directory, db);
   };
-  const std::uint64_t before = static_cast<std::uint64_t>(sqlite3_total_changes64(db));
+  auto entries = [&] {
+    detail::Statement count(db, "SELECT count(*) FROM entries");
+    if (!count || sqlite3_step(count.stmt) != SQLITE_ROW) query_failed(directory, db);
+    return static_cast<std::uint64_t>(sqlite3_column_int64(count.stmt, 0));
+  };
+  const std::uint64_t before = entries();
   if (older_than_days > 0) {
     const auto cutoff = detail::now_unix() - static_cast<std::int64_t>(older_than_days * 86400);
     exec("DELETE FROM entries WHERE used < " + std::to_string(cutoff));
   }
   if (max_bytes > 0) {
     // The most recently used entries whose payload fits in max_bytes stay.
-    exec("DELETE FROM entries WHERE rowid IN (SELECT rowid FROM (SELECT rowid, sum(length(key) + length(identity) + "
-         "length(plugin) + length(config) + length(item) + length(policy) + coalesce(length(path), 0) + "
-         "coalesce(length(file), 0) + length(outcome) + 24) OVER (ORDER BY used DESC, rowid DESC) AS running FROM "
-         "entries) WHERE running > " +
-         std::to_string(max_bytes) + ")");
+    exec(std::string("DELETE FROM entries WHERE id IN (SELECT id FROM (SELECT id, sum(") + detail::payload_sql +
+         ") OVER (ORDER BY used DESC, id DESC) AS running FROM entries) WHERE running > " + std::to_string(max_bytes) + ")");
   }
-  report.removed = static_cast<std::uint64_t>(sqlite3_total_changes64(db)) - before;
+  report.removed = before - entries();
   exec("PRAGMA incremental_vacuum");
   exec("PRAGMA wal_checkpoint(TRUNCATE)");
   detail::Statement count(db, "SELECT count(*) FROM entries");
@@ -727,21 +917,23 @@ std::vector<std::string> cache_why(const std::filesystem::path& directory, const
   sqlite3* db = database.db;
   const detail::StageParts parts = detail::stage_parts(cached);
   detail::ItemKey key;
-  detail::compute_key(detail::key_prefix(parts, files), files, item, key);
-  detail::Statement exact(db, "SELECT created, used FROM entries WHERE key = ?1");
+  detail::compute_key(detail::key_prefix(parts, files), parts.names, files, parts.file_fields, item, key);
+  detail::Statement exact(db, "SELECT created, used FROM entries WHERE ident = ?1 AND keyh = ?2 AND key = ?3");
   if (!exact) query_failed(directory, db);
-  sqlite3_bind_blob(exact.stmt, 1, key.key.data(), 32, SQLITE_STATIC);
+  sqlite3_bind_int64(exact.stmt, 1, detail::prefix64(key.identity));
+  sqlite3_bind_int64(exact.stmt, 2, detail::prefix64(key.key));
+  sqlite3_bind_blob(exact.stmt, 3, key.key.data(), 32, SQLITE_STATIC);
   if (sqlite3_step(exact.stmt) == SQLITE_ROW) {
     lines.insert(lines.begin(), "hit: an entry with this item's key is stored (key " + detail::hex(key.key) + ")");
     return lines;
   }
-  const detail::Digest identity = detail::identity_of(parts.names, key.item);
   detail::Statement same(db,
-                         "SELECT plugin, config, policy, file FROM entries WHERE identity = ?1 ORDER BY used DESC, "
-                         "rowid DESC LIMIT 1");
+                         "SELECT b.plugin, b.config, b.policy, e.files FROM entries e JOIN builds b ON b.id = e.build "
+                         "WHERE e.ident = ?1 ORDER BY e.used DESC, e.id DESC LIMIT 1");
   if (!same) query_failed(directory, db);
-  sqlite3_bind_blob(same.stmt, 1, identity.data(), 32, SQLITE_STATIC);
+  sqlite3_bind_int64(same.stmt, 1, detail::prefix64(key.identity));
   std::vector<std::string> reasons;
+  const std::vector<detail::FileFacts> now(key.files.begin(), key.files.begin() + static_cast<std::ptrdiff_t>(key.file_count));
   if (sqlite3_step(same.stmt) == SQLITE_ROW) {
     if (detail::column_digest(same.stmt, 0) != parts.plugin) {
       reasons.push_back("plugin build: a stage's plugin library (its content), name or version differs from the "
@@ -755,33 +947,68 @@ std::vector<std::string> cache_why(const std::filesystem::path& directory, const
       reasons.push_back("file policy: the entry was stored with --cache-files " + policy + ", this run uses " +
                         to_string(files));
     }
-    const Json stored = Json::parse(detail::column_text(same.stmt, 3), nullptr, false);
-    const Json now = Json::parse(detail::file_facts(key, files), nullptr, false);
-    if (stored.is_object() && now.is_object() && policy == to_string(files)) {
-      auto differs = [&](const char* field, const std::string& what) {
-        if (stored.value(field, Json()) != now.value(field, Json())) {
-          reasons.push_back(what + " of " + key.path + ": was " + stored.value(field, Json()).dump() + ", now " +
-                            now.value(field, Json()).dump());
+    std::vector<detail::FileFacts> stored;
+    const auto* blob = static_cast<const char*>(sqlite3_column_blob(same.stmt, 3));
+    const bool decoded = detail::decode_files(
+        std::string_view(blob != nullptr ? blob : "", static_cast<std::size_t>(sqlite3_column_bytes(same.stmt, 3))), stored);
+    if (decoded && policy == to_string(files)) {
+      auto text = [](std::int64_t value) { return std::to_string(value); };
+      for (const detail::FileFacts& current : now) {
+        const auto was = std::find_if(stored.begin(), stored.end(),
+                                      [&](const detail::FileFacts& f) { return f.field == current.field; });
+        const std::string name = "input file " + current.path + " (item field \"" + current.field + "\")";
+        if (was == stored.end()) {
+          reasons.push_back(name + ": not among the cached entry's input files (a plugin now declares it)");
+          continue;
         }
-      };
-      differs("error", "file access");
-      differs("size", "file size");
-      if (files == CacheFilePolicy::stat) {
-        differs("mtime_ns", "file modification time (ns)");
-        differs("inode", "file inode");
+        if (was->state != current.state || was->error != current.error) {
+          reasons.push_back("file access of " + name + ": was " + (was->state == 1 ? "'" + was->error + "'" : "readable") +
+                            ", now " + (current.state == 1 ? "'" + current.error + "'" : "readable"));
+          continue;
+        }
+        if (current.state != 2) continue;
+        if (was->size != current.size) {
+          reasons.push_back("file size of " + name + ": was " + std::to_string(was->size) + ", now " +
+                            std::to_string(current.size));
+        }
+        if (files == CacheFilePolicy::stat && was->mtime_ns != current.mtime_ns) {
+          reasons.push_back("file modification time (ns) of " + name + ": was " + text(was->mtime_ns) + ", now " +
+                            text(current.mtime_ns));
+        }
+        if (files == CacheFilePolicy::stat && was->inode != current.inode) {
+          reasons.push_back("file inode of " + name + ": was " + std::to_string(was->inode) + ", now " +
+                            std::to_string(current.inode));
+        }
+        if (files == CacheFilePolicy::content && was->content != current.content) {
+          reasons.push_back("file content (SHA-256) of " + name + ": was " + detail::hex(was->content) + ", now " +
+                            detail::hex(current.content));
+        }
       }
-      if (files == CacheFilePolicy::content) differs("sha256", "file content (SHA-256)");
+      for (const detail::FileFacts& old : stored) {
+        if (std::none_of(now.begin(), now.end(), [&](const detail::FileFacts& f) { return f.field == old.field; })) {
+          reasons.push_back("input file " + old.path + " (item field \"" + old.field +
+                            "\"): in the cached entry's key, no longer declared by the plugins");
+        }
+      }
     }
     if (reasons.empty()) reasons.push_back("the closest entry's key parts all match: it was removed or replaced");
   } else {
-    detail::Statement by_path(db, "SELECT count(*) FROM entries WHERE path = ?1");
+    // Entries with the same `path` file: the item's other fields changed (a diagnostic scan).
     std::int64_t with_path = 0;
-    if (key.file_state != 0 && by_path) {
-      sqlite3_bind_text(by_path.stmt, 1, key.path.c_str(), -1, SQLITE_TRANSIENT);
-      if (sqlite3_step(by_path.stmt) == SQLITE_ROW) with_path = sqlite3_column_int64(by_path.stmt, 0);
+    const detail::FileFacts* path_file = key.path_file();
+    detail::Statement scan(db, "SELECT files FROM entries");
+    std::vector<detail::FileFacts> stored;
+    while (path_file != nullptr && scan && sqlite3_step(scan.stmt) == SQLITE_ROW) {
+      const auto* blob = static_cast<const char*>(sqlite3_column_blob(scan.stmt, 0));
+      if (detail::decode_files(std::string_view(blob != nullptr ? blob : "",
+                                                static_cast<std::size_t>(sqlite3_column_bytes(scan.stmt, 0))),
+                               stored) &&
+          !stored.empty() && stored[0].field == "path" && stored[0].path == path_file->path) {
+        ++with_path;
+      }
     }
     if (with_path > 0) {
-      reasons.push_back("item: its JSON differs from every cached item with path " + key.path +
+      reasons.push_back("item: its JSON differs from every cached item with path " + path_file->path +
                         " (a field other than the file changed)");
     } else {
       reasons.push_back("item: no entry for this item (never run with this cache, or removed by gc)");

@@ -31,19 +31,34 @@ namespace coremap::detail {
 
 using Digest = std::array<unsigned char, 32>;
 
-// What the key of one item is made of, as far as the item and its file go.
-struct ItemKey {
-  Digest key{};
-  Digest item{};  // SHA-256 of the item's canonical JSON
-  // The file the item's `path` field names (file_state: 0 no path field, 1 stat failed, 2 ok).
-  int file_state = 0;
+// One input file of an item (the file its `path` field names, or a field a cached stage's
+// plugin declares as an input file): what of it went into the key.
+struct FileFacts {
+  std::string field;  // the item field naming it
   std::string path;
+  int state = 0;      // 1: stat (or reading it, content policy) failed: `error` says why; 2: ok
   std::uint64_t size = 0;
   std::int64_t mtime_ns = 0;
   std::uint64_t inode = 0;
   Digest content{};  // CacheFilePolicy::content only
-  std::string file_error;
+  std::string error;
 };
+
+// What the key of one item is made of, as far as the item and its files go.
+struct ItemKey {
+  Digest key{};
+  Digest item{};      // SHA-256 of the item's canonical JSON
+  Digest identity{};  // `item` XOR the digest of the cached stages' plugin names: the entries of one item
+  std::size_t file_count = 0;  // files[0, file_count): the item's input files, in field order
+  std::vector<FileFacts> files;
+  const FileFacts* path_file() const noexcept {
+    return file_count > 0 && files[0].field == "path" ? &files[0] : nullptr;
+  }
+};
+
+// Encodes / decodes the input files of a key as stored with its entry (for `cache why`).
+std::string encode_files(const ItemKey& key);
+bool decode_files(std::string_view blob, std::vector<FileFacts>& files);
 
 // A stored outcome of the cached stages for one item: its values, in order (none: the item
 // was filtered out). An error's text is what follows "manifest:line: " in its record.
@@ -60,7 +75,13 @@ struct CachedValue {
 std::string encode_outcome(const std::vector<CachedValue>& values);
 bool decode_outcome(std::string_view text, std::vector<CachedValue>& values);
 
-// An outcome queued for the writer.
+// An outcome of the cached stages for the writer, and the key it is stored under.
+struct StoredOutcome {
+  ItemKey key;
+  std::string outcome;  // encode_outcome's text
+};
+
+// The key of an item a batch runs, until the last cached stage has its outcome.
 struct PendingEntry {
   std::uint64_t index = 0;  // the item, while the batch holds it
   ItemKey key;
@@ -87,21 +108,26 @@ class ResultCache {
 
   const CacheOptions& options() const noexcept { return options_; }
 
-  // The item's key (the file policy applied to its `path` field). Never throws for an item:
-  // a file that cannot be read is part of the key as such.
+  // The item's key (the file policy applied to its input files: its `path` field and the
+  // fields the cached stages' plugins declare). Never throws for an item: a file that cannot
+  // be read is part of the key as such.
   void key_of(const Json& item, ItemKey& key) const;
 
-  // The stored outcome of `key` (encode_outcome's text): true with it in `outcome` on a hit.
-  // An entry whose checksum does not match, or a read error, is a miss (noted once). Called
-  // from any thread; each thread has its own connection.
-  bool lookup(const ItemKey& key, std::string& outcome);
+  // Looks up the keys of one batch in one read transaction of the calling thread's
+  // connection (a transaction per lookup would lock and unlock the database file for each):
+  // for each i with keys[i] set, hit[i] is 1 and outcomes[i] the stored outcome
+  // (encode_outcome's text) on a hit, else hit[i] is 0. An entry whose checksum does not
+  // match, or a read error, is a miss (noted once). Called from any thread.
+  void lookup(const std::vector<const ItemKey*>& keys, std::vector<std::uint8_t>& hit,
+              std::vector<std::string>& outcomes);
 
   // An outcome lookup() returned that does not decode: counted and noted as corrupt.
   void corrupt_entry();
 
-  // Queues an outcome for the writer thread; never waits on the disk (when the writer is far
-  // behind, the entry is not stored and counted as such).
-  void store(ItemKey&& key, std::string outcome);
+  // Queues a batch's outcomes for the writer thread (moved from `entries`, which is left
+  // empty); never waits on the disk (when the writer is far behind, they are not stored and
+  // counted as such). Wakes the writer only when a transaction's worth is queued.
+  void store(std::vector<StoredOutcome>& entries);
 
   // Waits until every queued entry is written, then records the run's counters in the
   // database, and returns them (and resets them for the next run).
@@ -111,12 +137,8 @@ class ResultCache {
 
  private:
   struct Reader;
-  struct Queued {
-    ItemKey key;
-    std::string outcome;
-  };
   void writer_loop();
-  void write_entries(std::vector<Queued>& entries, std::vector<Digest>& touched);
+  void write_entries(std::vector<StoredOutcome>& entries, std::vector<std::int64_t>& touched);
   void note(const std::string& text);
   sqlite3* open_connection(bool writer) const;
 
@@ -126,6 +148,7 @@ class ResultCache {
   Digest config_part_{};  // their resolved configs
   Digest names_part_{};   // their plugins' names: with the item, an entry's identity (cache why)
   Digest prefix_{};       // plugin_part_, config_part_ and the policy, hashed once
+  std::vector<std::string> file_fields_;  // "path", then the declared input-file fields
   std::int64_t started_unix_ = 0;
 
   tbb::enumerable_thread_specific<std::unique_ptr<Reader>> readers_;
@@ -133,8 +156,8 @@ class ResultCache {
   std::mutex mutex_;
   std::condition_variable wake_;
   std::condition_variable idle_;
-  std::vector<Queued> queue_;
-  std::vector<Digest> touch_queue_;
+  std::vector<StoredOutcome> queue_;
+  std::vector<std::int64_t> touch_queue_;  // entries (rowids) hit whose last use is to be refreshed
   std::size_t queued_bytes_ = 0;
   bool writing_ = false;
   bool flushing_ = false;  // finish_run waits: the writer takes what is queued at once
@@ -142,6 +165,9 @@ class ResultCache {
   bool write_failed_ = false;
   std::vector<std::string> notes_;
   sqlite3* writer_db_ = nullptr;
+  sqlite3_stmt* insert_ = nullptr;  // the writer's statements, prepared once
+  sqlite3_stmt* touch_ = nullptr;
+  std::int64_t build_id_ = 0;       // this run's row in the builds table
   std::thread writer_;
 };
 
@@ -155,6 +181,7 @@ struct StageParts {
   Digest plugin{};
   Digest config{};
   Digest names{};
+  std::vector<std::string> file_fields;  // "path", then the fields the plugins declare as input files
 };
 StageParts stage_parts(const std::vector<const Stage*>& stages);
 

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -31,6 +33,48 @@ struct CallScratch {
   std::vector<Json> emitted;
   CallEmitter emitter;
   LatencyHistogram* latency;  // RunOptions::measure, else null
+};
+
+// RunOptions::cache, the first stage over one batch: each item parsed and keyed before any
+// runs, so that all keys are looked up at once (ResultCache::lookup, one read transaction);
+// the outcomes of the items run, stored at once at the end. Kept per thread from batch to
+// batch (its buffers, not its items: they are cleared when the batch is done), in a per-thread
+// free list rather than one per thread: a plugin that waits on TBB work inside process() can
+// have its thread run another batch's first stage meanwhile.
+struct CacheScratch {
+  std::vector<Json> items;
+  std::vector<std::uint8_t> parsed;  // 0: malformed or not parsed (the loop says why)
+  std::vector<detail::ItemKey> keys;
+  std::vector<const detail::ItemKey*> wanted;
+  std::vector<std::uint8_t> hit;
+  std::vector<std::string> outcomes;
+  std::vector<detail::StoredOutcome> stores;
+};
+
+class CacheScratchLease {
+ public:
+  CacheScratchLease() {
+    if (!free_list().empty()) {
+      scratch_ = std::move(free_list().back());
+      free_list().pop_back();
+    } else {
+      scratch_ = std::make_unique<CacheScratch>();
+    }
+  }
+  ~CacheScratchLease() {
+    scratch_->items.clear();
+    free_list().push_back(std::move(scratch_));
+  }
+  CacheScratchLease(const CacheScratchLease&) = delete;
+  CacheScratchLease& operator=(const CacheScratchLease&) = delete;
+  CacheScratch* get() const noexcept { return scratch_.get(); }
+
+ private:
+  static std::vector<std::unique_ptr<CacheScratch>>& free_list() {
+    thread_local std::vector<std::unique_ptr<CacheScratch>> list;
+    return list;
+  }
+  std::unique_ptr<CacheScratch> scratch_;
 };
 
 }  // namespace
@@ -137,19 +181,22 @@ void Engine::Impl::run_stage(Batch& batch, std::size_t s, PluginInstance& instan
       output_ok(batch, last, index, line, fanned, attempts, value);
     }
   };
-  // RunOptions::cache: the item's key, its stored outcome on a hit, and whether this stage is
-  // the last cached one (then it stores the outcomes of the items it runs itself).
+  // RunOptions::cache (else null, and the loop below takes no other branch for it): the
+  // batch's keys and lookups, and whether this stage is the last cached one (then it stores
+  // the outcomes of the items it runs itself).
   detail::ResultCache* const result_cache = cache.get();
+  std::optional<CacheScratchLease> lease;
+  if (result_cache != nullptr) lease.emplace();
+  CacheScratch* const scratch = lease ? lease->get() : nullptr;
   const bool stores_here = result_cache != nullptr && cached_stages == 1;
-  detail::ItemKey key;
-  std::string stored;
   std::vector<detail::CachedValue> replayed;
-  const std::string stage_prefix = name_stage ? "stage '" + stage_name + "': " : "";
-  // The outcome of the call that just returned, stored unless a failure is not to be.
-  auto store_outcome = [&](bool ok) {
+  // The outcome of the call that just returned, stored unless a failure is not to be. True
+  // when it is one result stored as its record's text ("r" and the text): then that text is
+  // also what the record writer would write for it.
+  auto store_outcome = [&](bool ok, detail::ItemKey& key) {
     if (!ok && (!result_cache->options().failures || (options.timeout.count() != 0 && error.starts_with("timed out: ")))) {
       result_cache->counters.not_stored.fetch_add(1, std::memory_order_relaxed);
-      return;
+      return false;
     }
     // A result that cannot be written is that item's error record (hand_on): not stored.
     bool writable = true;
@@ -157,10 +204,11 @@ void Engine::Impl::run_stage(Batch& batch, std::size_t s, PluginInstance& instan
     for (std::size_t v = 0; ok && emitter.used && writable && v < emitted.size(); ++v) writable = writable_result(emitted[v], why);
     if (!writable) {
       result_cache->counters.not_stored.fetch_add(1, std::memory_order_relaxed);
-      return;
+      return false;
     }
     std::string outcome;
-    if (ok && !emitter.used && attempts == 1) {
+    const bool as_text = ok && !emitter.used && attempts == 1;
+    if (as_text) {
       // Appended, not "r" + dump(): GCC 12 at -O3 warns of an overlapping memcpy in
       // operator+(const char*, string&&) (a false -Wrestrict, GCC bug 105651), an error in CI.
       outcome = "r";
@@ -168,7 +216,8 @@ void Engine::Impl::run_stage(Batch& batch, std::size_t s, PluginInstance& instan
     } else {
       std::vector<detail::CachedValue> values;
       if (!ok) {
-        values.push_back(detail::CachedValue{false, true, attempts, Json(), stage_prefix + error});
+        values.push_back(
+            detail::CachedValue{false, true, attempts, Json(), (name_stage ? "stage '" + stage_name + "': " : "") + error});
       } else if (!emitter.used) {
         values.push_back(detail::CachedValue{false, false, attempts, result, {}});
       } else {
@@ -176,12 +225,13 @@ void Engine::Impl::run_stage(Batch& batch, std::size_t s, PluginInstance& instan
       }
       outcome = detail::encode_outcome(values);
     }
-    result_cache->store(std::move(key), std::move(outcome));
+    scratch->stores.push_back(detail::StoredOutcome{std::move(key), std::move(outcome)});
+    return as_text;
   };
   // Hands on a stored outcome: through this stage's own hand-on when it is the last cached
   // one, else as values the later cached stages pass on untouched.
   // False when the stored text does not decode (a corrupt entry: the item runs).
-  auto replay = [&](std::uint64_t index, std::uint64_t line) {
+  auto replay = [&](std::uint64_t index, std::uint64_t line, const std::string& stored) {
     if (last && stored.front() == 'r' && !batch.as_records && !check) {
       // The common case, a one-stage run into a Sink: the result's text as stored is what the
       // serializer would write.
@@ -210,11 +260,14 @@ void Engine::Impl::run_stage(Batch& batch, std::size_t s, PluginInstance& instan
   };
   // Processes one input and hands on its outputs: the emitted values, or the result; none
   // when the run's stop cut it short (false then).
-  auto apply = [&](std::uint64_t index, std::uint64_t line, bool fanned, const Json& input) {
+  auto apply = [&](std::uint64_t index, std::uint64_t line, bool fanned, const Json& input, detail::ItemKey* key) {
     const bool ok = run_item_measured(latency, instance, index, input, result, error, attempts, &emitter);
     if (cut_short()) return false;
-    if (stores_here) store_outcome(ok);
-    if (!ok) {
+    if (stores_here && store_outcome(ok, *key) && last && !batch.as_records) {
+      // The result was serialized once, to be stored: the record takes that text.
+      batch.record_ok_text(index, std::string_view(scratch->stores.back().outcome).substr(1));
+      ++batch.ok;
+    } else if (!ok) {
       output_error(batch, last, index, line, fanned, attempts, where(line) + error);
     } else if (!emitter.used) {
       hand_on(index, line, fanned, result);
@@ -224,6 +277,24 @@ void Engine::Impl::run_stage(Batch& batch, std::size_t s, PluginInstance& instan
     return true;
   };
   const std::size_t count = batch.raw.items.size();
+  if (scratch != nullptr) {
+    // Every item parsed and keyed, then all keys looked up at once.
+    CacheScratch& c = *scratch;
+    c.items.resize(count);
+    c.parsed.assign(count, 0);
+    if (c.keys.size() < count) c.keys.resize(count);
+    c.wanted.assign(count, nullptr);
+    for (std::size_t i = 0; i < count; ++i) {
+      const RawItem& raw = batch.raw.items[i];
+      if (raw.malformed || !detail::parse_item(batch.raw.text(raw), raw.line, format, manifest_name, c.items[i], error)) {
+        continue;
+      }
+      c.parsed[i] = 1;
+      result_cache->key_of(c.items[i], c.keys[i]);
+      c.wanted[i] = &c.keys[i];
+    }
+    result_cache->lookup(c.wanted, c.hit, c.outcomes);
+  }
   for (std::size_t i = 0; i < count; ++i) {
     const RawItem& raw = batch.raw.items[i];
     if (stop.load(std::memory_order_relaxed)) {
@@ -234,23 +305,33 @@ void Engine::Impl::run_stage(Batch& batch, std::size_t s, PluginInstance& instan
     if (raw.malformed) {
       output_error(batch, last, raw.index, raw.line, false, 1,
                    manifest_name + ":" + std::to_string(raw.line) + ": " + std::string(text));
-    } else if (!detail::parse_item(text, raw.line, format, manifest_name, item, error)) {
+    } else if (scratch == nullptr) {
+      if (!detail::parse_item(text, raw.line, format, manifest_name, item, error)) {
+        output_error(batch, last, raw.index, raw.line, false, 1, error);
+      } else if (!apply(raw.index, raw.line, false, item, nullptr)) {
+        batch.not_run += count - i;
+        break;
+      }
+    } else if (scratch->parsed[i] == 0) {
+      detail::parse_item(text, raw.line, format, manifest_name, item, error);  // again, for its message
       output_error(batch, last, raw.index, raw.line, false, 1, error);
-    } else if (result_cache != nullptr && (result_cache->key_of(item, key), result_cache->lookup(key, stored)) &&
-               replay(raw.index, raw.line)) {
+    } else if (scratch->hit[i] != 0 && replay(raw.index, raw.line, scratch->outcomes[i])) {
       ++batch.cache_hits;
     } else {
-      if (result_cache != nullptr) {
-        ++batch.cache_misses;
-        if (!stores_here) batch.cache_pending.push_back(detail::PendingEntry{raw.index, key});
-      }
-      if (!apply(raw.index, raw.line, false, item)) {
-        if (result_cache != nullptr && !stores_here) batch.cache_pending.pop_back();
+      ++batch.cache_misses;
+      detail::ItemKey& key = scratch->keys[i];
+      if (!stores_here) batch.cache_pending.push_back(detail::PendingEntry{raw.index, key});
+      if (!apply(raw.index, raw.line, false, scratch->items[i], &key)) {
+        if (!stores_here) batch.cache_pending.pop_back();
         batch.not_run += count - i;
         break;
       }
     }
     ++batch.items;
+  }
+  if (scratch != nullptr) {
+    scratch->items.clear();
+    if (!scratch->stores.empty()) result_cache->store(scratch->stores);
   }
   batch.values.clear();
   if (!last) std::swap(batch.values, batch.next);
@@ -338,6 +419,7 @@ void Engine::Impl::store_cached(Batch& batch, std::size_t) {
   const std::size_t n = outputs.size();
   std::size_t v = 0;
   std::vector<detail::CachedValue> values;
+  std::vector<detail::StoredOutcome> stores;
   for (detail::PendingEntry& pending : batch.cache_pending) {
     while (v < n && outputs[v].index < pending.index) ++v;
     bool storable = true;
@@ -359,12 +441,13 @@ void Engine::Impl::store_cached(Batch& batch, std::size_t) {
       }
     }
     if (storable) {
-      cache->store(std::move(pending.key), detail::encode_outcome(values));
+      stores.push_back(detail::StoredOutcome{std::move(pending.key), detail::encode_outcome(values)});
     } else {
       cache->counters.not_stored.fetch_add(1, std::memory_order_relaxed);
     }
   }
   batch.cache_pending.clear();
+  if (!stores.empty()) cache->store(stores);
 }
 
 // Stage s over a batch's values in chunks on the arena's threads (splits(s)), each chunk with

@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <coremap/export.hpp>
 #include <coremap/plugin.hpp>
@@ -96,6 +97,9 @@ class COREMAP_EXPORT Plugin {
   /// False when the plugin declares `cacheable = false` (plugin_not_cacheable): the result
   /// cache stores nothing of it (docs/cache.md).
   bool cacheable() const noexcept { return (descriptor_->flags & plugin_not_cacheable) == 0; }
+  /// The item fields, besides `path`, that the plugin declares as naming its input files
+  /// (`input_files` in its class; docs/cache.md): empty when it declares none.
+  std::vector<std::string> input_file_fields() const;
 
   /// Checks `config` against the declared keys (null counts as {}) and returns it with the
   /// defaults filled in. Throws ConfigError naming the plugin and the key: not an object,

@@ -33,6 +33,14 @@
 /// clock, draws random numbers, asks the network) declares `static constexpr bool cacheable =
 /// false;`: the result cache (`--cache`, docs/cache.md) then stores nothing of it or of any
 /// stage after it.
+///
+/// A plugin that reads files named by item fields other than `path` lists those fields, so
+/// that the result cache keys each item on those files too (`--cache-files stat|size|content`
+/// applies to them as to `path`; a field that is missing or not a string adds nothing):
+///
+/// \code
+///   static constexpr const char* input_files[] = {"reference", "mask"};
+/// \endcode
 
 #if !defined(__cplusplus) || __cplusplus < 202002L
 #error "coremap needs C++20: compile with -std=c++20 (coremap_add_plugin, coremap::plugin_api and coremap::coremap and pkg-config --cflags coremap set it)"
@@ -153,6 +161,10 @@ enum PluginFlags : std::uint32_t {
   /// randomness, the network): the result cache (--cache) never stores them. Declared with
   /// `static constexpr bool cacheable = false;` in the class.
   plugin_not_cacheable = 1u << 4,
+  /// input_file_fields and input_file_field_count are set: the item fields (besides `path`)
+  /// that name files the plugin reads. Declared with `static constexpr const char*
+  /// input_files[] = {...};` in the class.
+  plugin_declares_input_files = 1u << 5,
 };
 
 /// What a plugin library's entry symbol returns. Layout is part of the ABI: `abi_version`
@@ -183,6 +195,11 @@ struct PluginDescriptor {
   /// merges like any other.
   bool (*save_state)(void* instance, Json* out, std::string* error) noexcept;
   bool (*load_state)(void* instance, const Json* state, std::string* error) noexcept;
+  /// The item fields, besides `path`, that name files the plugin reads (the result cache keys
+  /// items on those files). Read only when plugin_declares_input_files is set, so plugins built
+  /// before these members existed stay valid.
+  const char* const* input_file_fields;
+  std::size_t input_file_field_count;
 };
 
 /// Signature of the entry symbol.
@@ -425,7 +442,26 @@ constexpr std::uint32_t flags_of() noexcept {
   if constexpr (requires { P::cacheable; }) {
     if (!P::cacheable) flags |= plugin_not_cacheable;
   }
+  if constexpr (requires { P::input_files; }) flags |= plugin_declares_input_files;
   return flags;
+}
+
+template <class P>
+constexpr const char* const* input_files_of() noexcept {
+  if constexpr (requires { P::input_files; }) {
+    return std::data(P::input_files);
+  } else {
+    return nullptr;
+  }
+}
+
+template <class P>
+constexpr std::size_t input_file_count_of() noexcept {
+  if constexpr (requires { P::input_files; }) {
+    return std::size(P::input_files);
+  } else {
+    return 0;
+  }
 }
 
 template <class P>
@@ -460,7 +496,8 @@ constexpr PluginDescriptor descriptor_of(const char* name, const char* version,
                           &destroy_instance<P>,     &process_item<P>,    Reduces<P> ? &merge_instances<P> : nullptr,
                           Reduces<P> ? &summarize_instance<P> : nullptr,
                           SavesState<P> ? &save_instance<P> : nullptr,
-                          SavesState<P> ? &load_instance<P> : nullptr};
+                          SavesState<P> ? &load_instance<P> : nullptr,
+                          input_files_of<P>(),      input_file_count_of<P>()};
 }
 
 }  // namespace detail
