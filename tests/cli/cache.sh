@@ -156,6 +156,46 @@ else
   fail "not cacheable: clock values replayed"
 fi
 
+# 8b. A file named by another item field, which the plugin declares an input file
+# (`input_files`): the fixture reads `path` and `reference` and logs every real execution.
+# Touching or editing one reference file makes exactly its item run again.
+mkdir refs
+for i in $(seq 0 5); do printf 'reference %s\nmore\n' "$i" >"refs/r$i"; done
+seq 0 5 | awk '{printf "{\"path\": \"files/f%02d\", \"reference\": \"refs/r%d\"}\n", $1, $1}' >mr.jsonl
+REFLOG="$WORK/reflog"
+REFPLUGIN="$COREMAP_FIXTURES/fixture_with_reference.so"
+# ref_case NAME EXPECTED_PATHS... [-- run flags]: the paths that must have run, exactly.
+ref_case() {
+  local name=$1
+  shift
+  local expected=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do expected+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  : >"$REFLOG"
+  cm run -p "$REFPLUGIN" -c "{\"log\": \"$REFLOG\"}" -m mr.jsonl -o "$name.cached" --cache "$WORK/cr" "$@"
+  expect_eq "$rc" 0 "input files, $name: exit 0"
+  expect_eq "$(sort "$REFLOG" | tr '\n' ' ')" "$(printf '%s\n' "${expected[@]}" | sed '/^$/d' | sort | tr '\n' ' ')" \
+    "input files, $name: exactly the expected items ran ($(printf '%s\n' "${expected[@]}" | sed '/^$/d' | wc -l))"
+  "$COREMAP" run -p "$REFPLUGIN" -c "{\"log\": \"$WORK/reflog.plain\"}" -m mr.jsonl -o "$name.plain" -q
+  cmp -s "$name.cached" "$name.plain" && pass "input files, $name: output equals a run without the cache" ||
+    fail "input files, $name: output differs from a run without the cache"
+}
+ref_case first files/f00 files/f01 files/f02 files/f03 files/f04 files/f05
+ref_case again ""
+expect_eq "$(record_values again.cached 'r["result"]["reference_line"]' | cut -f2 | tr '\n' ' ')" \
+  "$(for i in $(seq 0 5); do head -1 "refs/r$i"; done | tr '\n' ' ')" "input files: the results are the reference files' first lines"
+touch -d '2001-01-01 00:00:00' refs/r3
+cm cache why "$WORK/cr" -p "$REFPLUGIN" -c "{\"log\": \"$REFLOG\"}" -m mr.jsonl --index 3
+expect_contains out 'file modification time (ns) of input file refs/r3 (item field "reference")' \
+  "input files: why names the touched reference file"
+ref_case touched files/f03
+ref_case content_first files/f00 files/f01 files/f02 files/f03 files/f04 files/f05 -- --cache-files content
+ref_time=$(stat -c %y refs/r4)
+printf 'REFERENCE 4\nmore\n' >refs/r4
+touch -d "$ref_time" refs/r4
+ref_case content_edit files/f04 -- --cache-files content
+ref_case content_again "" -- --cache-files content
+
 # 9. Two runs on one cache at once, then a third finds every item.
 for i in $(seq 1 400); do echo "files/f$(printf %02d $((i % 30)))"; done >mc.txt
 seq 1 400 | awk '{printf "{\"path\": \"files/f%02d\", \"n\": %d}\n", $1 % 30, $1}' >mc.jsonl

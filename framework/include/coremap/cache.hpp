@@ -9,8 +9,9 @@
 ///
 /// The key of an item is the SHA-256 of: each cached stage's plugin (name, version and the
 /// SHA-256 of its library file), each cached stage's resolved config, the item's canonical JSON
-/// (object keys sorted, as nlohmann::json dumps them), and the file the item's `path` field
-/// names, as CacheFilePolicy says. The store is one SQLite database, DIR/cache.sqlite, in WAL
+/// (object keys sorted, as nlohmann::json dumps them), and the files the item names, as
+/// CacheFilePolicy says: its `path` field's, and those of the fields a cached stage's plugin
+/// declares as input files (`input_files` in its class, Plugin::input_file_fields()). The store is one SQLite database, DIR/cache.sqlite, in WAL
 /// mode: several processes may use one directory at once.
 
 #include <cstddef>
@@ -25,7 +26,8 @@
 
 namespace coremap {
 
-/// What of the file an item's `path` field names goes into its key.
+/// What of each input file of an item (its `path` field's, and the declared ones) goes into
+/// its key.
 enum class CacheFilePolicy {
   stat,     ///< path, size, modification time (ns) and inode: cheap; a touch is a miss
   size,     ///< path and size only: an edit that keeps the size is NOT seen
@@ -103,8 +105,9 @@ COREMAP_EXPORT CacheGcReport cache_gc(const std::filesystem::path& directory, st
 
 /// Why `item` is, or is not, a hit for `pipeline` in the cache at `directory` with file policy
 /// `files`: one line per finding, first "hit" or "miss", then the key part that differs from
-/// the closest stored entry for the same item (plugin build, config, item JSON, file size,
-/// modification time, inode or content), or that no entry for the item exists. Throws
+/// the closest stored entry for the same item (plugin build, config, item JSON, an input
+/// file's size, modification time, inode or content, naming the file and its item field), or
+/// that no entry for the item exists. Throws
 /// UsageError as cache_summary does.
 COREMAP_EXPORT std::vector<std::string> cache_why(const std::filesystem::path& directory, const Pipeline& pipeline,
                                                   const Json& item, CacheFilePolicy files);
