@@ -336,8 +336,113 @@ TEST(PipelineTest, CheckpointsCoverTheRecordsBeforeThemAndRunsResumeFromThem) {
   const auto plain = Plugin::from_descriptor(&sum_descriptor, "builtin:sum");
   EXPECT_THROW(Engine(plain, Json::object(), RunOptions{.on_checkpoint = [](const Checkpoint&) {}}), UsageError);
   EXPECT_THROW(Engine(plain, Json::object(), RunOptions{.resume_states = Json::object()}), UsageError);
-  EXPECT_THROW(Engine(saved, Json::object(), RunOptions{.isolate = true, .on_checkpoint = [](const Checkpoint&) {}}),
-               UsageError);
+  // Isolated reducing stages are checkpointed too: PipelineTest.IsolatedStagesMixWithInProcessOnesAsIfInProcess.
+}
+
+// Isolated stages (Stage::isolate) among in-process ones: fan-out (Context::emit), drops,
+// failures and reductions whose partial states come back from the worker processes give the
+// records of the same pipeline run wholly in process, byte for byte, at every thread count,
+// and summaries equal to those computed here from the manifest alone; a run resumed from a
+// checkpoint of isolated reducing stages gives the same records and summaries.
+TEST(PipelineTest, IsolatedStagesMixWithInProcessOnesAsIfInProcess) {
+  test::TempDir dir;
+  constexpr std::uint64_t total = 800;
+  std::string text;
+  for (std::uint64_t n = 0; n < total; ++n) text += "{\"n\":" + std::to_string(n) + "}\n";
+  const std::string manifest = dir.write("m.jsonl", text);
+  const auto spread = Plugin::load(test::fixture("spread"));
+  const auto totals = Plugin::from_class<Totals>("totals", "1", "sums n");
+  auto pipeline = [&](bool first_isolated, bool second_isolated) {
+    Pipeline p;
+    p.stages.push_back(Stage{"fan", Plugin::from_function(fan_out, "fan"), Json::object(), Concurrency::unlimited()});
+    p.stages.push_back(Stage{"spread", spread, Json::object(), Concurrency::unlimited(), first_isolated});
+    p.stages.push_back(Stage{"again", spread, Json::object(), Concurrency::serial(), second_isolated});
+    p.stages.push_back(Stage{"totals", totals, Json::object(), Concurrency::unlimited()});
+    return p;
+  };
+  // The oracle: what each stage sees, from the fixture's documented rules (tests/fixtures/spread.cpp).
+  std::uint64_t calls1 = 0, sum1 = 0, calls2 = 0, sum2 = 0, count3 = 0, sum3 = 0;
+  for (std::uint64_t n = 0; n < total; ++n) {
+    for (std::uint64_t k = 0; k < n % 4; ++k) {
+      const std::uint64_t m = n + k;
+      ++calls1;
+      sum1 += m;
+      if (m % 7 == 0 || m % 13 == 0) continue;
+      const std::uint64_t copies = k == 1 ? 2 : 1;  // "spread"'s outputs, each run by "again"
+      calls2 += copies;
+      sum2 += copies * m;
+      count3 += copies * copies;
+      sum3 += copies * copies * n;
+    }
+  }
+  const StageSummaries expected = {{"spread", StageSummary::success({{"calls", calls1}, {"sum", sum1}})},
+                                   {"again", StageSummary::success({{"calls", calls2}, {"sum", sum2}})},
+                                   {"totals", StageSummary::success({{"count", count3}, {"sum", sum3}})}};
+  RunStats stats;
+  const std::string in_process = run_to_text(pipeline(false, false), manifest, {.serial = true}, &stats);
+  EXPECT_EQ(stats.summaries, expected);
+  ASSERT_NE(in_process.find("\"sub\":1"), std::string::npos) << "fanned-out records";
+  ASSERT_NE(in_process.find("stage 'spread': m = "), std::string::npos) << "failed records";
+  for (const auto& [first, second] : {std::pair{true, false}, std::pair{false, true}, std::pair{true, true}}) {
+    for (RunOptions options : {RunOptions{.serial = true}, RunOptions{.threads = 1}, RunOptions{.threads = 2},
+                               RunOptions{.threads = 8}}) {
+      const std::string isolated = run_to_text(pipeline(first, second), manifest, options, &stats);
+      EXPECT_EQ(isolated, in_process) << first << second << " at " << options.threads << " threads, serial "
+                                      << options.serial;
+      EXPECT_EQ(stats.summaries, expected) << first << second << " at " << options.threads << " threads";
+    }
+  }
+  // Checkpoints of the isolated reducing stages, and a run resumed from one half-way.
+  std::vector<std::pair<Checkpoint, std::size_t>> taken;
+  std::string records;
+  RunOptions options{.threads = 2, .checkpoint_interval = std::chrono::milliseconds(0)};
+  options.on_checkpoint = [&](const Checkpoint& checkpoint) { taken.emplace_back(checkpoint, records.size()); };
+  {
+    Engine engine(pipeline(true, true), options);
+    ManifestReader reader(manifest);
+    CallbackSink sink([&](std::string_view written) { records.append(written); });
+    EXPECT_EQ(engine.run(reader, sink).summaries, expected);
+  }
+  EXPECT_EQ(records, in_process);
+  std::vector<const std::pair<Checkpoint, std::size_t>*> partial;
+  for (const auto& t : taken) {
+    if (t.first.items < total) partial.push_back(&t);
+  }
+  ASSERT_FALSE(partial.empty()) << "no checkpoint before the last item";
+  const auto& [middle, bytes] = *partial[partial.size() / 2];
+  RunOptions resumed{.threads = 2};
+  auto skip = std::make_shared<IndexSet>();
+  for (std::uint64_t i = 0; i < middle.items; ++i) skip->insert(i);
+  resumed.skip = skip;
+  resumed.resume_states = middle.states;
+  const std::string rest = run_to_text(pipeline(true, true), manifest, resumed, &stats);
+  EXPECT_EQ(stats.summaries, expected) << "resumed from " << middle.items;
+  EXPECT_EQ(records.substr(0, bytes) + rest, in_process);
+}
+
+// A reducing plugin whose partial state cannot leave its process (no save() and load()) cannot
+// run isolated: refused when the engine is made, naming the stage, never a crash or a wrong
+// summary.
+TEST(PipelineTest, AnIsolatedReducingPluginWithoutSaveAndLoadIsRefused) {
+  const auto count = Plugin::load(test::fixture("stateless_count"));
+  ASSERT_TRUE(count->reduces());
+  ASSERT_FALSE(count->saves_state());
+  Pipeline pipeline;
+  pipeline.stages.push_back(Stage{"echo", Plugin::from_function([](const Json& item, Context&) { return item; }, "echo"),
+                                  Json::object(), Concurrency::unlimited()});
+  pipeline.stages.push_back(Stage{"count", count, Json::object(), Concurrency::unlimited(), true});
+  try {
+    Engine engine(std::move(pipeline), RunOptions{.threads = 2});
+    ADD_FAILURE() << "no error";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("stage 'count' reduces, but its plugin stateless_count cannot save its partial "
+                                         "state (save() and load()"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(Engine(count, Json::object(), RunOptions{.isolate = true}), UsageError);
+  // In process it runs.
+  EXPECT_NO_THROW(Engine(count, Json::object(), RunOptions{.threads = 2}));
 }
 
 TEST(PipelineTest, LatencyStageKeepsItsConcurrencyInFlightBesideACpuStage) {
@@ -610,7 +715,15 @@ TEST(PipelineTest, SpecErrorsNameTheStageAndTheKey) {
   EXPECT_EQ(message({{"stages", {{{"plugin", "echo"}, {"concurrency", 0}}}}}),
             "p.json: stage 1: key 'concurrency' must be \"serial\", \"unlimited\" or an integer from 1 to 65536, got 0");
   EXPECT_EQ(message({{"stages", {{{"plugin", "echo"}}, {{"name", "b"}, {"plugins", "echo"}}}}}),
-            "p.json: stage 2 (b): unknown key 'plugins' (known keys: name, plugin, config, concurrency)");
+            "p.json: stage 2 (b): unknown key 'plugins' (known keys: name, plugin, config, concurrency, isolate, "
+            "memory_limit)");
+  EXPECT_EQ(message({{"stages", {{{"plugin", "echo"}, {"isolate", "yes"}}}}}),
+            "p.json: stage 1: key 'isolate' must be true or false, got \"yes\"");
+  EXPECT_EQ(message({{"stages", {{{"plugin", "echo"}, {"isolate", true}, {"memory_limit", "12Q"}}}}}),
+            "p.json: stage 1: key 'memory_limit' must be a size (bytes, or a string such as \"512M\" or \"2G\"), got "
+            "\"12Q\"");
+  EXPECT_EQ(message({{"stages", {{{"plugin", "echo"}, {"memory_limit", "1G"}}}}}),
+            "p.json: stage 1: key 'memory_limit' limits the stage's worker processes; it needs \"isolate\": true");
   EXPECT_EQ(message({{"stages", {{{"name", "x"}}}}}), "p.json: stage 1 (x): key 'plugin' (a plugin name or path) is missing");
   EXPECT_NE(message({{"stages", {{{"plugin", "echo"}, {"config", {{"nope", 1}}}}}}}).find("p.json: stage 1: config of plugin 'echo'"),
             std::string::npos);
@@ -618,13 +731,18 @@ TEST(PipelineTest, SpecErrorsNameTheStageAndTheKey) {
   EXPECT_EQ(message({{"stages", {{{"plugin", "echo"}}, {{"plugin", "echo"}}}}}),
             "p.json: stage 2: another stage is named 'echo' too; give one of them a \"name\"");
   const Pipeline ok = parse_pipeline({{"max_in_flight", 7}, {"stages", {{{"plugin", "echo"}, {"concurrency", "serial"}},
-                                                                         {{"name", "e2"}, {"plugin", "echo"}, {"concurrency", 64}}}}},
+                                                                         {{"name", "e2"}, {"plugin", "echo"}, {"concurrency", 64},
+                                                                          {"isolate", true}, {"memory_limit", "1536K"}}}}},
                                      "p.json", loader);
   ASSERT_EQ(ok.stages.size(), 2u);
   EXPECT_EQ(ok.max_in_flight, 7u);
   EXPECT_EQ(ok.stages[0].concurrency.limit, 1u);
   EXPECT_EQ(ok.stages[1].name, "e2");
   EXPECT_EQ(ok.stages[1].concurrency.limit, 64u);
+  EXPECT_FALSE(ok.stages[0].isolate);
+  EXPECT_EQ(ok.stages[0].memory_limit_bytes, 0u);
+  EXPECT_TRUE(ok.stages[1].isolate);
+  EXPECT_EQ(ok.stages[1].memory_limit_bytes, 1536u * 1024);
 }
 
 }  // namespace

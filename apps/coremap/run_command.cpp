@@ -373,7 +373,7 @@ namespace {
 
 // Why a run's reducing stage cannot be checkpointed (so a stopped run cannot be resumed), or ""
 // when every reducing stage can.
-std::string why_not_checkpointed(const Pipeline& pipeline, const RunArgs& args, bool across_ranks) {
+std::string why_not_checkpointed(const Pipeline& pipeline, bool across_ranks) {
   for (const Stage& stage : pipeline.stages) {
     if (!stage.plugin->reduces()) continue;
     const std::string which = "stage '" + stage.name + "' reduces";
@@ -383,7 +383,6 @@ std::string why_not_checkpointed(const Pipeline& pipeline, const RunArgs& args, 
              "is kept";
     }
     if (across_ranks) return which + ", and an MPI run keeps no checkpoint of its summary";
-    if (args.isolate) return which + ", and an --isolate run keeps no checkpoint of its summary";
   }
   return "";
 }
@@ -405,7 +404,7 @@ void check_reductions(const Pipeline& pipeline, const RunArgs& args, bool across
     }
   }
   if (!args.resume || !reduces(pipeline)) return;
-  if (const std::string why = why_not_checkpointed(pipeline, args, across_ranks); !why.empty()) {
+  if (const std::string why = why_not_checkpointed(pipeline, across_ranks); !why.empty()) {
     throw UsageError("--resume: " + why + ", and a summary over only the items the resumed run processes would be "
                      "wrong; rerun with --restart");
   }
@@ -426,7 +425,7 @@ int local_run_command(const RunArgs& args) {
   // What to tell the user when the run stops part-way: how to finish it, or why --resume cannot.
   // A reducing run checkpoints its stages' states with the records (docs/reliability.md).
   const bool reducing = reduces(pipeline);
-  const std::string not_checkpointed = why_not_checkpointed(pipeline, args, false);
+  const std::string not_checkpointed = why_not_checkpointed(pipeline, false);
   std::string resume_hint = "rerun with --resume to finish";
   if (reducing && !not_checkpointed.empty()) {
     resume_hint = "--resume cannot finish it: " + not_checkpointed + "; rerun with --restart";

@@ -40,18 +40,18 @@ constexpr std::size_t default_reorder_budget_bytes = std::size_t{64} << 20;
 
 Engine::Impl::Impl(Pipeline pipeline, RunOptions o) : options(std::move(o)), pipeline_in_flight(pipeline.max_in_flight) {
   if (pipeline.stages.empty()) throw UsageError("a pipeline needs at least one stage");
-  if (options.isolate && pipeline.stages.size() != 1) {
-    throw UsageError("isolate (--isolate) runs one plugin, not a pipeline of " + std::to_string(pipeline.stages.size()) +
-                     " stages");
+  bool any_isolated = options.isolate;
+  for (const Stage& stage : pipeline.stages) {
+    const bool isolated = options.isolate || stage.isolate;
+    any_isolated = any_isolated || isolated;
+    if (stage.memory_limit_bytes != 0 && !isolated) {
+      throw UsageError("stage '" + stage.name + "': a memory limit needs isolate (the stage's \"isolate\" or --isolate)");
+    }
   }
-  if (!options.isolate && options.memory_limit_bytes != 0) throw UsageError("a memory limit needs isolate (--isolate)");
-  if (options.isolate && options.measure) throw UsageError("measure: isolated runs time their calls in the workers; not supported");
+  if (!any_isolated && options.memory_limit_bytes != 0) throw UsageError("a memory limit needs isolate (--isolate)");
+  if (any_isolated && options.measure) throw UsageError("measure: isolated runs time their calls in the workers; not supported");
   if (options.on_checkpoint || !options.resume_states.is_null()) {
     const char* what = options.on_checkpoint ? "checkpoints (on_checkpoint)" : "resume_states";
-    if (options.isolate) {
-      throw UsageError(std::string(what) + ": the reducing stages' states live in the worker processes under isolate; "
-                       "not supported");
-    }
     for (const Stage& stage : pipeline.stages) {
       if (stage.plugin && stage.plugin->reduces() && !stage.plugin->saves_state()) {
         throw UsageError(std::string(what) + ": stage '" + stage.name + "' reduces, but its plugin " +
@@ -64,12 +64,26 @@ Engine::Impl::Impl(Pipeline pipeline, RunOptions o) : options(std::move(o)), pip
   for (Stage& stage : pipeline.stages) {
     if (!stage.plugin) throw UsageError("stage '" + stage.name + "' has no plugin");
     if (stage.name.empty()) stage.name = std::string(stage.plugin->name());
-    stages.push_back(std::make_unique<StageRuntime>(std::move(stage), !options.isolate));
+    const bool isolated = options.isolate || stage.isolate;
+    if (isolated) {
+      // Before the stage's instances: a reducing plugin without save() and load() is refused
+      // before its constructor runs here.
+      Stage checked = stage;
+      checked.config = stage.plugin->resolve_config(stage.config);
+      (void)detail::worker_settings(checked, options);
+    }
+    stages.push_back(std::make_unique<StageRuntime>(std::move(stage), isolated));
     StageRuntime& added = *stages.back();
-    added.latency_bound = !options.serial && !options.isolate && added.spec.concurrency.limit > threads;
+    added.latency_bound = !options.serial && !isolated && added.spec.concurrency.limit > threads;
+    if (isolated) {
+      detail::WorkerSettings settings = detail::worker_settings(added.spec, options);
+      settings.stop = &stop;
+      added.workers = std::make_unique<detail::WorkerPool>(std::move(settings));
+      isolated_stages = true;
+    }
   }
   if (!options.cache.directory.empty()) {
-    if (options.isolate) {
+    if (isolated_stages) {
       throw UsageError("--cache with --isolate: not supported yet (the cache replays outcomes in process); run "
                        "without one of them");
     }
@@ -84,12 +98,6 @@ Engine::Impl::Impl(Pipeline pipeline, RunOptions o) : options(std::move(o)), pip
     }
     cached_stages = cached.size();
     if (!cached.empty()) cache = std::make_unique<detail::ResultCache>(options.cache, cached);
-  }
-  if (options.isolate) {
-    const StageRuntime& stage = *stages.front();
-    detail::WorkerSettings settings = detail::worker_settings(*stage.spec.plugin, stage.spec.config, options);
-    settings.stop = &stop;
-    workers = std::make_unique<detail::WorkerPool>(std::move(settings));
   }
 }
 
@@ -111,7 +119,7 @@ void Engine::Impl::collect_stage_stats(RunStats& stats) {
 
 std::size_t Engine::Impl::next_batch_size() const noexcept {
   const std::uint64_t ns = per_item_ns.load(std::memory_order_relaxed);
-  return detail::items_for_duration(workers ? isolated_batch_target_ns : batch_target_ns, 1, ns, max_batch_items);
+  return detail::items_for_duration(isolated_stages ? isolated_batch_target_ns : batch_target_ns, 1, ns, max_batch_items);
 }
 
 // Cuts the next batch, leaving out items an earlier run recorded (RunOptions::skip). False
@@ -299,10 +307,12 @@ RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Delive
         take_checkpoint(false);
         continue;
       }
-      if (workers) {
-        run_stage_isolated(batch, *detail::WorkerPool::Lease(*workers), name, format);
-      } else {
-        for (std::size_t s = 0; s < stages.size(); ++s) run_stage(batch, s, *stages[s]->primary, name, format);
+      for (std::size_t s = 0; s < stages.size(); ++s) {
+        if (stages[s]->workers) {
+          run_stage_isolated(batch, s, name, format);
+        } else {
+          run_stage(batch, s, *stages[s]->primary, name, format);
+        }
       }
       learn_speed(batch);
       finish(batch);
@@ -382,9 +392,8 @@ RunStats Engine::Impl::run_stream(BatchSource& manifest, bool as_records, Delive
             cpu_nodes.push_back(std::make_unique<flow::function_node<Batch*, Batch*>>(
                 graph, concurrency, [this, s, &stage, &name, format](Batch* batch) {
                   detail::TbbBody tbb_body(batch);
-                  if (workers) {
-                    detail::WorkerPool::Lease worker(*workers);
-                    run_stage_isolated(*batch, *worker, name, format);
+                  if (stage.workers) {
+                    run_stage_isolated(*batch, s, name, format);
                     return batch;
                   }
                   if (splits(s) && batch->values.size() > 1) {

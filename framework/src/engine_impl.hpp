@@ -69,8 +69,9 @@ struct Engine::Impl {
   std::atomic<StopReason> stop_reason{StopReason::none};
   alignas(64) Progress progress;
   alignas(64) std::atomic<std::uint64_t> per_item_ns{0};
-  // With options.isolate: the plugin runs in these worker processes instead (no instance here).
-  std::unique_ptr<detail::WorkerPool> workers;
+  // Whether a stage runs in worker processes (StageRuntime::workers): batches are then sized
+  // for a worker's round trip.
+  bool isolated_stages = false;
   // With options.cache: the store, how many first stages it covers (0: none, and no store),
   // and why the others are not cached.
   std::unique_ptr<detail::ResultCache> cache;
@@ -92,10 +93,10 @@ struct Engine::Impl {
   // end.
   void take_checkpoint(bool last);
 
-  // run_stage with the plugin in a worker process (options.isolate). The whole batch goes to
-  // the worker, which writes the records; a stop request takes effect at the next batch.
-  void run_stage_isolated(Batch& batch, detail::WorkerProcess& worker, const std::string& manifest_name,
-                          ManifestFormat format);
+  // run_stage for an isolated stage s (StageRuntime::workers): the batch's items (s == 0) or
+  // values go to the calling thread's worker process, and what comes back (records, values,
+  // errors, a reduction's partial states) is handed on as run_stage and run_values do.
+  void run_stage_isolated(Batch& batch, std::size_t s, const std::string& manifest_name, ManifestFormat format);
 
   // Whether the run's own stop (an interrupt, --max-errors, the application's cancellation)
   // may have cut short the call that just returned: it then saw Context::cancelled() turn

@@ -23,7 +23,7 @@ namespace coremap {
 RunStats Engine::Impl::map_items(std::span<const Json> items, Record* records, const RecordCallback* on_record,
                                  MapReport& report) {
   if (stages.size() != 1) throw UsageError("Engine::map runs one stage; run a pipeline with Engine::run");
-  if (workers) throw UsageError("Engine::map: isolate applies to manifest runs (Engine::run) only");
+  if (isolated_stages) throw UsageError("Engine::map: isolate applies to manifest runs (Engine::run) only");
   if (!options.cache.directory.empty()) throw UsageError("Engine::map: the result cache applies to Engine::run only");
   const EndOfRun end_of_run{*this};
   reset_for_run();

@@ -3,7 +3,10 @@
 // Pipeline, every error naming the spec, the stage and the key.
 #include <coremap/pipeline.hpp>
 
+#include <cctype>
+#include <charconv>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include <coremap/error.hpp>
@@ -31,6 +34,39 @@ std::string Concurrency::to_string() const {
   if (limit == 1) return "serial";
   return std::to_string(limit);
 }
+
+namespace {
+
+// A stage's "memory_limit": bytes, or a number with K, M, G or T ("512M", as --memory-limit).
+std::uint64_t parse_memory_limit(const Json& value, const std::string& where) {
+  const std::string bad = where + ": key 'memory_limit' must be a size (bytes, or a string such as \"512M\" or "
+                                  "\"2G\"), got " + value.dump();
+  if (value.is_number_unsigned() && value.get<std::uint64_t>() > 0) return value.get<std::uint64_t>();
+  if (!value.is_string()) throw ConfigError(bad);
+  const std::string& text = value.get_ref<const std::string&>();
+  std::uint64_t number = 0;
+  const auto [rest, ec] = std::from_chars(text.data(), text.data() + text.size(), number);
+  std::string suffix(rest, text.data() + text.size());
+  for (char& c : suffix) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (suffix.ends_with("IB")) {
+    suffix.resize(suffix.size() - 2);
+  } else if (suffix.size() > 1 && suffix.ends_with("B")) {
+    suffix.pop_back();
+  }
+  int shift = -1;
+  if (suffix.empty() || suffix == "B") shift = 0;
+  if (suffix == "K") shift = 10;
+  if (suffix == "M") shift = 20;
+  if (suffix == "G") shift = 30;
+  if (suffix == "T") shift = 40;
+  if (ec != std::errc() || rest == text.data() || shift < 0 || number == 0 ||
+      number > (std::numeric_limits<std::uint64_t>::max() >> shift)) {
+    throw ConfigError(bad);
+  }
+  return number << shift;
+}
+
+}  // namespace
 
 Pipeline parse_pipeline(const Json& spec, const std::string& source, const PluginLoader& loader) {
   if (!spec.is_object()) throw ConfigError(source + ": a pipeline must be a JSON object with a \"stages\" array");
@@ -62,8 +98,10 @@ Pipeline parse_pipeline(const Json& spec, const std::string& source, const Plugi
     }
     for (const auto& [key, value] : s.items()) {
       (void)value;
-      if (key != "name" && key != "plugin" && key != "config" && key != "concurrency") {
-        throw ConfigError(where + ": unknown key '" + key + "' (known keys: name, plugin, config, concurrency)");
+      if (key != "name" && key != "plugin" && key != "config" && key != "concurrency" && key != "isolate" &&
+          key != "memory_limit") {
+        throw ConfigError(where + ": unknown key '" + key +
+                          "' (known keys: name, plugin, config, concurrency, isolate, memory_limit)");
       }
     }
     const auto plugin = s.find("plugin");
@@ -73,6 +111,16 @@ Pipeline parse_pipeline(const Json& spec, const std::string& source, const Plugi
     }
     Stage stage;
     stage.concurrency = s.contains("concurrency") ? Concurrency::parse(s.at("concurrency"), where) : Concurrency::unlimited();
+    if (const auto isolate = s.find("isolate"); isolate != s.end()) {
+      if (!isolate->is_boolean()) throw ConfigError(where + ": key 'isolate' must be true or false, got " + isolate->dump());
+      stage.isolate = isolate->get<bool>();
+    }
+    if (const auto limit = s.find("memory_limit"); limit != s.end()) {
+      stage.memory_limit_bytes = parse_memory_limit(*limit, where);
+      if (!stage.isolate) {
+        throw ConfigError(where + ": key 'memory_limit' limits the stage's worker processes; it needs \"isolate\": true");
+      }
+    }
     if (const auto config = s.find("config"); config != s.end()) {
       if (!config->is_object()) throw ConfigError(where + ": key 'config' must be an object, got " + config->dump());
       stage.config = *config;

@@ -6,6 +6,7 @@
 // allocates nothing beyond the items' JSON and takes no lock.
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -79,39 +80,169 @@ class CacheScratchLease {
 
 }  // namespace
 
-// run_stage with the plugin in a worker process (options.isolate). The whole batch goes to
-// the worker, which writes the records; a stop request takes effect at the next batch.
-void Engine::Impl::run_stage_isolated(Batch& batch, detail::WorkerProcess& worker, const std::string& manifest_name,
-                        ManifestFormat format) {
+// run_stage for an isolated stage s: its inputs go to the calling thread's worker process
+// (the raw items for the first stage, which the worker parses; the earlier stage's values as
+// JSON text otherwise), and each outcome that comes back is handed on the way run_stage and
+// run_values hand on a call's outputs. The worker answers with values (Context::emit and
+// drop included), except in a one-stage run into a Sink, where a plain result comes back as
+// its record. A reducing plugin's partial state of each call comes back with its outcome and
+// is merged into the calling thread's instance of the stage (StageRuntime::merge_worker_state).
+// A stop takes effect in the worker's item (Context::cancelled()) and at the next batch.
+void Engine::Impl::run_stage_isolated(Batch& batch, std::size_t s, const std::string& manifest_name,
+                                      ManifestFormat format) {
+  StageRuntime& stage = *stages[s];
+  const auto start = Clock::now();
+  const bool last = s + 1 == stages.size();
+  const bool check = checks_values(batch);
+  const std::string stage_prefix = stages.size() > 1 ? "stage '" + stage.spec.name + "': " : "";
+  std::uint8_t mode = 0;
+  if (s > 0) mode |= detail::batch_values_in;
+  if (s > 0 || !last || check) mode |= detail::batch_values_out;
+  // A later stage's inputs: the values to run (not failed, not stopped), as JSON text, and
+  // where each is in batch.values.
+  ItemBatch values_in;
+  std::vector<std::size_t> source_of;
+  if (s > 0) {
+    for (std::size_t i = 0; i < batch.values.size(); ++i) {
+      const Value& value = batch.values[i];
+      if (value.failed || value.stopped || s < value.skip_until) continue;
+      const std::size_t offset = values_in.bytes.size();
+      values_in.bytes += value.data.dump(-1, ' ', false, Json::error_handler_t::strict);
+      values_in.items.push_back(RawItem{value.index, value.line, offset, values_in.bytes.size() - offset, false});
+      source_of.push_back(i);
+    }
+  }
+  const ItemBatch& inputs = s > 0 ? values_in : batch.raw;
+
   struct Collect final : detail::OutcomeHandler {
     Impl& impl;
     Batch& batch;
-    Collect(Impl& i, Batch& b) : impl(i), batch(b) {}
+    StageRuntime& stage;
+    std::size_t s;
+    bool last;
+    const ItemBatch& inputs;
+    const std::vector<std::size_t>& source_of;
+    const std::string& manifest_name;
+    const std::string& stage_prefix;
+    PluginInstance* merge_into = nullptr;
+    std::size_t passed = 0;  // s > 0: batch.values before this are in batch.next
+    Json value;
+    Collect(Impl& i, Batch& b, StageRuntime& st, std::size_t stage_index, bool is_last, const ItemBatch& in,
+            const std::vector<std::size_t>& sources, const std::string& manifest, const std::string& prefix)
+        : impl(i), batch(b), stage(st), s(stage_index), last(is_last), inputs(in), source_of(sources),
+          manifest_name(manifest), stage_prefix(prefix) {}
+
+    std::string where(std::uint64_t line) const {
+      return manifest_name + ":" + std::to_string(line) + ": " + stage_prefix;
+    }
+    // s > 0: the values before batch.values[end] that were not run go on untouched.
+    void pass_until(std::size_t end) {
+      for (; passed < end; ++passed) batch.next.push_back(std::move(batch.values[passed]));
+    }
+    void on_state(bool saved, std::string_view bytes) override {
+      // Whether or not the run's stop cut the call short: what it added to the reduction is
+      // in the state, as it would be in an instance in process.
+      if (merge_into != nullptr) stage.merge_worker_state(*merge_into, saved, bytes);
+    }
     void on_result(const RawItem& raw, detail::ItemOutcome outcome, std::string_view text,
                    std::uint32_t attempts) override {
-      // An outcome that came back once the run was stopping is no record (cut_short()).
-      if (impl.cut_short()) return;
-      bool ok = false;
-      ++batch.items;
-      if (outcome == detail::ItemOutcome::error_message) {
-        batch.record_error(raw.index, std::string(text), attempts, false);
+      using detail::ItemOutcome;
+      const auto k = static_cast<std::size_t>(&raw - inputs.items.data());
+      bool fanned = false;
+      if (s > 0) {
+        pass_until(source_of[k]);
+        fanned = batch.values[passed].fanned;
+        ++passed;
+        // An outcome that came back once the run was stopping: its item gets no record.
+        if (impl.cut_short()) {
+          batch.next.push_back(Value{raw.index, raw.line, fanned, false, 1, Json(), {}, true});
+          return;
+        }
       } else {
-        ok = batch.record_line(raw.index, outcome == detail::ItemOutcome::ok_record, text);
+        if (impl.cut_short()) return;
+        ++batch.items;
       }
-      if (ok) {
-        ++batch.ok;
-      } else {
-        ++batch.failed;
-        impl.note_failure();
+      // One output (s > 0: a value for finish_stage; else through output_ok/output_error).
+      auto error_out = [&](bool out_fanned, std::string message) {
+        if (s > 0) {
+          batch.next.push_back(Value{raw.index, raw.line, out_fanned, true, attempts, Json(), std::move(message)});
+        } else {
+          impl.output_error(batch, last, raw.index, raw.line, out_fanned, attempts, std::move(message));
+        }
+      };
+      switch (outcome) {
+        case ItemOutcome::ok_record:
+        case ItemOutcome::error_record:
+          if (batch.record_line(raw.index, outcome == ItemOutcome::ok_record, text)) {
+            ++batch.ok;
+          } else {
+            ++batch.failed;
+            impl.note_failure();
+          }
+          break;
+        case ItemOutcome::error_message:
+          error_out(fanned, std::string(text));
+          break;
+        case ItemOutcome::call_error:
+          error_out(fanned, where(raw.line) + std::string(text));
+          break;
+        case ItemOutcome::values: {
+          // Parsed with the frame checked by WorkerProcess; a value that is not JSON is the
+          // worker's protocol error, and the item's.
+          try {
+            detail::PayloadReader payload(text);
+            const bool emitted = payload.u8() != 0;
+            const std::uint32_t count = payload.u32();
+            for (std::uint32_t v = 0; v < count; ++v) {
+              const bool writable = payload.u8() != 0;
+              const std::string_view data = payload.text();
+              const bool out_fanned = emitted || fanned;
+              if (!writable) {
+                error_out(out_fanned, where(raw.line) + std::string(data));
+                continue;
+              }
+              value = Json::parse(data);
+              if (s > 0) {
+                batch.next.push_back(Value{raw.index, raw.line, out_fanned, false, attempts, std::move(value), {}});
+              } else {
+                impl.output_ok(batch, last, raw.index, raw.line, out_fanned, attempts, value);
+              }
+            }
+          } catch (const std::exception& e) {
+            error_out(fanned, where(raw.line) + "worker protocol error: a malformed result (" + e.what() + ")");
+          }
+          break;
+        }
       }
     }
-  } collect(*this, batch);
-  if (!stop.load(std::memory_order_relaxed)) {
-    const auto start = Clock::now();
-    worker.run(batch.raw, manifest_name, format, collect);
-    batch.work_ns += elapsed_ns(start);
+  } collect(*this, batch, stage, s, last, inputs, source_of, manifest_name, stage_prefix);
+
+  std::optional<StageRuntime::Lease> instance;
+  if (stage.reduces) {
+    instance.emplace(stage);
+    collect.merge_into = &**instance;
   }
-  batch.not_run = batch.raw.items.size() - batch.items;
+  if (!stop.load(std::memory_order_relaxed) && !inputs.items.empty()) {
+    detail::WorkerPool::Lease worker(*stage.workers);
+    (*worker).run(inputs, manifest_name, format, collect, mode);
+  }
+  if (s == 0) {
+    batch.not_run += batch.raw.items.size() - batch.items;
+    batch.values.clear();
+    if (!last) std::swap(batch.values, batch.next);
+  } else {
+    // The values the stop left without an outcome: their items get no record.
+    for (; collect.passed < batch.values.size(); ++collect.passed) {
+      Value& value = batch.values[collect.passed];
+      if (value.failed || value.stopped || s < value.skip_until) {
+        batch.next.push_back(std::move(value));
+      } else {
+        batch.next.push_back(Value{value.index, value.line, value.fanned, false, 1, Json(), {}, true});
+      }
+    }
+    finish_stage(batch, s);
+  }
+  batch.work_ns += elapsed_ns(start);
 }
 
 std::string Engine::Impl::timed_out_message(std::int64_t took_ns) const {

@@ -7,7 +7,9 @@
 // instances' partial states into the stage's summary at the end of a run.
 
 #include <memory>
+#include <mutex>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -20,6 +22,7 @@
 #include <coremap/loaded_plugin.hpp>
 
 #include "per_thread_pool.hpp"
+#include "worker_process.hpp"
 
 namespace coremap::detail {
 
@@ -39,13 +42,40 @@ struct StageRuntime {
   // RunOptions::measure: each thread's process() durations, merged after the run.
   tbb::enumerable_thread_specific<LatencyHistogram> latency;
 
-  // `in_process` is false when the plugin runs in worker processes (RunOptions::isolate).
-  StageRuntime(Stage stage, bool in_process)
+  // Isolated (Stage::isolate, RunOptions::isolate): the plugin's calls run in these worker
+  // processes. The instances here then only merge what the workers send back of a reduction
+  // (one per thread, never shared: merge() is not reentrant), and exist only for a reducing
+  // plugin.
+  std::unique_ptr<WorkerPool> workers;
+
+  // `isolated`: the plugin runs in worker processes (started by the caller into `workers`).
+  StageRuntime(Stage stage, bool isolated)
       : spec(resolved(std::move(stage))),
         reduces(spec.plugin->reduces()),
         instances([this] { return std::make_unique<PluginInstance>(spec.plugin, spec.config); },
-                  PerThreadPool<PluginInstance>::Making::under_lock, spec.plugin->reentrant()) {
-    if (in_process) primary = instances.add();
+                  PerThreadPool<PluginInstance>::Making::under_lock, spec.plugin->reentrant() && !isolated) {
+    spec.isolate = isolated;
+    if (!isolated) primary = instances.add();
+  }
+
+  // An isolated reducing stage: a worker's partial state of one call (CBOR, as the worker sent
+  // it) merged into `into`, the calling thread's instance. A state that cannot be loaded or
+  // merged leaves the stage's state unknown: its summary is that error.
+  void merge_worker_state(PluginInstance& into, bool saved, std::string_view bytes) {
+    std::string error;
+    if (!saved) {
+      error = "save() failed in a worker process: " + std::string(bytes);
+    } else {
+      try {
+        const Json state = Json::from_cbor(bytes.begin(), bytes.end());
+        PluginInstance part(spec.plugin, spec.config);
+        if (part.load_state(state, error) && into.merge(part, error)) return;
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+    }
+    std::lock_guard lock(worker_error_mutex);
+    if (worker_error.empty()) worker_error = "a partial state from a worker process could not be merged: " + error;
   }
 
   // The calling thread's instance for the duration of one batch. A plugin that runs TBB work
@@ -78,6 +108,7 @@ struct StageRuntime {
   // the instances afresh and returns the carried state saved, {"state": ...}, or {"error":
   // ...}. Throws PluginError when a fresh instance cannot be made.
   Json checkpoint() {
+    take_worker_error();
     if (!carried_error.empty()) return Json{{"error", carried_error}};
     if (!carried) carried = std::make_unique<PluginInstance>(spec.plugin, spec.config);
     std::string error;
@@ -86,7 +117,7 @@ struct StageRuntime {
       if (ok) ok = carried->merge(instance, error);
     });
     instances.clear();
-    primary = instances.add();
+    if (!spec.isolate) primary = instances.add();
     Json saved;
     if (ok) ok = carried->save_state(saved, error);
     if (!ok) {
@@ -99,9 +130,12 @@ struct StageRuntime {
   // Folds every instance's partial state into one and summarises it; then starts afresh, so
   // the next run's summary covers that run only.
   StageSummary summarize(Json* state = nullptr) {
+    take_worker_error();
     std::vector<PluginInstance*> all;
     if (carried) all.push_back(carried.get());
     instances.for_each([&](PluginInstance& instance) { all.push_back(&instance); });
+    // An isolated stage that merged nothing (no item reached it) has no instance yet.
+    if (all.empty()) all.push_back(instances.add());
     Json summary;
     std::string error = carried_error;
     bool ok = error.empty();
@@ -121,11 +155,21 @@ struct StageRuntime {
     instances.clear();
     carried.reset();
     carried_error.clear();
-    primary = instances.add();
+    if (!spec.isolate) primary = instances.add();
     return ok ? StageSummary::success(std::move(summary)) : StageSummary::failure(std::move(error));
   }
 
  private:
+  std::mutex worker_error_mutex;
+  std::string worker_error;  // merge_worker_state's first failure, until taken
+
+  // A failed merge of a worker's state becomes the carried error (no instance in use).
+  void take_worker_error() {
+    std::lock_guard lock(worker_error_mutex);
+    if (!worker_error.empty() && carried_error.empty()) carried_error = worker_error;
+    worker_error.clear();
+  }
+
   static Stage resolved(Stage stage) {
     stage.config = stage.plugin->resolve_config(stage.config);
     return stage;

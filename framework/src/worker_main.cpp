@@ -23,7 +23,9 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
+#include <coremap/error.hpp>
 #include <coremap/loaded_plugin.hpp>
 #include <coremap/process_tree.hpp>
 #include <coremap/record.hpp>
@@ -205,6 +207,23 @@ bool watch_over_descendants() {
   return true;
 }
 
+// Collects what one process() call emits (Context::emit, Context::drop), as the engine's
+// CallEmitter does in process.
+struct ValueEmitter final : Emitter {
+  explicit ValueEmitter(std::vector<Json>& out) : Emitter{&take}, values(out) {}
+  void reset() noexcept {
+    values.clear();
+    used = false;
+  }
+  static void take(Emitter* self, Json* value) {
+    auto& emitter = *static_cast<ValueEmitter*>(self);
+    emitter.used = true;
+    if (value != nullptr) emitter.values.push_back(std::move(*value));
+  }
+  std::vector<Json>& values;
+  bool used = false;
+};
+
 int fail(const char* what) {
   std::fprintf(stderr, "coremap-worker: %s: %s\n", what, std::strerror(errno));
   return 2;
@@ -302,11 +321,20 @@ int worker_main(int argc, char** argv) {
   FrameReader in;
   FrameWriter out;
   std::optional<PluginInstance> instance;
+  std::shared_ptr<const Plugin> plugin;
+  Json config;
+  bool sends_state = false;
   try {
     const auto setup = read_frame(protocol_fd, in);
-    if (!setup || setup->kind != FrameKind::setup) throw ProtocolError("expected a setup frame");
-    const Json config = Json::parse(setup->payload);
-    instance.emplace(Plugin::load(plugin_path), config);
+    if (!setup || setup->kind != FrameKind::setup || setup->payload.empty()) throw ProtocolError("expected a setup frame");
+    const auto flags = static_cast<std::uint8_t>(setup->payload[0]);
+    config = Json::parse(setup->payload.substr(1));
+    plugin = Plugin::load(plugin_path);
+    sends_state = (flags & setup_sends_state) != 0;
+    if (sends_state && !plugin->saves_state()) {
+      throw PluginError("plugin " + std::string(plugin->name()) + " cannot save its partial state (save() and load())");
+    }
+    instance.emplace(plugin, config);
     out.begin(FrameKind::ready);
   } catch (const std::exception& e) {
     out.clear();
@@ -328,30 +356,55 @@ int worker_main(int argc, char** argv) {
   Json result;
   std::string error;
   std::string message;
+  std::vector<Json> emitted;
+  ValueEmitter emitter(emitted);
+  Json state;
+  std::string why;
+  std::string value_text;
+  WireWriter values;
+  std::vector<std::uint8_t> state_bytes;
   try {
     while (const auto frame = read_frame(protocol_fd, in)) {
       if (frame->kind != FrameKind::batch) throw ProtocolError("expected a batch frame");
       PayloadReader payload(frame->payload);
       const BatchHeader header = decode_batch_header(payload);
+      const bool values_in = (header.mode & batch_values_in) != 0;
+      const bool values_out = (header.mode & batch_values_out) != 0;
       manifest_name.assign(header.manifest_name);
       for (std::uint32_t i = 0; i < header.count; ++i) {
         const WireItem wire = decode_batch_item(payload);
         allocation_failed.store(false, std::memory_order_relaxed);
         ItemOutcome outcome = ItemOutcome::error_message;
         std::string_view text;
+        // Whether the plugin ran (its partial state then goes back with the outcome).
+        bool called = false;
+        bool parsed = true;
         if (wire.malformed) {
           message = manifest_name + ":" + std::to_string(wire.line) + ": ";
           message += wire.text;
           text = message;
+          parsed = false;
+        } else if (values_in) {
+          // An earlier stage's value, which the engine checked was writable JSON.
+          try {
+            item = Json::parse(wire.text);
+          } catch (const Json::exception& e) {
+            throw ProtocolError(std::string("a value that is not JSON: ") + e.what());
+          }
         } else if (!parse_item(wire.text, wire.line, header.format, manifest_name, item, error)) {
           text = error;
-        } else {
+          parsed = false;
+        }
+        if (parsed) {
+          called = true;
           // --retries: an exception is retried here; a crash is retried by the engine, which
           // then starts the item at a later attempt (wire.first_attempt).
           for (std::uint32_t attempt = wire.first_attempt;; ++attempt) {
             allocation_failed.store(false, std::memory_order_relaxed);
             const std::int64_t start = timeout_ms != 0 ? now_ns() : 0;
-            Context context(wire.index, stop_flag, timeout_ms != 0 ? start + timeout_ms * 1000000 : 0, attempt);
+            emitter.reset();
+            Context context(wire.index, stop_flag, timeout_ms != 0 ? start + timeout_ms * 1000000 : 0, attempt,
+                            &emitter);
             error.clear();
             record.clear();
             item_running.store(true, std::memory_order_relaxed);
@@ -364,10 +417,31 @@ int worker_main(int argc, char** argv) {
                 error = timed_out_message(took, timeout_ms);
               }
             }
-            if (ok) {
+            if (ok && !values_out && !emitter.used) {
               outcome = writer.ok(wire.index, result, attempt, -1, manifest_name, wire.line) ? ItemOutcome::ok_record
                                                                                                : ItemOutcome::error_record;
               text = record;
+              break;
+            }
+            if (ok) {
+              // The outputs as values, each checked as the engine checks what leaves a stage.
+              outcome = ItemOutcome::values;
+              values.clear();
+              values.u8(emitter.used ? 1 : 0);
+              const std::size_t count = emitter.used ? emitted.size() : 1;
+              values.u32(static_cast<std::uint32_t>(count));
+              for (std::size_t v = 0; v < count; ++v) {
+                const Json& value = emitter.used ? emitted[v] : result;
+                if (writable_result(value, why)) {
+                  values.u8(1);
+                  value_text = value.dump(-1, ' ', false, Json::error_handler_t::strict);
+                  values.text(value_text);
+                } else {
+                  values.u8(0);
+                  values.text(why);
+                }
+              }
+              text = values.data();
               break;
             }
             if (attempt <= retries && !run_is_stopped()) {
@@ -380,6 +454,14 @@ int worker_main(int argc, char** argv) {
                 return fail("writing to the engine");
               }
               continue;
+            }
+            if (values_out) {
+              message.clear();
+              if (memory_limit != 0 && allocation_failed.load(std::memory_order_relaxed)) message += oom_note;
+              message += error;
+              outcome = ItemOutcome::call_error;
+              text = message;
+              break;
             }
             message = manifest_name + ":" + std::to_string(wire.line) + ": ";
             if (memory_limit != 0 && allocation_failed.load(std::memory_order_relaxed)) message += oom_note;
@@ -397,6 +479,35 @@ int worker_main(int argc, char** argv) {
         out.clear();
         out.begin(FrameKind::result);
         out.u8(static_cast<std::uint8_t>(outcome));
+        if (sends_state) {
+          // What the calls since the last outcome added to the reduction, from a fresh instance
+          // on: the engine merges it into the stage's state, so a later crash loses nothing of
+          // an item that has its outcome.
+          // u8 0: no call; 1: the state, as CBOR (every byte of its strings kept); 2: why
+          // save() failed.
+          if (!called) {
+            out.u8(0);
+          } else {
+            state = Json();
+            std::string save_error;
+            if (!instance->save_state(state, save_error)) {
+              out.u8(2);
+              out.text(save_error);
+            } else {
+              state_bytes.clear();
+              Json::to_cbor(state, state_bytes);
+              out.u8(1);
+              out.text(std::string_view(reinterpret_cast<const char*>(state_bytes.data()), state_bytes.size()));
+            }
+            instance.reset();
+            try {
+              instance.emplace(plugin, config);
+            } catch (const std::exception& e) {
+              note_lost_channel("starting a fresh instance", e.what());
+              return fail("constructing the plugin again");
+            }
+          }
+        }
         out.bytes(text);
         out.end();
         // One write per item: when the worker dies, the engine knows exactly which item it was

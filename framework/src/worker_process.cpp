@@ -97,10 +97,16 @@ fs::path worker_executable() {
   return (lib.parent_path() / COREMAP_WORKER_FROM_LIB).lexically_normal();
 }
 
-WorkerSettings worker_settings(const Plugin& plugin, const Json& resolved_config, const RunOptions& options) {
+WorkerSettings worker_settings(const Stage& stage, const RunOptions& options) {
+  const Plugin& plugin = *stage.plugin;
   if (!plugin.loaded_from_library()) {
-    throw UsageError("isolate: plugin '" + std::string(plugin.name()) + "' (" + plugin.path() +
-                     ") is not a shared library, so a worker process cannot load it");
+    throw UsageError("isolate: stage '" + stage.name + "': plugin '" + std::string(plugin.name()) + "' (" +
+                     plugin.path() + ") is not a shared library, so a worker process cannot load it");
+  }
+  if (plugin.reduces() && !plugin.saves_state()) {
+    throw UsageError("isolate: stage '" + stage.name + "' reduces, but its plugin " + std::string(plugin.name()) +
+                     " cannot save its partial state (save() and load(), docs/plugins.md), so its partial "
+                     "states cannot come back from the worker processes; run the stage in process");
   }
   WorkerSettings settings;
   settings.executable = worker_executable();
@@ -112,8 +118,9 @@ WorkerSettings worker_settings(const Plugin& plugin, const Json& resolved_config
   const fs::path path = fs::absolute(plugin.path(), ec);
   settings.plugin_path = ec ? plugin.path() : path.string();
   settings.plugin_name = plugin.name();
-  settings.config = resolved_config.dump();
-  settings.memory_limit_bytes = options.memory_limit_bytes;
+  settings.config = stage.config.dump();
+  settings.memory_limit_bytes = stage.memory_limit_bytes != 0 ? stage.memory_limit_bytes : options.memory_limit_bytes;
+  settings.sends_state = plugin.reduces();
   settings.timeout = options.timeout;
   settings.retries = options.retries;
   settings.launch = options.worker_launcher;
@@ -281,6 +288,7 @@ void WorkerProcess::start() {
 
   out_.clear();
   out_.begin(FrameKind::setup);
+  out_.u8(settings_.sends_state ? setup_sends_state : 0);
   out_.bytes(settings_.config);
   out_.end();
   // A worker that fails before reading the setup frame (a memory limit too small for its first
@@ -452,7 +460,8 @@ void WorkerProcess::kill_adopted() noexcept {
 }
 
 void WorkerProcess::run(const ItemBatch& batch, const std::string& manifest_name, ManifestFormat format,
-                        OutcomeHandler& handler) {
+                        OutcomeHandler& handler, std::uint8_t mode) {
+  const bool values_out = (mode & batch_values_out) != 0;
   std::size_t next = 0;
   const std::size_t count = batch.items.size();
   // Calls batch.items[next] has had in workers that crashed or timed out running it.
@@ -466,8 +475,12 @@ void WorkerProcess::run(const ItemBatch& batch, const std::string& manifest_name
     crashed_attempts = std::max(crashed_attempts + 1, worker_attempt);
     worker_attempt = 0;
     if (crashed_attempts <= settings_.retries) return;
-    handler.on_result(item, ItemOutcome::error_message, manifest_name + ":" + std::to_string(item.line) + ": " + what,
-                   crashed_attempts);
+    if (values_out) {
+      handler.on_result(item, ItemOutcome::call_error, what, crashed_attempts);
+    } else {
+      handler.on_result(item, ItemOutcome::error_message,
+                        manifest_name + ":" + std::to_string(item.line) + ": " + what, crashed_attempts);
+    }
     crashed_attempts = 0;
     ++next;
   };
@@ -484,7 +497,7 @@ void WorkerProcess::run(const ItemBatch& batch, const std::string& manifest_name
   while (next < count) {
     if (pid_ < 0) start();
     out_.clear();
-    encode_batch(out_, batch, next, manifest_name, format, crashed_attempts + 1);
+    encode_batch(out_, batch, next, manifest_name, format, crashed_attempts + 1, mode);
     // A worker reads a whole batch before running any of it, so if it dies before taking it
     // all (the send fails), it died running nothing of ours: the receive below sees its end
     // and blames the first item all the same, so a worker that keeps dying cannot loop
@@ -537,11 +550,32 @@ void WorkerProcess::run(const ItemBatch& batch, const std::string& manifest_name
         overtime = false;
         if (stopping) continue;
       } else if (frame.kind == FrameKind::result && !frame.payload.empty() &&
-                 static_cast<std::uint8_t>(frame.payload[0]) <= static_cast<std::uint8_t>(ItemOutcome::error_record)) {
+                 static_cast<std::uint8_t>(frame.payload[0]) <= static_cast<std::uint8_t>(ItemOutcome::call_error)) {
         PayloadReader payload(frame.payload);
         const auto outcome = static_cast<ItemOutcome>(payload.u8());
+        // The reduction's part of the call (setup_sends_state): 0 none, 1 CBOR, 2 save()'s error.
+        std::uint8_t state_kind = 0;
+        std::string_view state;
+        // Values come back for a call that emitted even without batch_values_out; records never with it.
+        bool well_formed = values_out ? outcome != ItemOutcome::ok_record && outcome != ItemOutcome::error_record
+                                      : outcome != ItemOutcome::call_error;
+        try {
+          if (settings_.sends_state) {
+            state_kind = payload.u8();
+            if (state_kind > 2) well_formed = false;
+            if (state_kind != 0) state = payload.text();
+          }
+        } catch (const ProtocolError&) {
+          well_formed = false;
+        }
         const std::string_view text = payload.rest();
         const RawItem& item = batch.items[next];
+        if (!well_formed) {
+          alive = false;
+          broke_protocol("a malformed result frame");
+          if (stopping) break;
+          continue;
+        }
         // A record must be this item's: a stream that was written into can carry frames that
         // look right but belong to nobody.
         if (outcome == ItemOutcome::ok_record || outcome == ItemOutcome::error_record) {
@@ -555,6 +589,7 @@ void WorkerProcess::run(const ItemBatch& batch, const std::string& manifest_name
             continue;
           }
         }
+        if (state_kind != 0) handler.on_state(state_kind == 1, state);
         handler.on_result(item, outcome, text, std::max(crashed_attempts + 1, worker_attempt));
         ++next;
         crashed_attempts = 0;

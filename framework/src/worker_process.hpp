@@ -20,6 +20,7 @@
 
 #include <coremap/engine.hpp>
 #include <coremap/manifest.hpp>
+#include <coremap/pipeline.hpp>
 
 #include "per_thread_pool.hpp"
 #include "worker_note.hpp"
@@ -36,6 +37,9 @@ struct WorkerSettings {
   std::uint64_t memory_limit_bytes = 0;
   std::chrono::milliseconds timeout{0};
   std::uint32_t retries = 0;  ///< RunOptions::retries: exceptions retried in the worker, crashes here
+  /// The plugin reduces: each outcome comes with the worker's partial state of that call
+  /// (OutcomeHandler::on_state), which the engine merges into the stage's state.
+  bool sends_state = false;
   /// The engine's stop flag (null: never stopped). Once it is set, a worker running an item is
   /// told (Context::cancelled()), given stop_grace to return, then killed with its descendants.
   const std::atomic<bool>* stop = nullptr;
@@ -53,9 +57,11 @@ inline constexpr std::chrono::milliseconds stop_grace{2000};
 /// beside libcoremap (build tree and install tree alike).
 std::filesystem::path worker_executable();
 
-/// The settings for `plugin` run with `options` (isolate set). Throws UsageError when the
-/// plugin was not loaded from a library, PluginError when coremap-worker is not found.
-WorkerSettings worker_settings(const Plugin& plugin, const Json& resolved_config, const RunOptions& options);
+/// The settings for stage `stage` (config resolved) run in worker processes with `options`:
+/// the stage's own memory limit, else RunOptions::memory_limit_bytes. Throws UsageError when the
+/// plugin was not loaded from a library, or reduces without save() and load() (its partial
+/// state could not come back from the workers); PluginError when coremap-worker is not found.
+WorkerSettings worker_settings(const Stage& stage, const RunOptions& options);
 
 
 /// Receives each item's outcome from WorkerProcess::run, in batch order (not a coremap::Sink:
@@ -64,6 +70,10 @@ class OutcomeHandler {
  public:
   /// `attempts`: the calls an error_message outcome took (a crash retried with --retries).
   virtual void on_result(const RawItem& item, ItemOutcome outcome, std::string_view text, std::uint32_t attempts) = 0;
+  /// Before on_result, for a plugin that reduces (WorkerSettings::sends_state) and ran the
+  /// item: what its calls added to the reduction, saved (`saved`: `bytes` is the state as CBOR),
+  /// or why save() failed (`bytes` is the message).
+  virtual void on_state(bool saved, std::string_view bytes) = 0;
 
  protected:
   ~OutcomeHandler() = default;
@@ -94,7 +104,11 @@ class WorkerProcess {
   /// outcome (if it comes within stop_grace) handed on, and the worker is killed with its
   /// descendants; the rest of the batch gets no outcome.
   /// Throws PluginError when a replacement cannot be started.
-  void run(const ItemBatch& batch, const std::string& manifest_name, ManifestFormat format, OutcomeHandler& handler);
+  /// `mode` (BatchMode bits): values in, values out. With batch_values_out every outcome is
+  /// ItemOutcome::values or call_error (a crash's message then bare too), or error_message for
+  /// an item that could not be parsed.
+  void run(const ItemBatch& batch, const std::string& manifest_name, ManifestFormat format, OutcomeHandler& handler,
+           std::uint8_t mode = 0);
 
   /// Closes the channel without waiting; the destructor then only reaps.
   void close() noexcept;

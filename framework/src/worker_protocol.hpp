@@ -32,7 +32,7 @@ inline int worker_stop_signal() { return SIGRTMIN + 2; }
 
 /// What a frame carries.
 enum class FrameKind : std::uint8_t {
-  setup = 'S',          ///< engine -> worker, first: the resolved config as JSON text
+  setup = 'S',          ///< engine -> worker, first: u8 setup flags (SetupFlags), the resolved config as JSON text
   batch = 'B',          ///< engine -> worker: items to process (see encode_batch_header)
   ready = 'R',          ///< worker -> engine: plugin loaded, instance constructed
   setup_failed = 'F',   ///< worker -> engine: why the plugin could not be loaded or constructed
@@ -44,11 +44,36 @@ enum class FrameKind : std::uint8_t {
   attempt = 'a',
 };
 
-/// The outcome byte that starts a result frame's payload; the rest is text.
+/// The setup frame's first byte.
+enum SetupFlags : std::uint8_t {
+  /// The plugin reduces: every result frame carries the worker's partial state of the calls
+  /// since the one before (save()), and the worker starts a fresh instance after each.
+  setup_sends_state = 1u << 0,
+};
+
+/// A batch frame's mode byte: what its inputs are and what the worker answers with.
+enum BatchMode : std::uint8_t {
+  /// The inputs are JSON values an earlier stage made (their text is parsed as JSON), not
+  /// manifest items.
+  batch_values_in = 1u << 0,
+  /// Every outcome comes back as values (ItemOutcome::values, call_error), for the engine to
+  /// hand on as the in-process path does; without it a plain result comes back as its record
+  /// (the last stage of a one-stage run into a Sink).
+  batch_values_out = 1u << 1,
+};
+
+/// The outcome byte that starts a result frame's payload. With setup_sends_state a text
+/// follows: the worker's partial state after the call (save(), as JSON text). Then the rest:
 enum class ItemOutcome : std::uint8_t {
   ok_record = 0,     ///< the item's complete JSON Lines record, ok
-  error_message = 1, ///< the item's error message ("<manifest>:<line>: ...")
+  error_message = 1, ///< the item's error message ("<manifest>:<line>: ..."), complete
   error_record = 2,  ///< a complete JSON Lines error record (the result was not serialisable)
+  /// The call's outputs: u8 emitted (1: Context::emit or drop was used, so these are the
+  /// outputs; 0: one value, the result), u32 count, then per value u8 writable and a text: the
+  /// value as JSON when writable, else why it cannot be written (writable_result).
+  values = 3,
+  /// The call failed: its bare error message; the engine says where (manifest, line, stage).
+  call_error = 4,
 };
 
 inline constexpr std::size_t frame_header_size = 5;
@@ -132,12 +157,14 @@ class FrameReader {
 /// A frame's payload is read field by field.
 using PayloadReader = WireReader;
 
-/// A batch frame: u8 format, text manifest name, u32 count, then the items (encode_item). Items [from, end) of `batch` are sent: after a crash the engine
+/// A batch frame: u8 format, u8 mode (BatchMode), text manifest name, u32 count, then the
+/// items (encode_item). Items [from, end) of `batch` are sent: after a crash the engine
 /// resends the rest of a batch to the replacement worker.
 inline void encode_batch(FrameWriter& out, const ItemBatch& batch, std::size_t from, std::string_view manifest_name,
-                         ManifestFormat format, std::uint32_t first_attempt = 1) {
+                         ManifestFormat format, std::uint32_t first_attempt = 1, std::uint8_t mode = 0) {
   out.begin(FrameKind::batch);
   out.u8(static_cast<std::uint8_t>(format));
+  out.u8(mode);
   out.text(manifest_name);
   out.u32(static_cast<std::uint32_t>(batch.items.size() - from));
   for (std::size_t i = from; i < batch.items.size(); ++i) {
@@ -151,6 +178,7 @@ inline void encode_batch(FrameWriter& out, const ItemBatch& batch, std::size_t f
 /// The header of a batch frame; the items follow in the reader (see next_batch_item).
 struct BatchHeader {
   ManifestFormat format;
+  std::uint8_t mode;  ///< BatchMode bits
   std::string_view manifest_name;
   std::uint32_t count;
 };
@@ -158,7 +186,9 @@ struct BatchHeader {
 inline BatchHeader decode_batch_header(PayloadReader& in) {
   const std::uint8_t format = in.u8();
   if (format > static_cast<std::uint8_t>(ManifestFormat::lines)) throw ProtocolError("unknown manifest format");
-  BatchHeader header{static_cast<ManifestFormat>(format), in.text(), 0};
+  const std::uint8_t mode = in.u8();
+  if ((mode & ~(batch_values_in | batch_values_out)) != 0) throw ProtocolError("unknown batch mode");
+  BatchHeader header{static_cast<ManifestFormat>(format), mode, in.text(), 0};
   header.count = in.u32();
   return header;
 }

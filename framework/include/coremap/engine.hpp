@@ -160,13 +160,18 @@ struct RunOptions {
   std::shared_ptr<const IndexSet> skip{};
   /// Cancels the run when set.
   CancellationToken cancel{};
-  /// Run the plugin in worker processes (coremap-worker, one per thread) instead of in this
-  /// process: an item that crashes its worker (a signal, exit(), the memory limit) becomes
-  /// that item's error record, the worker is replaced and the run goes on. Needs a one-stage
-  /// pipeline whose plugin is loaded from a shared library, and no `retries`; applies to
-  /// run(), map() refuses it. See docs/reliability.md.
+  /// Run every stage's plugin in worker processes (coremap-worker, one per thread and stage)
+  /// instead of in this process, as Stage::isolate does for one stage: an item that crashes
+  /// its worker (a signal, exit(), the memory limit) becomes that item's error record, the
+  /// worker is replaced and the run goes on. Records, fan-out, drops, retries, timeouts and
+  /// summaries are those of the run in process; a reducing plugin's partial state comes back
+  /// from the workers with each item's outcome (save()), and is merged here (load(), merge(),
+  /// summary() run in this process). Needs plugins loaded from shared libraries, and reducing
+  /// plugins that save state (Plugin::saves_state()); UsageError otherwise. Applies to run(),
+  /// map() refuses it. See docs/reliability.md#crash-isolation.
   bool isolate = false;
-  /// With `isolate`: each worker's address-space limit (RLIMIT_AS) in bytes; 0 means none.
+  /// Each isolated stage's workers' address-space limit (RLIMIT_AS) in bytes, where the stage
+  /// sets none (Stage::memory_limit_bytes); 0 means none. Needs an isolated stage.
   std::size_t memory_limit_bytes = 0;
   /// With `isolate`: starts each worker instead of posix_spawn'ing coremap-worker (the Python
   /// package forks its workers from a copy of the calling interpreter, docs/python.md). The
@@ -203,8 +208,9 @@ struct RunOptions {
   /// manifest's end. Taking one lets the items in flight finish, with no new batch started
   /// meanwhile, then folds each reducing stage's per-thread instances into one carried
   /// instance and saves its state (the instances are made afresh). Needs every reducing
-  /// stage's plugin to save state (Plugin::saves_state(): UsageError otherwise) and runs in
-  /// process (not with `isolate`). Null: no checkpoints.
+  /// stage's plugin to save state (Plugin::saves_state(): UsageError otherwise); isolated
+  /// stages included (their workers' states are merged here as items finish). Null: no
+  /// checkpoints.
   CheckpointCallback on_checkpoint{};
   std::chrono::milliseconds checkpoint_interval{10000};
   /// The states of a Checkpoint (its `states`) to continue from: each reducing stage starts

@@ -10,7 +10,7 @@
 ///   "max_in_flight": 64,
 ///   "stages": [
 ///     {"name": "fetch", "plugin": "exec", "config": {"argv": ["curl", "-s", "{url}"]}, "concurrency": 64},
-///     {"name": "parse", "plugin": "./libparse.so", "concurrency": "unlimited"},
+///     {"name": "parse", "plugin": "./libparse.so", "concurrency": "unlimited", "isolate": true, "memory_limit": "512M"},
 ///     {"name": "total", "plugin": "wordcount", "concurrency": "serial"}
 ///   ]
 /// }
@@ -19,6 +19,7 @@
 /// See docs/pipelines.md.
 
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -48,12 +49,18 @@ struct COREMAP_EXPORT Concurrency {
   static Concurrency parse_text(std::string_view text, const std::string& where);
 };
 
-/// One stage: a plugin, its config and its concurrency.
+/// One stage: a plugin, its config and its concurrency, and whether it runs in worker processes.
 struct Stage {
   std::string name;                      ///< for messages and reports; defaults to the plugin's name
   std::shared_ptr<const Plugin> plugin;
   Json config = Json::object();          ///< as given; the engine resolves it against the plugin
   Concurrency concurrency{};
+  /// Runs the plugin in worker processes (coremap-worker, docs/reliability.md#crash-isolation),
+  /// as RunOptions::isolate does for every stage; the other stages stay in process.
+  bool isolate = false;
+  /// With isolate (the stage's or RunOptions::isolate): each of the stage's workers' address-space
+  /// limit (RLIMIT_AS) in bytes; 0 takes RunOptions::memory_limit_bytes.
+  std::uint64_t memory_limit_bytes = 0;
 };
 
 /// Stages in order, and the bound on batches in flight (0: the engine's default).
@@ -65,7 +72,9 @@ struct Pipeline {
 /// Reads a pipeline spec (see the file comment) and loads its plugins with `loader`. Throws
 /// ConfigError naming the file, the stage (by position and name) and the key for a spec that
 /// is not valid: unknown key, wrong type, missing plugin, a concurrency that is not "serial",
-/// "unlimited" or a positive integer; PluginError when a plugin cannot be loaded.
+/// "unlimited" or a positive integer, an "isolate" that is not true or false, a "memory_limit"
+/// that is not a size ("512M", bytes) or is given without "isolate": true; PluginError when a
+/// plugin cannot be loaded.
 COREMAP_EXPORT Pipeline load_pipeline(const std::filesystem::path& spec, const PluginLoader& loader);
 
 /// The same for a spec already parsed; `source` names it in messages.
