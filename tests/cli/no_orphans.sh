@@ -55,6 +55,7 @@ oracle items 4 dir="$WORK/pids" double=false --at 2:1 double=true >fork.jsonl
 for mode in "" --isolate; do
   cm run --plugin "$COREMAP_FIXTURES/fixture_forker.so" --manifest fork.jsonl --threads 2 -q $mode
   expect_eq "$rc" 0 "forking plugin ${mode:-in process}: exit 0"
+  if [ "$rc" != 0 ]; then sed 's/^/    /' "$WORK/err" >&2; oracle values "$WORK/out" 'r.get("error")' >&2 || true; fi
   none_survive "forking plugin ${mode:-in process}: forked children" 4
 done
 
