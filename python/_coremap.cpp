@@ -214,8 +214,8 @@ class ForkServer {
       message.push_back('\0');
       message += a;
     }
-    int fds[2] = {launch.channel_fd, launch.note_fd};
-    const int count = launch.note_fd >= 0 ? 2 : 1;
+    int fds[3] = {launch.channel_fd, launch.results_fd, launch.note_fd};
+    const int count = launch.note_fd >= 0 ? 3 : 2;
     std::lock_guard lock(mutex_);
     if (gone_) return -1;
     char reply[512];
@@ -254,7 +254,7 @@ class ForkServer {
 
   static ssize_t send_with_fds(int socket, const std::string& message, const int* fds, int count) {
     iovec io{const_cast<char*>(message.data()), message.size()};
-    alignas(cmsghdr) char control[CMSG_SPACE(2 * sizeof(int))] = {};
+    alignas(cmsghdr) char control[CMSG_SPACE(3 * sizeof(int))] = {};
     msghdr header{};
     header.msg_iov = &io;
     header.msg_iovlen = 1;
@@ -312,7 +312,7 @@ class ForkServer {
     std::string message(1 << 16, '\0');
     for (;;) {
       iovec io{message.data(), message.size()};
-      alignas(cmsghdr) char control[CMSG_SPACE(2 * sizeof(int))] = {};
+      alignas(cmsghdr) char control[CMSG_SPACE(3 * sizeof(int))] = {};
       msghdr header{};
       header.msg_iov = &io;
       header.msg_iovlen = 1;
@@ -321,7 +321,7 @@ class ForkServer {
       const ssize_t n = ::recvmsg(socket, &header, MSG_CMSG_CLOEXEC);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) ::_exit(0);
-      int fds[2] = {-1, -1};
+      int fds[3] = {-1, -1, -1};
       for (cmsghdr* c = CMSG_FIRSTHDR(&header); c != nullptr; c = CMSG_NXTHDR(&header, c)) {
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
           std::memcpy(fds, CMSG_DATA(c), std::min<std::size_t>(c->cmsg_len - CMSG_LEN(0), sizeof fds));
@@ -339,7 +339,8 @@ class ForkServer {
         start = end + 1;
       }
       launch.channel_fd = fds[0];
-      launch.note_fd = fds[1];
+      launch.results_fd = fds[1];
+      launch.note_fd = fds[2];
       PyOS_BeforeFork();
       // CLONE_PARENT: the worker is the caller's child, as a worker the engine started itself.
       // This process has one thread, so a fork without glibc's handlers leaves no lock held.
@@ -352,8 +353,9 @@ class ForkServer {
       }
       PyOS_AfterFork_Parent();
       const std::int32_t reply = pid > 0 ? static_cast<std::int32_t>(pid) : -clone_error;
-      if (fds[0] >= 0) ::close(fds[0]);
-      if (fds[1] >= 0) ::close(fds[1]);
+      for (const int fd : fds) {
+        if (fd >= 0) ::close(fd);
+      }
       if (::send(socket, &reply, sizeof reply, MSG_NOSIGNAL) < 0) ::_exit(0);
     }
   }

@@ -31,9 +31,10 @@ void become_worker(const WorkerLaunch& launch) noexcept {
   ::setpgid(0, 0);
   // Out of the way of the numbers they go to, then into place.
   const int channel = ::fcntl(launch.channel_fd, F_DUPFD_CLOEXEC, 64);
+  const int results = ::fcntl(launch.results_fd, F_DUPFD_CLOEXEC, 64);
   const int note = launch.note_fd >= 0 ? ::fcntl(launch.note_fd, F_DUPFD_CLOEXEC, 64) : -1;
-  if (channel < 0 || (launch.note_fd >= 0 && note < 0)) give_up("cannot take the channel");
-  if (::dup2(channel, STDIN_FILENO) < 0 || ::dup2(channel, STDOUT_FILENO) < 0) give_up("cannot take the channel");
+  if (channel < 0 || results < 0 || (launch.note_fd >= 0 && note < 0)) give_up("cannot take the channel");
+  if (::dup2(channel, STDIN_FILENO) < 0 || ::dup2(results, STDOUT_FILENO) < 0) give_up("cannot take the channel");
   int first_free = STDERR_FILENO + 1;
   if (note >= 0) {
     if (::dup2(note, detail::worker_note_fd) < 0) give_up("cannot take the note page");

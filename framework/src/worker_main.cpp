@@ -37,8 +37,12 @@
 namespace coremap::detail {
 namespace {
 
-// Touched by the signal handler, so plain globals of lock-free types.
-int protocol_fd = -1;
+// Touched by the signal handler, so plain globals of lock-free types. The channel: batches come
+// in on the engine's socket, outcomes go out through a pipe (a small write to a pipe shares
+// its page with the ones before; a socket allocates a buffer for each, most of a tiny item's
+// cost).
+int channel_in = -1;
+int channel_out = -1;
 // The page shared with the engine (worker_note.hpp); null when the engine gave none.
 WorkerNote* note_page = nullptr;
 // True while the plugin runs an item: an exit() then is that item's end (worker_exit_called).
@@ -60,7 +64,7 @@ struct sigaction previous_fatal[NSIG];
 // below it), then dies of the same signal through the handler that was there before.
 extern "C" void on_fatal_signal(int signal_number) {
   if (allocation_failed.load(std::memory_order_relaxed)) {
-    [[maybe_unused]] const auto n = ::write(protocol_fd, out_of_memory_frame, sizeof out_of_memory_frame);
+    [[maybe_unused]] const auto n = ::write(channel_out, out_of_memory_frame, sizeof out_of_memory_frame);
   }
   process_tree::kill_descendants();
   ::sigaction(signal_number, &previous_fatal[signal_number], nullptr);
@@ -94,8 +98,9 @@ extern "C" void on_parent_death(int) {
 // into it. And it dies with the worker: the parent-death signal fires when the thread that
 // forked it ends, and items run on the worker's main thread, which lives as long as the worker.
 extern "C" void close_channel_in_child() {
-  if (protocol_fd >= 0) ::close(protocol_fd);
-  protocol_fd = -1;
+  if (channel_in >= 0) ::close(channel_in);
+  if (channel_out >= 0) ::close(channel_out);
+  channel_in = channel_out = -1;
   ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 }
 
@@ -148,7 +153,7 @@ void start_orphan_watchdog() {
       // either descriptor (POLLNVAL): a closed channel is a hang-up, a closed pipe is no
       // longer watched.
       const bool exiting = note_page != nullptr && note_page->exit_called.load(std::memory_order_relaxed) != 0;
-      pollfd p[2] = {{exiting ? -1 : protocol_fd, 0, 0}, {pipe_fd, POLLIN, 0}};
+      pollfd p[2] = {{exiting ? -1 : channel_in, 0, 0}, {pipe_fd, POLLIN, 0}};
       if (p[0].fd < 0 && p[1].fd < 0) {
         std::this_thread::sleep_for(std::chrono::seconds(1));
         continue;
@@ -254,7 +259,9 @@ void worker_exit_called(int status) noexcept {
   write_note(note_page, text);
   // The engine hears of it now, not when exit() has run every handler (one may hang): the
   // end of the channel, for every process holding a copy.
-  if (protocol_fd >= 0) ::shutdown(protocol_fd, SHUT_RDWR);
+  if (channel_in >= 0) ::shutdown(channel_in, SHUT_RDWR);
+  if (channel_out >= 0) ::close(channel_out);  // the pipe's end: no other process holds it
+  channel_out = -1;
 }
 
 int worker_main(int argc, char** argv) {
@@ -290,8 +297,10 @@ int worker_main(int argc, char** argv) {
   // The channel moves off descriptors 0 and 1, which become /dev/null and standard error: a
   // plugin that prints to standard output cannot corrupt the protocol, and programs the
   // plugin starts do not inherit the channel.
-  protocol_fd = ::fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3);
-  if (protocol_fd < 0) return fail("standard input");
+  channel_in = ::fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3);
+  if (channel_in < 0) return fail("standard input");
+  channel_out = ::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
+  if (channel_out < 0) return fail("standard output");
   const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (null_fd < 0 || ::dup2(null_fd, STDIN_FILENO) < 0 || ::dup2(STDERR_FILENO, STDOUT_FILENO) < 0) {
     return fail("redirecting standard input and output");
@@ -325,7 +334,7 @@ int worker_main(int argc, char** argv) {
   Json config;
   bool sends_state = false;
   try {
-    const auto setup = read_frame(protocol_fd, in);
+    const auto setup = read_frame(channel_in, in);
     if (!setup || setup->kind != FrameKind::setup || setup->payload.empty()) throw ProtocolError("expected a setup frame");
     const auto flags = static_cast<std::uint8_t>(setup->payload[0]);
     config = Json::parse(setup->payload.substr(1));
@@ -345,7 +354,7 @@ int worker_main(int argc, char** argv) {
     out.bytes(e.what());
   }
   out.end();
-  if (!write_all(protocol_fd, out.data())) return fail("writing to the engine");
+  if (!write_all(channel_out, out.data())) return fail("writing to the engine");
   if (!instance) return 3;
 
   const std::string oom_note = "out of memory (--memory-limit " + format_size(memory_limit) + "): ";
@@ -364,7 +373,7 @@ int worker_main(int argc, char** argv) {
   WireWriter values;
   std::vector<std::uint8_t> state_bytes;
   try {
-    while (const auto frame = read_frame(protocol_fd, in)) {
+    while (const auto frame = read_frame(channel_in, in)) {
       if (frame->kind != FrameKind::batch) throw ProtocolError("expected a batch frame");
       PayloadReader payload(frame->payload);
       const BatchHeader header = decode_batch_header(payload);
@@ -449,7 +458,7 @@ int worker_main(int argc, char** argv) {
               out.begin(FrameKind::attempt);
               out.u32(attempt + 1);
               out.end();
-              if (!write_all(protocol_fd, out.data())) {
+              if (!write_all(channel_out, out.data())) {
                 note_lost_channel("announcing a retry", std::strerror(errno));
                 return fail("writing to the engine");
               }
@@ -512,7 +521,7 @@ int worker_main(int argc, char** argv) {
         out.end();
         // One write per item: when the worker dies, the engine knows exactly which item it was
         // working on, and no finished item is ever run twice.
-        if (!write_all(protocol_fd, out.data())) {
+        if (!write_all(channel_out, out.data())) {
           note_lost_channel("writing the item's result", std::strerror(errno));
           return fail("writing to the engine");
         }

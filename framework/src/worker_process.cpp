@@ -5,6 +5,7 @@
 #include "worker_process.hpp"
 
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -151,6 +152,8 @@ void WorkerProcess::release_note() noexcept {
   pid_ = -1;
   if (pidfd_ >= 0) ::close(pidfd_);
   pidfd_ = -1;
+  if (results_fd_ >= 0) ::close(results_fd_);
+  results_fd_ = -1;
   if (note_ != nullptr) ::munmap(note_, sizeof(WorkerNote));
   note_ = nullptr;
 }
@@ -175,10 +178,11 @@ bool WorkerProcess::wait_exited(std::chrono::milliseconds wait) noexcept {
 
 void WorkerProcess::start() {
   const std::string where = "--isolate: plugin '" + settings_.plugin_name + "' (" + settings_.plugin_path + ")";
-  // One socket for both directions: the engine writes with MSG_NOSIGNAL, so a worker that has
-  // died is EPIPE here, never a SIGPIPE that would kill the whole run, and no process-wide
-  // signal disposition has to change. CLOEXEC keeps other workers, started concurrently from
-  // other threads, from inheriting this worker's channel (which would hide its death).
+  // A socket for batches: the engine writes with MSG_NOSIGNAL, so a worker that has died is
+  // EPIPE here, never a SIGPIPE that would kill the whole run, and no process-wide signal
+  // disposition has to change; outcomes come back through a pipe (below), which the engine only
+  // reads. CLOEXEC keeps other workers, started concurrently from other threads, from
+  // inheriting this worker's channel (which would hide its death).
   int fds[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
     throw PluginError(where + ": socketpair: " + std::strerror(errno));
@@ -187,7 +191,15 @@ void WorkerProcess::start() {
   posix_spawnattr_t attr;
   ::posix_spawn_file_actions_init(&actions);
   ::posix_spawn_file_actions_adddup2(&actions, fds[1], STDIN_FILENO);
-  ::posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
+  // Outcomes come back through a pipe, the worker's standard output (worker_main.cpp).
+  int results[2];
+  if (::pipe2(results, O_CLOEXEC) != 0) {
+    const int error = errno;
+    ::close(fds[0]);
+    ::close(fds[1]);
+    throw PluginError(where + ": pipe: " + std::strerror(error));
+  }
+  ::posix_spawn_file_actions_adddup2(&actions, results[1], STDOUT_FILENO);
   // The note page (worker_note.hpp): a memfd the worker maps on worker_note_fd and closes. A
   // worker runs without it if the kernel gives none.
   int note_fd = ::memfd_create("coremap-worker-note", MFD_CLOEXEC);
@@ -258,6 +270,7 @@ void WorkerProcess::start() {
     launch.arguments.assign(argv.begin(), argv.end() - 1);
     launch.environment_entry = tree_entry_;
     launch.channel_fd = fds[1];
+    launch.results_fd = results[1];
     launch.note_fd = note_ != nullptr ? note_fd : -1;
     try {
       pid = settings_.launch(launch);
@@ -272,9 +285,11 @@ void WorkerProcess::start() {
   ::posix_spawn_file_actions_destroy(&actions);
   ::posix_spawnattr_destroy(&attr);
   ::close(fds[1]);
+  ::close(results[1]);
   if (note_fd >= 0) ::close(note_fd);
   if (spawn_error != 0) {
     ::close(fds[0]);
+    ::close(results[0]);
     if (note_ != nullptr) ::munmap(note_, sizeof(WorkerNote));
     note_ = nullptr;
     if (spawn_error < 0) throw PluginError(where + ": cannot start the worker: " + launch_error);
@@ -283,6 +298,8 @@ void WorkerProcess::start() {
   }
   pid_ = pid;
   fd_ = fds[0];
+  results_fd_ = results[0];
+  ::fcntl(results_fd_, F_SETFL, O_NONBLOCK);
   pidfd_ = open_pidfd(pid);
   in_ = FrameReader();
 
@@ -350,7 +367,7 @@ WorkerProcess::Wait WorkerProcess::receive(Frame& frame, Clock::time_point deadl
     }
     if (watching && settings_.stop->load(std::memory_order_relaxed)) return Wait::stopped;
     constexpr std::size_t chunk = 64 * 1024;
-    const ssize_t n = exited && after_exit >= after_exit_limit ? -2 : ::recv(fd_, in_.prepare(chunk), chunk, MSG_DONTWAIT);
+    const ssize_t n = exited && after_exit >= after_exit_limit ? -2 : ::read(results_fd_, in_.prepare(chunk), chunk);
     if (n > 0) {
       in_.commit(static_cast<std::size_t>(n));
       if (exited) after_exit += static_cast<std::size_t>(n);
@@ -368,7 +385,7 @@ WorkerProcess::Wait WorkerProcess::receive(Frame& frame, Clock::time_point deadl
     }
     // Without a pidfd the worker's end is looked for every 50 ms, as the stop is.
     if ((watching || pidfd_ < 0) && (wait_ms < 0 || wait_ms > 50)) wait_ms = 50;
-    pollfd p[2] = {{fd_, POLLIN, 0}, {pidfd_, POLLIN, 0}};
+    pollfd p[2] = {{results_fd_, POLLIN, 0}, {pidfd_, POLLIN, 0}};
     if (::poll(p, pidfd_ >= 0 ? 2 : 1, static_cast<int>(wait_ms)) < 0 && errno != EINTR) return Wait::closed;
     if (pidfd_ >= 0) {
       exited = p[1].revents != 0;

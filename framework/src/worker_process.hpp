@@ -136,6 +136,7 @@ class WorkerProcess {
   const WorkerSettings& settings_;
   pid_t pid_ = -1;
   int fd_ = -1;
+  int results_fd_ = -1;            // the read end of the worker's outcomes (a pipe, non-blocking)
   int pidfd_ = -1;                 // the worker's pidfd, -1 where the kernel has none
   WorkerNote* note_ = nullptr;     // the page shared with this worker (worker_note.hpp)
   std::string protocol_error_;

@@ -99,8 +99,10 @@ struct WorkerLaunch {
   /// "NAME=VALUE" added to the worker's environment: marks its process tree.
   std::string environment_entry;
   /// The engine's end of the channel is its own; this end becomes the worker's standard input
-  /// and output. The launcher may close its copies once the worker has its own.
+  /// (batches in). The launcher may close its copies once the worker has its own.
   int channel_fd = -1;
+  /// The write end of the pipe the worker's outcomes come back through: its standard output.
+  int results_fd = -1;
   /// The page the worker and the engine share (a memfd), or -1.
   int note_fd = -1;
 };
@@ -114,7 +116,8 @@ struct WorkerLaunch {
 using WorkerLauncher = std::function<int(const WorkerLaunch& launch)>;
 
 /// What a launched worker process runs (coremap-worker's main, after the set-up posix_spawn
-/// gives it): moves the channel to standard input and output and the note page to its
+/// gives it): moves the channel to standard input, the results pipe to standard output and the
+/// note page to its
 /// descriptor, closes every other descriptor above standard error, unblocks every signal and
 /// resets every handled one to its default, starts a process group of its own, adds the
 /// environment entry, then runs the worker protocol until the engine closes the channel, and
