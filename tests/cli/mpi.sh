@@ -2,7 +2,7 @@
 # `mpirun -n K coremap run` (docs/distributed.md): the output is byte-identical to a run without
 # MPI (cmp), for the sha256 and spin plugins, ordered, unordered (same records), to a file and to
 # standard output; exit codes are those of a local run; skewed item costs balance over the
-# processing ranks; a processing rank killed with SIGKILL leaves FILE.part and the journal, and --resume under
+# processing ranks; the ranks share one --cache and a rerun finds every stored item; a processing rank killed with SIGKILL leaves FILE.part and the journal, and --resume under
 # mpirun completes FILE with every item exactly once, byte-identical to the local run.
 source "$(dirname "$0")/lib.sh"
 : "${MPIEXEC:?MPIEXEC must point at mpirun}"
@@ -36,6 +36,26 @@ done
 (cd "$WORK/files" && sha256sum r*.bin) | awk '{print $1}' >"$WORK/sha.expected"
 record_values "$WORK/sha.3.jsonl" 'r["result"]["sha256"] if r["ok"] else "error"' | cut -f2 | grep -v '^error$' >"$WORK/sha.got"
 if cmp -s "$WORK/sha.expected" "$WORK/sha.got"; then pass "mpirun -n 3 sha256: hashes equal sha256sum's"; else fail "hashes differ from sha256sum"; fi
+
+# The result cache under mpirun: the processing ranks share one cache directory (SQLite in WAL
+# mode, several processes); a second mpirun finds every item stored (the ranks' runs, as each
+# recorded them in the database, add up to 300 hits; the 2 failed items run again, as failures
+# are not stored without --cache-failures), and both outputs equal the local run's.
+runs_after() {  # runs_after ID: "hits misses" summed over the cache's runs recorded after run ID
+  python3 -c 'import sqlite3, sys; print(*sqlite3.connect(sys.argv[1]).execute("select sum(hits), sum(misses) from runs where id > ?", (int(sys.argv[2]),)).fetchone())' "$WORK/mpicache/cache.sqlite" "$1"
+}
+last_run() { python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select coalesce(max(id), 0) from runs").fetchone()[0])' "$WORK/mpicache/cache.sqlite"; }
+mpi 3 run --plugin sha256 --manifest "$WORK/files.txt" -o "$WORK/sha.cache1.jsonl" --cache "$WORK/mpicache"
+expect_eq "$rc" 1 "mpirun -n 3 --cache (cold): exit 1 as the local run"
+cmp -s "$WORK/sha.local.jsonl" "$WORK/sha.cache1.jsonl" && pass "mpirun -n 3 --cache (cold): byte-identical to the local run" ||
+  fail "mpirun -n 3 --cache (cold): output differs"
+expect_eq "$(runs_after 0)" "0 302" "mpirun -n 3 --cache (cold): every item a miss"
+before=$(last_run)
+mpi 3 run --plugin sha256 --manifest "$WORK/files.txt" -o "$WORK/sha.cache2.jsonl" --cache "$WORK/mpicache"
+expect_eq "$rc" 1 "mpirun -n 3 --cache (rerun): exit 1 as the local run"
+cmp -s "$WORK/sha.local.jsonl" "$WORK/sha.cache2.jsonl" && pass "mpirun -n 3 --cache (rerun): byte-identical to the local run" ||
+  fail "mpirun -n 3 --cache (rerun): output differs"
+expect_eq "$(runs_after "$before")" "300 2" "mpirun -n 3 --cache (rerun): every stored item a hit, the 2 failures run again"
 
 mpi 3 run --plugin sha256 --manifest "$WORK/files.txt" --mpi-chunk 7 -q
 expect_eq "$rc" 1 "mpirun -n 3 to standard output, --mpi-chunk 7: exit 1"
